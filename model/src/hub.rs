@@ -1,0 +1,111 @@
+//! Resolving a model argument: a local directory, or a Hugging Face hub id (`owner/name`) looked
+//! up in the hub cache (`HF_HOME`, default `~/.cache/huggingface`) and downloaded when missing.
+//! `HF_HUB_OFFLINE=1` (or `offline = true`) only looks in the cache; `HF_TOKEN` authenticates.
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::ApiBuilder;
+use hf_hub::Cache;
+
+use crate::checkpoint::TOKENIZER_FILES;
+use crate::error::{ModelError, Result};
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// True when `HF_HUB_OFFLINE` asks for cache-only lookups.
+pub fn offline_from_env() -> bool {
+    env_flag("HF_HUB_OFFLINE")
+}
+
+fn looks_like_repo_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+/// Returns the local directory holding the model named by `spec`.
+pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.exists() || !looks_like_repo_id(spec) {
+        return Err(ModelError::Hub {
+            id: spec.to_string(),
+            msg: "not a model directory, and not a hub id of the form owner/name".into(),
+        });
+    }
+    let hub = |msg: String| ModelError::Hub {
+        id: spec.to_string(),
+        msg,
+    };
+    if offline {
+        let cache = Cache::from_env();
+        let repo = cache.model(spec.to_string());
+        let config = repo.get("config.json").ok_or_else(|| {
+            hub(format!(
+                "config.json is not in the hub cache {} (offline mode: HF_HUB_OFFLINE is set)",
+                cache.path().display()
+            ))
+        })?;
+        let dir = config
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        return Ok(dir);
+    }
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut builder = ApiBuilder::from_env();
+    if token.is_some() {
+        builder = builder.with_token(token);
+    }
+    let api = builder.build().map_err(|e| hub(e.to_string()))?;
+    let repo = api.model(spec.to_string());
+    let config = repo.get("config.json").map_err(|e| hub(e.to_string()))?;
+    let dir = config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    match repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(crate::error::io_err(&index))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                    path: index.clone(),
+                    source,
+                })?;
+            let mut shards: Vec<String> = value
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            shards.sort();
+            shards.dedup();
+            for shard in shards {
+                repo.get(&shard).map_err(|e| hub(format!("{shard}: {e}")))?;
+            }
+        }
+        Err(_) => {
+            repo.get("model.safetensors")
+                .map_err(|e| hub(format!("model.safetensors: {e}")))?;
+        }
+    }
+    for name in TOKENIZER_FILES {
+        // Optional files: a model without them is still a model.
+        let _ = repo.get(name);
+    }
+    Ok(dir)
+}

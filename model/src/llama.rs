@@ -1,0 +1,308 @@
+//! LLaMA as burn modules, generic over the backend. Field names follow the Hugging Face tensor
+//! names (`model.layers.{i}.self_attn.q_proj.weight` is `layers[i].self_attn.q_proj.weight`).
+//! Linear weights are stored in burn's `[in, out]` layout; checkpoint I/O transposes.
+
+use burn::module::Param;
+use burn::nn::{Embedding, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::cache::{KvCache, LayerCache};
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::rope::Rotary;
+use crate::weights::WeightSource;
+
+/// RMSNorm as in Hugging Face LLaMA: `w ⊙ x · rsqrt(mean(x²) + eps)`.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// `[batch, seq, d] -> [batch, seq, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let var = x.clone().powi_scalar(2).mean_dim(2); // [b, s, 1]
+        let inv = (var + self.eps).sqrt().recip();
+        x * inv * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Causal self-attention with grouped-query attention (`n_kv_heads` divides `n_heads`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x [batch, seq, d]`, first position `start` -> `[batch, seq, d]`.
+    /// With a cache, this layer's keys and values are appended to `cache` and attention covers
+    /// every cached position.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rotary<B>,
+        start: usize,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
+        let q = rope.apply(split(self.q_proj.forward(x.clone()), h), start); // [b, h, s, hd]
+        let k = rope.apply(split(self.k_proj.forward(x.clone()), kvh), start); // [b, kvh, s, hd]
+        let v = split(self.v_proj.forward(x), kvh); // [b, kvh, s, hd]
+        let (k, v) = match cache {
+            Some(layer) => layer.append(k, v),
+            None => (k, v),
+        };
+        let t = k.dims()[2]; // total key positions
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v)); // [b, h, t, hd]
+                                                             // Query i sits at position start+i and may see keys 0..=start+i.
+        let (mask, is_causal) = if s == 1 {
+            (None, false)
+        } else if t == s {
+            (None, true)
+        } else {
+            let data: Vec<bool> = (0..s)
+                .flat_map(|i| (0..t).map(move |j| j > t - s + i))
+                .collect();
+            let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(data, [s, t]), &q.device());
+            (Some(mask.unsqueeze::<4>()), false)
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal,
+        };
+        let ctx = attention(q, k, v, mask, None, options); // [b, h, s, hd]
+        self.o_proj
+            .forward(ctx.swap_dims(1, 2).reshape([b, s, h * hd]))
+    }
+
+    /// `[b, kvh, t, hd] -> [b, h, t, hd]`: query head i reads key/value head i / (h / kvh).
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let groups = self.n_heads / self.n_kv_heads;
+        if groups == 1 {
+            return x;
+        }
+        let [b, kvh, t, hd] = x.dims();
+        x.unsqueeze_dim::<5>(2)
+            .expand([b, kvh, groups, t, hd])
+            .reshape([b, kvh * groups, t, hd])
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) ⊙ up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[batch, seq, d] -> [batch, seq, d]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let g = silu(self.gate_proj.forward(x.clone()));
+        let p = self.up_proj.forward(x);
+        self.down_proj.forward(g * p)
+    }
+}
+
+/// One pre-norm transformer block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// `[batch, seq, d] -> [batch, seq, d]`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rotary<B>,
+        start: usize,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let a = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), rope, start, cache);
+        let x = x + a;
+        let f = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
+        x + f
+    }
+}
+
+/// `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when the LM head is tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    pub rope: Rotary<B>,
+    #[module(skip)]
+    pub config: LlamaConfig,
+}
+
+fn linear<B: Backend>(weight: Tensor<B, 2>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: None,
+    }
+}
+
+impl<B: Backend> Llama<B> {
+    /// Builds the model with every weight taken from `source` (a checkpoint, or an initializer).
+    /// Tensor names are the Hugging Face ones.
+    pub fn from_source(
+        config: &LlamaConfig,
+        source: &mut impl WeightSource<B>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let c = config;
+        let (d, q, kv, m) = (
+            c.hidden_size,
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+            c.intermediate_size,
+        );
+        let rms = |w: Tensor<B, 1>| RmsNorm {
+            weight: Param::from_tensor(w),
+            eps: c.rms_norm_eps,
+        };
+        let embed = source.embedding("model.embed_tokens.weight", c.vocab_size, d, device)?;
+        let embed_tokens = Embedding {
+            weight: Param::from_tensor(embed),
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut lin = |n: &str, i: usize, o: usize| -> Result<Linear<B>> {
+                Ok(linear(source.linear(
+                    &format!("{p}.{n}.weight"),
+                    i,
+                    o,
+                    device,
+                )?))
+            };
+            let self_attn = Attention {
+                q_proj: lin("self_attn.q_proj", d, q)?,
+                k_proj: lin("self_attn.k_proj", d, kv)?,
+                v_proj: lin("self_attn.v_proj", d, kv)?,
+                o_proj: lin("self_attn.o_proj", q, d)?,
+                n_heads: c.num_attention_heads,
+                n_kv_heads: c.num_key_value_heads,
+                head_dim: c.head_dim,
+            };
+            let mlp = Mlp {
+                gate_proj: lin("mlp.gate_proj", d, m)?,
+                up_proj: lin("mlp.up_proj", d, m)?,
+                down_proj: lin("mlp.down_proj", m, d)?,
+            };
+            let ln1 = source.norm(&format!("{p}.input_layernorm.weight"), d, device)?;
+            let ln2 = source.norm(&format!("{p}.post_attention_layernorm.weight"), d, device)?;
+            layers.push(Block {
+                input_layernorm: rms(ln1),
+                self_attn,
+                post_attention_layernorm: rms(ln2),
+                mlp,
+            });
+        }
+        let norm = rms(source.norm("model.norm.weight", d, device)?);
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(linear(source.linear(
+                "lm_head.weight",
+                d,
+                c.vocab_size,
+                device,
+            )?))
+        };
+        Ok(Llama {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope: Rotary::new(c.head_dim, &c.rope, c.max_position_embeddings, device),
+            config: config.clone(),
+        })
+    }
+
+    /// Final hidden states `[batch, seq] -> [batch, seq, d]` (after the final norm).
+    fn hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        let seq = input_ids.dims()[1];
+        let mut x = self.embed_tokens.forward(input_ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let entry = cache.as_mut().map(|c| c.layer_mut(i));
+            x = layer.forward(x, &self.rope, start, entry);
+        }
+        if let Some(c) = cache {
+            c.advance(seq);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Hidden states to logits: `[batch, seq, d] -> [batch, seq, vocab]`.
+    pub fn lm_logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+        }
+    }
+
+    /// `[batch, seq] -> [batch, seq, vocab]`
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.lm_logits(self.hidden(input_ids, None))
+    }
+
+    /// Forward for new tokens `[batch, new]` after those already in `cache`; returns their
+    /// logits `[batch, new, vocab]` and appends their keys/values to the cache.
+    pub fn forward_cached(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        self.lm_logits(self.hidden(input_ids, Some(cache)))
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.layers.len())
+    }
+}
+
+/// Mean next-token cross-entropy (Hugging Face's causal-LM loss): position t predicts token t+1.
+/// `logits [b, s, V]`, `input_ids [b, s]` -> scalar `[1]`.
+pub fn next_token_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let [b, s, _] = logits.dims();
+    let logp = log_softmax(logits.narrow(1, 0, s - 1), 2); // [b, s-1, V]
+    let targets = input_ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+    let picked = logp.gather(2, targets); // [b, s-1, 1]
+    picked.mean().neg()
+}

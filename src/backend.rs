@@ -1,0 +1,73 @@
+//! Backends compiled in by Cargo feature, chosen at run time with `--device`.
+
+use clap::ValueEnum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// burn's Flex backend (pure Rust, multi-threaded; feature `flex`, on by default).
+    Cpu,
+    /// burn's wgpu backend (Vulkan/Metal/DX12; feature `wgpu`).
+    Wgpu,
+    /// burn's CUDA backend (NVIDIA; feature `cuda`).
+    Cuda,
+}
+
+#[cfg(feature = "flex")]
+pub type Cpu = burn::backend::Flex;
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+
+pub fn not_built(kind: DeviceKind, feature: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--device {}: this shear was built without it (rebuild with `--features {feature}`)",
+        format!("{kind:?}").to_lowercase()
+    )
+}
+
+/// Runs `$body` with `$B` bound to the backend type for `$kind` and `$device` to its device.
+macro_rules! dispatch {
+    ($kind:expr, |$B:ident, $device:ident| $body:expr) => {{
+        use $crate::backend::DeviceKind;
+        match $kind {
+            DeviceKind::Cpu => {
+                #[cfg(feature = "flex")]
+                {
+                    type $B = $crate::backend::Cpu;
+                    let $device = burn::tensor::Device::<$B>::default();
+                    $body
+                }
+                #[cfg(not(feature = "flex"))]
+                {
+                    Err($crate::backend::not_built($kind, "flex"))
+                }
+            }
+            DeviceKind::Wgpu => {
+                #[cfg(feature = "wgpu")]
+                {
+                    type $B = $crate::backend::Wgpu;
+                    let $device = burn::tensor::Device::<$B>::default();
+                    $body
+                }
+                #[cfg(not(feature = "wgpu"))]
+                {
+                    Err($crate::backend::not_built($kind, "wgpu"))
+                }
+            }
+            DeviceKind::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    type $B = $crate::backend::Cuda;
+                    let $device = burn::tensor::Device::<$B>::default();
+                    $body
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    Err($crate::backend::not_built($kind, "cuda"))
+                }
+            }
+        }
+    }};
+}
+pub(crate) use dispatch;

@@ -1,0 +1,101 @@
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use shear_model::LlamaConfig;
+use shear_train::bench::{self, BenchConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Key/value heads (default: as many as heads).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    #[arg(long, default_value_t = 688)]
+    pub intermediate: usize,
+    #[arg(long, default_value_t = 32000)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Untimed steps before measuring.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Measured steps (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
+    let model = LlamaConfig::new(
+        args.vocab,
+        args.hidden,
+        args.intermediate,
+        args.layers,
+        args.heads,
+        args.kv_heads.unwrap_or(args.heads),
+    );
+    model.validate()?;
+    if args.seq < 2 {
+        anyhow::bail!(
+            "--seq {}: need at least 2 tokens for a next-token loss",
+            args.seq
+        );
+    }
+    let cfg = BenchConfig {
+        model,
+        batch: args.batch,
+        seq: args.seq,
+        warmup: args.warmup,
+        steps: args.steps,
+        seed: 0,
+    };
+    let r = bench::run::<Autodiff<B>>(&cfg, device)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "backend": std::any::type_name::<B>(),
+                "layers": args.layers, "hidden": args.hidden, "heads": args.heads,
+                "intermediate": args.intermediate, "vocab": args.vocab,
+                "seq": args.seq, "batch": args.batch, "params": r.params,
+                "forward_tokens_per_s": r.forward_tps,
+                "forward_backward_tokens_per_s": r.forward_backward_tps,
+                "train_step_tokens_per_s": r.train_step_tps,
+            })
+        );
+    } else {
+        println!(
+            "L{} d{} H{} I{} V{}  seq {} batch {}  ({} params, median of {} steps)",
+            args.layers,
+            args.hidden,
+            args.heads,
+            args.intermediate,
+            args.vocab,
+            args.seq,
+            args.batch,
+            r.params,
+            args.steps
+        );
+        println!(
+            "forward                    {:>10.0} tokens/s",
+            r.forward_tps
+        );
+        println!(
+            "forward+backward           {:>10.0} tokens/s",
+            r.forward_backward_tps
+        );
+        println!(
+            "train step (+AdamW)        {:>10.0} tokens/s",
+            r.train_step_tps
+        );
+    }
+    Ok(())
+}

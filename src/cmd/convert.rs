@@ -1,0 +1,55 @@
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
+use shear_model::checkpoint::copy_tokenizer_files;
+use shear_model::{Dtype, SafetensorsSource};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model directory or hub id (owner/name).
+    pub model: String,
+    /// Output directory (config.json, model.safetensors and the tokenizer files).
+    pub out_dir: PathBuf,
+    /// Storage dtype of the saved tensors: f32, bf16 or f16 (default: as stored in MODEL).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
+    let dtype: Option<Dtype> = args.dtype.as_deref().map(str::parse).transpose()?;
+    let dir = super::resolve(&args.model, offline)?;
+    let same = match (dir.canonicalize(), args.out_dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "{}: OUT_DIR is the model's own directory; choose another",
+            args.out_dir.display()
+        );
+    }
+    let dtype = match dtype {
+        Some(d) => d,
+        None => {
+            // Keep the storage dtype of the source's weights.
+            let source = SafetensorsSource::open(&dir)?;
+            let stored = source.summary().into_iter().map(|(_, _, d)| d).next();
+            match stored.as_deref() {
+                Some("BF16") => Dtype::BF16,
+                Some("F16") => Dtype::F16,
+                _ => Dtype::F32,
+            }
+        }
+    };
+    let bar = super::spinner(format!("loading {}", dir.display()));
+    let model = shear_model::load_llama::<B>(&dir, device)
+        .with_context(|| format!("cannot load model {}", dir.display()))?;
+    bar.set_message(format!("writing {}", args.out_dir.display()));
+    shear_model::save_llama(&model, &args.out_dir, dtype)
+        .with_context(|| format!("cannot save to {}", args.out_dir.display()))?;
+    copy_tokenizer_files(&dir, &args.out_dir)?;
+    bar.finish_and_clear();
+    println!("saved {} ({dtype})", args.out_dir.display());
+    Ok(())
+}

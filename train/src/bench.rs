@@ -1,0 +1,110 @@
+//! Throughput of the model on one backend: forward, forward+backward, and a full training step
+//! (forward + backward + AdamW), in tokens per second. Medians over the measured steps.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
+use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub model: LlamaConfig,
+    pub batch: usize,
+    pub seq: usize,
+    /// Untimed steps first (allocation, autotuning).
+    pub warmup: usize,
+    pub steps: usize,
+    pub seed: u64,
+}
+
+/// Tokens per second of each kind of step.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub params: usize,
+    pub tokens_per_step: usize,
+    pub forward_tps: f64,
+    pub forward_backward_tps: f64,
+    pub train_step_tps: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Times `f` `warmup + steps` times and returns the median seconds of the last `steps`.
+fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    median(
+        (0..steps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Runs the benchmark on backend `B` (training on `Autodiff<B>`-style backend `B`).
+pub fn run<B: AutodiffBackend>(
+    cfg: &BenchConfig,
+    device: &B::Device,
+) -> shear_model::Result<BenchReport> {
+    B::seed(device, cfg.seed);
+    let mut model: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
+    let ids: Tensor<B, 2, Int> = Tensor::<B, 2>::random(
+        [cfg.batch, cfg.seq],
+        Distribution::Uniform(0.0, cfg.model.vocab_size as f64),
+        device,
+    )
+    .int();
+    let tokens = cfg.batch * cfg.seq;
+
+    let inference = model.valid();
+    let ids_inner = ids.clone().inner();
+    let fwd = time(cfg.warmup, cfg.steps, || {
+        let loss = next_token_loss(inference.forward(ids_inner.clone()), ids_inner.clone());
+        let _ = loss.into_scalar();
+    });
+
+    let fwd_bwd = time(cfg.warmup, cfg.steps, || {
+        let loss = next_token_loss(model.forward(ids.clone()), ids.clone());
+        let grads = loss.backward();
+        drop(grads);
+        B::sync(device).expect("device sync");
+    });
+
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.95)
+        .with_epsilon(1e-8)
+        .with_weight_decay(0.0)
+        .init::<B, Llama<B>>();
+    let step = time(cfg.warmup, cfg.steps, || {
+        let loss = next_token_loss(model.forward(ids.clone()), ids.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model.clone(), grads);
+        B::sync(device).expect("device sync");
+    });
+
+    Ok(BenchReport {
+        params: cfg.model.param_counts().total(),
+        tokens_per_step: tokens,
+        forward_tps: tokens as f64 / fwd,
+        forward_backward_tps: tokens as f64 / fwd_bwd,
+        train_step_tps: tokens as f64 / step,
+    })
+}

@@ -53,7 +53,7 @@ pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
         let repo = cache.model(spec.to_string());
         let config = repo.get("config.json").ok_or_else(|| {
             hub(format!(
-                "config.json is not in the hub cache {} (offline mode: HF_HUB_OFFLINE is set)",
+                "config.json is not in the hub cache {} (offline mode)",
                 cache.path().display()
             ))
         })?;

@@ -19,6 +19,29 @@ pub type Wgpu = burn::backend::Wgpu;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
 
+/// Fails unless the NVIDIA driver library can be loaded (the CUDA backend needs it at run time).
+#[cfg(feature = "cuda")]
+pub fn check_cuda_driver() -> anyhow::Result<()> {
+    let names: &[&str] = if cfg!(windows) {
+        &["nvcuda.dll"]
+    } else {
+        &["libcuda.so.1", "libcuda.so"]
+    };
+    // SAFETY: loading the NVIDIA driver library runs its initialisers, as the CUDA backend
+    // itself does a moment later.
+    let found = names
+        .iter()
+        .any(|n| unsafe { libloading::Library::new(*n) }.is_ok());
+    if found {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "--device cuda: no NVIDIA driver found (cannot load {})",
+            names.join(" or ")
+        )
+    }
+}
+
 pub fn not_built(kind: DeviceKind, feature: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "--device {}: this shear was built without it (rebuild with `--features {feature}`)",
@@ -58,9 +81,14 @@ macro_rules! dispatch {
             DeviceKind::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
-                    type $B = $crate::backend::Cuda;
-                    let $device = burn::tensor::Device::<$B>::default();
-                    $body
+                    match $crate::backend::check_cuda_driver() {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            type $B = $crate::backend::Cuda;
+                            let $device = burn::tensor::Device::<$B>::default();
+                            $body
+                        }
+                    }
                 }
                 #[cfg(not(feature = "cuda"))]
                 {

@@ -28,6 +28,12 @@ fn check_logits(rel: &str, logits_tol: f32) {
         diff <= logits_tol,
         "{rel}: max |logits diff| {diff} > {logits_tol}"
     );
+    // The training path (last position's logits never computed) gives the same loss.
+    let train_loss: f32 = model.loss(ids.clone()).into_scalar();
+    assert!(
+        (train_loss - want_loss[0]).abs() <= 1e-4,
+        "{rel}: Llama::loss {train_loss}"
+    );
     let loss: f32 = next_token_loss(logits, ids).into_scalar();
     let loss_diff = (loss - want_loss[0]).abs();
     eprintln!("{rel}: |loss diff| = {loss_diff:e}");

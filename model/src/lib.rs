@@ -18,5 +18,5 @@ pub use config::{LlamaConfig, ParamCounts, RopeConfig, RopeScaling};
 pub use dtype::Dtype;
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateConfig, Sampling};
-pub use llama::{next_token_loss, Llama};
+pub use llama::{cross_entropy, next_token_loss, Llama};
 pub use weights::{RandomInit, WeightSource};

@@ -5,7 +5,7 @@
 use burn::module::Param;
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -288,21 +288,40 @@ impl<B: Backend> Llama<B> {
         self.lm_logits(self.hidden(input_ids, Some(cache)))
     }
 
+    /// Training loss: mean next-token cross-entropy of `input_ids [batch, seq]` -> `[1]`.
+    /// Equals `next_token_loss(self.forward(ids), ids)`, but the last position's logits (which
+    /// predict nothing) are never computed.
+    pub fn loss(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let s = input_ids.dims()[1];
+        let h = self.hidden(input_ids.clone(), None).narrow(1, 0, s - 1);
+        cross_entropy(self.lm_logits(h), input_ids.narrow(1, 1, s - 1))
+    }
+
     /// An empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.layers.len())
     }
 }
 
-/// Mean next-token cross-entropy (Hugging Face's causal-LM loss): position t predicts token t+1.
-/// `logits [b, s, V]`, `input_ids [b, s]` -> scalar `[1]`.
+/// Mean cross-entropy of `logits [b, n, V]` against `targets [b, n]` -> scalar `[1]`.
+///
+/// Computed as `mean(logsumexp(logits) - logits[target])` rather than through a full
+/// `log_softmax`: the vocabulary-sized tensor is touched by fewer element-wise passes, which is
+/// where a small model spends most of its step.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, n, _] = logits.dims();
+    let picked = logits.clone().gather(2, targets.reshape([b, n, 1])); // [b, n, 1]
+    let shift = logits.clone().detach().max_dim(2); // [b, n, 1], no gradient needed
+    let lse = (logits - shift.clone()).exp().sum_dim(2).log() + shift; // [b, n, 1]
+    (lse - picked).mean()
+}
+
+/// Mean next-token cross-entropy (Hugging Face's causal-LM loss) from full logits: position t
+/// predicts token t+1. `logits [b, s, V]`, `input_ids [b, s]` -> scalar `[1]`.
 pub fn next_token_loss<B: Backend>(
     logits: Tensor<B, 3>,
     input_ids: Tensor<B, 2, Int>,
 ) -> Tensor<B, 1> {
-    let [b, s, _] = logits.dims();
-    let logp = log_softmax(logits.narrow(1, 0, s - 1), 2); // [b, s-1, V]
-    let targets = input_ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-    let picked = logp.gather(2, targets); // [b, s-1, 1]
-    picked.mean().neg()
+    let s = logits.dims()[1];
+    cross_entropy(logits.narrow(1, 0, s - 1), input_ids.narrow(1, 1, s - 1))
 }

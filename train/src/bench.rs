@@ -8,7 +8,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
-use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
+use shear_model::{Llama, LlamaConfig, RandomInit};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -76,12 +76,12 @@ pub fn run<B: AutodiffBackend>(
     let inference = model.valid();
     let ids_inner = ids.clone().inner();
     let fwd = time(cfg.warmup, cfg.steps, || {
-        let loss = next_token_loss(inference.forward(ids_inner.clone()), ids_inner.clone());
+        let loss = inference.loss(ids_inner.clone());
         let _ = loss.into_scalar();
     });
 
     let fwd_bwd = time(cfg.warmup, cfg.steps, || {
-        let loss = next_token_loss(model.forward(ids.clone()), ids.clone());
+        let loss = model.loss(ids.clone());
         let grads = loss.backward();
         drop(grads);
         B::sync(device).expect("device sync");
@@ -94,7 +94,7 @@ pub fn run<B: AutodiffBackend>(
         .with_weight_decay(0.0)
         .init::<B, Llama<B>>();
     let step = time(cfg.warmup, cfg.steps, || {
-        let loss = next_token_loss(model.forward(ids.clone()), ids.clone());
+        let loss = model.loss(ids.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-4, model.clone(), grads);
         B::sync(device).expect("device sync");

@@ -196,7 +196,7 @@ impl SafetensorsSource {
 }
 
 /// `[rows, cols]` row-major -> `[cols, rows]` row-major.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; v.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -245,12 +245,34 @@ pub fn load_llama<B: Backend>(dir: &Path, device: &B::Device) -> Result<Llama<B>
 
 /// One tensor to write, converted to bytes only when the writer asks for it, so saving needs
 /// one tensor's worth of extra memory rather than a second copy of the model.
-struct LazyTensor<B: Backend> {
+pub(crate) struct LazyTensor<B: Backend> {
     tensor: Tensor<B, 2>,
     /// Burn's `[in, out]` linear layout, written as `[out, in]`.
     transpose: bool,
     shape: Vec<usize>,
     dtype: Dtype,
+}
+
+impl<B: Backend> LazyTensor<B> {
+    /// The values in Hugging Face layout (row-major over `self.shape`), as f32.
+    pub(crate) fn hf_values(&self) -> Vec<f32> {
+        let [r, c] = self.tensor.dims();
+        let v: Vec<f32> = self
+            .tensor
+            .to_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 data after convert");
+        if self.transpose {
+            transpose(&v, r, c)
+        } else {
+            v
+        }
+    }
+
+    pub(crate) fn shape(&self) -> &[usize] {
+        &self.shape
+    }
 }
 
 impl<B: Backend> safetensors::View for LazyTensor<B> {
@@ -280,7 +302,11 @@ impl<B: Backend> safetensors::View for LazyTensor<B> {
     }
 }
 
-fn named_tensors<B: Backend>(model: &Llama<B>, dtype: Dtype) -> Vec<(String, LazyTensor<B>)> {
+/// Every tensor of `model` under its Hugging Face name.
+pub(crate) fn named_tensors<B: Backend>(
+    model: &Llama<B>,
+    dtype: Dtype,
+) -> Vec<(String, LazyTensor<B>)> {
     let mut out = Vec::new();
     let mut push = |name: String, tensor: Tensor<B, 2>, transpose: bool, vector: bool| {
         let [r, c] = tensor.dims();

@@ -9,6 +9,8 @@ pub mod error;
 pub mod generate;
 pub mod hub;
 pub mod llama;
+pub mod masks;
+pub mod materialize;
 pub mod rope;
 pub mod weights;
 
@@ -18,5 +20,7 @@ pub use config::{LlamaConfig, ParamCounts, RopeConfig, RopeScaling};
 pub use dtype::Dtype;
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateConfig, Sampling};
-pub use llama::{cross_entropy, next_token_loss, Llama};
+pub use llama::{cross_entropy, next_token_loss, LayerZ, Llama, ZMasks};
+pub use masks::{HardConcrete, Mask};
+pub use materialize::{materialize, DeterministicMasks};
 pub use weights::{RandomInit, WeightSource};

@@ -29,6 +29,74 @@ impl<B: Backend> RmsNorm<B> {
         let inv = (var + self.eps).sqrt().recip();
         x * inv * self.weight.val().unsqueeze::<3>()
     }
+
+    /// Masked RMSNorm (SPEC §1.2): the variance is taken over the kept dimensions
+    /// (`z_hidden ≠ 0`) only, and the output is multiplied by `z_hidden [d]`.
+    /// `[batch, seq, d] -> [batch, seq, d]`
+    pub fn forward_masked(&self, x: Tensor<B, 3>, z_hidden: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
+        let Some(z) = z_hidden else {
+            return self.forward(x);
+        };
+        let keep = z.clone().not_equal_elem(0.0).float(); // [d]
+        let count = keep.clone().sum().reshape([1, 1, 1]);
+        let var = (x.clone().powi_scalar(2) * keep.unsqueeze::<3>()).sum_dim(2) / count; // [b, s, 1]
+        let inv = (var + self.eps).sqrt().recip();
+        x * inv * (self.weight.val() * z.clone()).unsqueeze::<3>()
+    }
+}
+
+/// Mask values of one layer for the masked forward (SPEC §1.2); `None` leaves that part unmasked.
+#[derive(Clone, Debug, Default)]
+pub struct LayerZ<B: Backend> {
+    /// `[d]`, shared by all layers.
+    pub hidden: Option<Tensor<B, 1>>,
+    /// `[heads]`: multiplies each head's context before `o_proj`.
+    pub head: Option<Tensor<B, 1>>,
+    /// `[intermediate]`: multiplies the up-projection output.
+    pub intermediate: Option<Tensor<B, 1>>,
+    /// `[1]`: multiplies both sub-block outputs.
+    pub layer: Option<Tensor<B, 1>>,
+}
+
+/// Mask values for the whole model, as sampled during pruning or deterministic (SPEC §1.2, §0.2).
+#[derive(Clone, Debug, Default)]
+pub struct ZMasks<B: Backend> {
+    /// `[d]`
+    pub hidden: Option<Tensor<B, 1>>,
+    /// `[layers, heads]`
+    pub head: Option<Tensor<B, 2>>,
+    /// `[layers, intermediate]`
+    pub intermediate: Option<Tensor<B, 2>>,
+    /// `[layers]`
+    pub layer: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> ZMasks<B> {
+    /// The masks of layer `l`.
+    pub fn layer_z(&self, l: usize) -> LayerZ<B> {
+        let row = |t: &Tensor<B, 2>| {
+            let n = t.dims()[1];
+            t.clone().narrow(0, l, 1).reshape([n])
+        };
+        LayerZ {
+            hidden: self.hidden.clone(),
+            head: self.head.as_ref().map(row),
+            intermediate: self.intermediate.as_ref().map(row),
+            layer: self.layer.as_ref().map(|t| t.clone().narrow(0, l, 1)),
+        }
+    }
+}
+
+/// Multiplies a sub-block output `[b, s, d]` by the layer mask (scalar) and the hidden mask.
+fn scale_output<B: Backend>(x: Tensor<B, 3>, z: &LayerZ<B>) -> Tensor<B, 3> {
+    let x = match &z.layer {
+        Some(l) => x * l.clone().reshape([1, 1, 1]),
+        None => x,
+    };
+    match &z.hidden {
+        Some(h) => x * h.clone().unsqueeze::<3>(),
+        None => x,
+    }
 }
 
 /// Causal self-attention with grouped-query attention (`n_kv_heads` divides `n_heads`).
@@ -53,6 +121,7 @@ impl<B: Backend> Attention<B> {
         rope: &Rotary<B>,
         start: usize,
         cache: Option<&mut LayerCache<B>>,
+        z_head: Option<&Tensor<B, 1>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
@@ -84,6 +153,10 @@ impl<B: Backend> Attention<B> {
             is_causal,
         };
         let ctx = attention(q, k, v, mask, None, options); // [b, h, s, hd]
+        let ctx = match z_head {
+            Some(z) => ctx * z.clone().reshape([1, h, 1, 1]),
+            None => ctx,
+        };
         self.o_proj
             .forward(ctx.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
@@ -111,9 +184,13 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// `[batch, seq, d] -> [batch, seq, d]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, z_intermediate: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
         let g = silu(self.gate_proj.forward(x.clone()));
         let p = self.up_proj.forward(x);
+        let p = match z_intermediate {
+            Some(z) => p * z.clone().unsqueeze::<3>(),
+            None => p,
+        };
         self.down_proj.forward(g * p)
     }
 }
@@ -135,15 +212,36 @@ impl<B: Backend> Block<B> {
         rope: &Rotary<B>,
         start: usize,
         cache: Option<&mut LayerCache<B>>,
+        z: Option<&LayerZ<B>>,
     ) -> Tensor<B, 3> {
-        let a = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), rope, start, cache);
-        let x = x + a;
-        let f = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
-        x + f
+        let Some(z) = z else {
+            let a = self.self_attn.forward(
+                self.input_layernorm.forward(x.clone()),
+                rope,
+                start,
+                cache,
+                None,
+            );
+            let x = x + a;
+            let f = self
+                .mlp
+                .forward(self.post_attention_layernorm.forward(x.clone()), None);
+            return x + f;
+        };
+        let zh = z.hidden.as_ref();
+        let a = self.self_attn.forward(
+            self.input_layernorm.forward_masked(x.clone(), zh),
+            rope,
+            start,
+            cache,
+            z.head.as_ref(),
+        );
+        let x = x + scale_output(a, z);
+        let f = self.mlp.forward(
+            self.post_attention_layernorm.forward_masked(x.clone(), zh),
+            z.intermediate.as_ref(),
+        );
+        x + scale_output(f, z)
     }
 }
 
@@ -251,18 +349,26 @@ impl<B: Backend> Llama<B> {
         &self,
         input_ids: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
+        z: Option<&ZMasks<B>>,
     ) -> Tensor<B, 3> {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let seq = input_ids.dims()[1];
+        let z_hidden = z.and_then(|z| z.hidden.as_ref());
         let mut x = self.embed_tokens.forward(input_ids);
+        // SPEC §0.2: the embedding output is masked too, so that the masked model and the
+        // materialized one agree exactly.
+        if let Some(h) = z_hidden {
+            x = x * h.clone().unsqueeze::<3>();
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             let entry = cache.as_mut().map(|c| c.layer_mut(i));
-            x = layer.forward(x, &self.rope, start, entry);
+            let lz = z.map(|z| z.layer_z(i));
+            x = layer.forward(x, &self.rope, start, entry, lz.as_ref());
         }
         if let Some(c) = cache {
             c.advance(seq);
         }
-        self.norm.forward(x)
+        self.norm.forward_masked(x, z_hidden)
     }
 
     /// Hidden states to logits: `[batch, seq, d] -> [batch, seq, vocab]`.
@@ -275,7 +381,7 @@ impl<B: Backend> Llama<B> {
 
     /// `[batch, seq] -> [batch, seq, vocab]`
     pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.lm_logits(self.hidden(input_ids, None))
+        self.lm_logits(self.hidden(input_ids, None, None))
     }
 
     /// Forward for new tokens `[batch, new]` after those already in `cache`; returns their
@@ -285,15 +391,25 @@ impl<B: Backend> Llama<B> {
         input_ids: Tensor<B, 2, Int>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        self.lm_logits(self.hidden(input_ids, Some(cache)))
+        self.lm_logits(self.hidden(input_ids, Some(cache), None))
     }
 
     /// Training loss: mean next-token cross-entropy of `input_ids [batch, seq]` -> `[1]`.
     /// Equals `next_token_loss(self.forward(ids), ids)`, but the last position's logits (which
     /// predict nothing) are never computed.
     pub fn loss(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        self.loss_masked(input_ids, None)
+    }
+
+    /// Masked forward (SPEC §1.2 with §0.2): `[batch, seq] -> [batch, seq, vocab]`.
+    pub fn forward_masked(&self, input_ids: Tensor<B, 2, Int>, z: &ZMasks<B>) -> Tensor<B, 3> {
+        self.lm_logits(self.hidden(input_ids, None, Some(z)))
+    }
+
+    /// Training loss of the masked model (or of the plain one with `z = None`).
+    pub fn loss_masked(&self, input_ids: Tensor<B, 2, Int>, z: Option<&ZMasks<B>>) -> Tensor<B, 1> {
         let s = input_ids.dims()[1];
-        let h = self.hidden(input_ids.clone(), None).narrow(1, 0, s - 1);
+        let h = self.hidden(input_ids.clone(), None, z).narrow(1, 0, s - 1);
         cross_entropy(self.lm_logits(h), input_ids.narrow(1, 1, s - 1))
     }
 

@@ -21,6 +21,6 @@ pub use dtype::Dtype;
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateConfig, Sampling};
 pub use llama::{cross_entropy, next_token_loss, LayerZ, Llama, ZMasks};
-pub use masks::{HardConcrete, Mask};
+pub use masks::{HardConcrete, L0Masks, Mask, PerType, TargetShape};
 pub use materialize::{materialize, DeterministicMasks};
 pub use weights::{RandomInit, WeightSource};

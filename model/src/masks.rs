@@ -121,7 +121,8 @@ impl<B: Backend> Mask<B> {
         let hc = self.hc;
         let log_alpha = self.log_alpha.map(|t| {
             let requires_grad = t.is_require_grad();
-            let clamped = t.detach().clamp(-c, c);
+            // Clamp, then cut the graph: the result is a fresh leaf.
+            let clamped = t.clamp(-c, c).detach();
             if requires_grad {
                 clamped.require_grad()
             } else {
@@ -156,11 +157,14 @@ impl<B: Backend> Mask<B> {
         q0.neg().add_scalar(1.0)
     }
 
-    /// Expected sparsity per row `[rows]`: `1 − Σ score / n` (SPEC §2.4).
+    /// Expected sparsity per row `[rows]`: `1 − Σ score / n` (SPEC §2.4), computed as
+    /// `Σ Q(0) / n` (the same value) so that small sparsities keep their relative precision.
     pub fn expected_sparsity(&self) -> Tensor<B, 1> {
+        let hc = &self.hc;
         let n = self.dims()[1] as f64;
-        let kept = self.score().sum_dim(1).squeeze_dim::<1>(1) / n;
-        kept.neg().add_scalar(1.0)
+        let q0 = sigmoid(self.log_alpha.val().neg().add_scalar(hc.score_shift()))
+            .clamp(hc.epsilon, 1.0 - hc.epsilon);
+        q0.sum_dim(1).squeeze_dim::<1>(1) / n
     }
 
     /// Deterministic mask (SPEC §2.5, tie rule §0.3), row by row: each row keeps `keep` entries
@@ -208,5 +212,286 @@ fn round_half_even(x: f64) -> f64 {
         r - x.signum()
     } else {
         r
+    }
+}
+
+/// A target shape for pruning: the exact size of every prunable dimension (SPEC §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetShape {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+}
+
+/// Per-mask-type values, in the order layer, hidden, head, intermediate.
+#[derive(Clone, Debug)]
+pub struct PerType<T> {
+    pub layer: T,
+    pub hidden: T,
+    pub head: T,
+    pub intermediate: T,
+}
+
+impl<T> PerType<T> {
+    pub fn map<U>(self, mut f: impl FnMut(T) -> U) -> PerType<U> {
+        PerType {
+            layer: f(self.layer),
+            hidden: f(self.hidden),
+            head: f(self.head),
+            intermediate: f(self.intermediate),
+        }
+    }
+    pub fn into_array(self) -> [T; 4] {
+        [self.layer, self.hidden, self.head, self.intermediate]
+    }
+}
+
+pub const MASK_TYPES: [&str; 4] = ["layer", "hidden", "head", "intermediate"];
+
+/// The four masks of the released recipe (`head`, `intermediate`, `layer`, `hidden`; SPEC §1.1),
+/// one `L0Module` in the reference's terms.
+#[derive(Module, Debug)]
+pub struct L0Masks<B: Backend> {
+    /// `[1, L]`; one scalar per layer multiplies both sub-blocks.
+    pub layer: Mask<B>,
+    /// `[1, d]`
+    pub hidden: Mask<B>,
+    /// `[L, H]`
+    pub head: Mask<B>,
+    /// `[L, m]`
+    pub intermediate: Mask<B>,
+    /// Source head dimension (parameters per head per hidden dimension: `4 · head_dim`).
+    pub head_dim: usize,
+}
+
+impl<B: Backend> L0Masks<B> {
+    /// Masks for a source of this shape, `log_alpha ~ Normal(5, 0.01)` (SPEC §2.2).
+    pub fn new(config: &crate::config::LlamaConfig, hc: HardConcrete, device: &B::Device) -> Self {
+        let (l, d, h, m) = (
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+        );
+        L0Masks {
+            layer: Mask::init(1, l, 5.0, 0.01, hc, device),
+            hidden: Mask::init(1, d, 5.0, 0.01, hc, device),
+            head: Mask::init(l, h, 5.0, 0.01, hc, device),
+            intermediate: Mask::init(l, m, 5.0, 0.01, hc, device),
+            head_dim: config.head_dim,
+        }
+    }
+
+    /// Clamps every `log_alpha` (done before each use, SPEC §2.2).
+    pub fn clamp_log_alpha(self) -> Self {
+        L0Masks {
+            layer: self.layer.clamp_log_alpha(),
+            hidden: self.hidden.clamp_log_alpha(),
+            head: self.head.clamp_log_alpha(),
+            intermediate: self.intermediate.clamp_log_alpha(),
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// A fresh sample of every mask, for one forward pass (SPEC §2.3).
+    pub fn sample(&self) -> crate::llama::ZMasks<B> {
+        let flat = |t: Tensor<B, 2>| {
+            let n = t.dims()[1];
+            t.reshape([n])
+        };
+        crate::llama::ZMasks {
+            hidden: Some(flat(self.hidden.sample())),
+            head: Some(self.head.sample()),
+            intermediate: Some(self.intermediate.sample()),
+            layer: Some(flat(self.layer.sample())),
+        }
+    }
+
+    /// Deterministic masks: at exactly the `target` counts when given (materialization), else
+    /// with the expected number of zeros (evaluation during pruning), SPEC §2.5.
+    pub fn deterministic(
+        &self,
+        target: Option<&TargetShape>,
+    ) -> crate::materialize::DeterministicMasks {
+        let one = |m: &Mask<B>, keep: Option<usize>| m.deterministic(keep).remove(0);
+        crate::materialize::DeterministicMasks {
+            hidden: one(&self.hidden, target.map(|t| t.hidden)),
+            head: self.head.deterministic(target.map(|t| t.heads)),
+            intermediate: self
+                .intermediate
+                .deterministic(target.map(|t| t.intermediate)),
+            layer: one(&self.layer, target.map(|t| t.layers)),
+        }
+    }
+
+    /// Expected sparsity per mask type (SPEC §2.4): `[1]` for layer and hidden, `[L]` for head
+    /// and intermediate.
+    pub fn expected_sparsity(&self) -> PerType<Tensor<B, 1>> {
+        PerType {
+            layer: self.layer.expected_sparsity(),
+            hidden: self.hidden.expected_sparsity(),
+            head: self.head.expected_sparsity(),
+            intermediate: self.intermediate.expected_sparsity(),
+        }
+    }
+
+    /// Differentiable expected number of prunable parameters (SPEC §3.2):
+    /// `Σ s_D · (4 d_h Σ s_L s_H + 3 Σ s_L s_I)`.
+    pub fn expected_params(&self) -> Tensor<B, 1> {
+        let s_layer = self.layer.score().reshape([self.layer.dims()[1], 1]); // [L, 1]
+        let heads = (self.head.score() * s_layer.clone()).sum(); // [1]
+        let inter = (self.intermediate.score() * s_layer).sum(); // [1]
+        let hidden = self.hidden.score().sum(); // [1]
+        hidden * (heads * (4 * self.head_dim) as f64 + inter * 3.0)
+    }
+
+    /// Expected shape as real numbers: layers, hidden, heads per layer, intermediate per layer.
+    pub fn expected_shape(&self) -> [f64; 4] {
+        let v = |t: Tensor<B, 1>| -> f64 {
+            t.into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]
+        };
+        let rows = |m: &Mask<B>| m.dims()[0] as f64;
+        [
+            v(self.layer.score().sum()),
+            v(self.hidden.score().sum()),
+            v(self.head.score().sum()) / rows(&self.head),
+            v(self.intermediate.score().sum()) / rows(&self.intermediate),
+        ]
+    }
+}
+
+/// Llama-2-7B's prunable shape: the source the named presets are defined for (SPEC §3.1).
+const LLAMA2_7B: TargetShape = TargetShape {
+    layers: 32,
+    hidden: 4096,
+    heads: 32,
+    intermediate: 11008,
+};
+
+impl TargetShape {
+    /// The prunable shape of a config.
+    pub fn of(config: &crate::config::LlamaConfig) -> Self {
+        TargetShape {
+            layers: config.num_hidden_layers,
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+        }
+    }
+
+    /// A named target of SPEC §3.1 (`sheared-1.3b`, `sheared-2.7b`, `370m`), defined for a
+    /// Llama-2-7B-shaped source.
+    pub fn preset(name: &str, source: &crate::config::LlamaConfig) -> Result<Self, String> {
+        let t = match name {
+            "sheared-1.3b" => (24, 2048, 16, 5504),
+            "sheared-2.7b" => (32, 2560, 20, 6912),
+            "370m" => (24, 1024, 8, 2816),
+            _ => {
+                return Err(format!(
+                    "unknown preset `{name}` (known: sheared-1.3b, sheared-2.7b, 370m)"
+                ))
+            }
+        };
+        if Self::of(source) != LLAMA2_7B {
+            return Err(format!(
+                "preset `{name}` is defined for a Llama-2-7B-shaped source (32 layers, hidden 4096, \
+                 32 heads, intermediate 11008); this source has {}",
+                Self::of(source)
+            ));
+        }
+        Ok(TargetShape {
+            layers: t.0,
+            hidden: t.1,
+            heads: t.2,
+            intermediate: t.3,
+        })
+    }
+
+    /// Checks that this target can be reached from `source`; the message says why not.
+    pub fn validate(&self, source: &crate::config::LlamaConfig) -> Result<(), String> {
+        let s = Self::of(source);
+        for (name, t, n) in [
+            ("layers", self.layers, s.layers),
+            ("hidden", self.hidden, s.hidden),
+            ("heads", self.heads, s.heads),
+            ("intermediate", self.intermediate, s.intermediate),
+        ] {
+            if t == 0 {
+                return Err(format!(
+                    "target {name} is 0; every dimension must keep at least one unit"
+                ));
+            }
+            if t > n {
+                return Err(format!("target {name} {t} is bigger than the source's {n}"));
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(format!(
+                "target heads {} do not divide target hidden {} (head_dim {} is kept from the source)",
+                self.heads, self.hidden, source.head_dim
+            ));
+        }
+        if source.num_key_value_heads != source.num_attention_heads {
+            return Err("pruning grouped-query attention sources is not supported yet".into());
+        }
+        Ok(())
+    }
+
+    /// Target sparsity per mask type, `1 − target / source` (SPEC §4.1).
+    pub fn sparsity(&self, source: &crate::config::LlamaConfig) -> PerType<f64> {
+        let s = Self::of(source);
+        let f = |t: usize, n: usize| 1.0 - t as f64 / n as f64;
+        PerType {
+            layer: f(self.layers, s.layers),
+            hidden: f(self.hidden, s.hidden),
+            head: f(self.heads, s.heads),
+            intermediate: f(self.intermediate, s.intermediate),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "layers {}, hidden {}, heads {}, intermediate {}",
+            self.layers, self.hidden, self.heads, self.intermediate
+        )
+    }
+}
+
+impl std::str::FromStr for TargetShape {
+    type Err = String;
+    /// `layers=3,hidden=48,heads=2,intermediate=96`
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut l, mut d, mut h, mut m) = (None, None, None, None);
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected key=value"))?;
+            let v: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{part}`: `{v}` is not a whole number"))?;
+            match k.trim() {
+                "layers" => l = Some(v),
+                "hidden" => d = Some(v),
+                "heads" => h = Some(v),
+                "intermediate" => m = Some(v),
+                other => {
+                    return Err(format!(
+                        "unknown key `{other}` (expected layers, hidden, heads, intermediate)"
+                    ))
+                }
+            }
+        }
+        let need = |x: Option<usize>, k: &str| x.ok_or_else(|| format!("missing `{k}=`"));
+        Ok(TargetShape {
+            layers: need(l, "layers")?,
+            hidden: need(d, "hidden")?,
+            heads: need(h, "heads")?,
+            intermediate: need(m, "intermediate")?,
+        })
     }
 }

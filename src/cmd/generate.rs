@@ -44,7 +44,7 @@ pub struct Args {
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
-    if !(args.temperature > 0.0) {
+    if args.temperature.is_nan() || args.temperature <= 0.0 {
         bail!("--temperature {}: must be positive", args.temperature);
     }
     if let Some(p) = args.top_p {

@@ -1,4 +1,8 @@
-//! shear-train: the pruning and continued pre-training loops, schedules, checkpoints and
-//! evaluation; for now the throughput benchmark of a training step.
+//! shear-train: the pruning loop with its Lagrangian (SPEC §4), schedules, gradient
+//! bookkeeping, and the throughput benchmark.
 
 pub mod bench;
+pub mod grads;
+pub mod lagrangian;
+pub mod prune;
+pub mod schedule;

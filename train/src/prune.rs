@@ -1,0 +1,247 @@
+//! The pruning loop (SPEC §4): weights, masks and Lagrange multipliers trained jointly —
+//! `min over (θ, z) max over λ` of `CE(masked model) + Lagrangian(expected sparsity, target)`.
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
+use shear_model::masks::TargetShape;
+use shear_model::{HardConcrete, L0Masks, Llama};
+
+use crate::grads;
+use crate::lagrangian::Lagrangian;
+use crate::schedule::{target_warmup, warmup_cosine};
+
+/// Hyper-parameters of a pruning run (defaults: SPEC §4.2–4.3, scaled by `steps`).
+#[derive(Clone, Debug)]
+pub struct PruneConfig {
+    pub target: TargetShape,
+    pub steps: usize,
+    /// Learning-rate warm-up (SPEC: 10 % of the steps).
+    pub lr_warmup_steps: usize,
+    /// Target-sparsity warm-up (SPEC: 20 % of the steps).
+    pub lagrangian_warmup_steps: usize,
+    pub lr_weights: f64,
+    pub lr_masks: f64,
+    pub lr_lambda: f64,
+    /// Global gradient-norm clip (0: off).
+    pub max_grad_norm: f64,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub seed: u64,
+    pub hard_concrete: HardConcrete,
+}
+
+impl PruneConfig {
+    pub fn new(target: TargetShape, steps: usize) -> Self {
+        PruneConfig {
+            target,
+            steps,
+            lr_warmup_steps: steps / 10,
+            lagrangian_warmup_steps: steps / 5,
+            lr_weights: 1e-4,
+            lr_masks: 1.0,
+            lr_lambda: 1.0,
+            max_grad_norm: 1.0,
+            grad_accum: 1,
+            seed: 0,
+            hard_concrete: HardConcrete::default(),
+        }
+    }
+}
+
+/// What is trained: the source model, its masks and the multipliers.
+#[derive(Module, Debug)]
+pub struct Pruner<B: Backend> {
+    pub model: Llama<B>,
+    pub l0: L0Masks<B>,
+    pub lagrangian: Lagrangian<B>,
+}
+
+/// One line of the pruning log (JSONL).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub lr_mult: f64,
+    pub ce_loss: f64,
+    pub lagrangian: f64,
+    pub grad_norm: f64,
+    pub lambda_1: [f64; 4],
+    pub lambda_2: [f64; 4],
+    /// layers, hidden, heads per layer, intermediate per layer.
+    pub expected_shape: [f64; 4],
+    /// layer, hidden, head, intermediate (mean over layers).
+    pub expected_sparsity: [f64; 4],
+    pub target_sparsity: [f64; 4],
+    pub expected_params: f64,
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_scalar().elem::<f64>()
+}
+
+/// The optimizers of the three groups (AdamW β (0.9, 0.95), ε 1e-8, no weight decay).
+pub struct PruneOptimizers<B: AutodiffBackend> {
+    weights: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Llama<B>, B>,
+    masks: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, L0Masks<B>, B>,
+    lambdas: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Lagrangian<B>, B>,
+}
+
+impl<B: AutodiffBackend> PruneOptimizers<B> {
+    pub fn new() -> Self {
+        let adamw = || {
+            AdamWConfig::new()
+                .with_beta_1(0.9)
+                .with_beta_2(0.95)
+                .with_epsilon(1e-8)
+                .with_weight_decay(0.0)
+        };
+        PruneOptimizers {
+            weights: adamw().init(),
+            masks: adamw().init(),
+            lambdas: adamw().init(),
+        }
+    }
+}
+
+impl<B: AutodiffBackend> Default for PruneOptimizers<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One optimizer step at `step` on the micro-batches `batches` (`[batch, seq]` token ids each).
+pub fn prune_step<B: AutodiffBackend>(
+    pruner: Pruner<B>,
+    optim: &mut PruneOptimizers<B>,
+    cfg: &PruneConfig,
+    step: usize,
+    batches: &[Tensor<B, 2, Int>],
+) -> (Pruner<B>, StepLog) {
+    let source = pruner.model.config.clone();
+    let target = cfg.target.sparsity(&source);
+    let t_now = target
+        .clone()
+        .map(|t| target_warmup(t, step, cfg.lagrangian_warmup_steps));
+    let pruner = Pruner {
+        l0: pruner.l0.clamp_log_alpha(),
+        ..pruner
+    };
+    let n = batches.len().max(1) as f64;
+    let mut acc = GradientsAccumulator::<Pruner<B>>::new();
+    let (mut ce_sum, mut lag_sum) = (0.0, 0.0);
+    for ids in batches {
+        // A fresh mask sample per forward (SPEC §1.2).
+        let z = pruner.l0.sample();
+        let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
+        let lag = pruner
+            .lagrangian
+            .value(&pruner.l0.expected_sparsity(), &t_now);
+        ce_sum += scalar(ce.clone().detach());
+        lag_sum += scalar(lag.clone().detach());
+        let total = (ce + lag) / n;
+        acc.accumulate(
+            &pruner,
+            GradientsParams::from_grads(total.backward(), &pruner),
+        );
+    }
+    let mut all = acc.grads();
+    // Global norm over every group, then clip.
+    let norm = grads::sumsq_and_scale::<B, _>(&mut all, &pruner, 1.0).sqrt();
+    let clip = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
+        cfg.max_grad_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    let Pruner {
+        model,
+        l0,
+        lagrangian,
+    } = pruner;
+    let g_model = grads::take::<B, _>(&mut all, &model, clip);
+    let g_masks = grads::take::<B, _>(&mut all, &l0, clip);
+    // Gradient ascent for the multipliers: Adam is sign-equivariant, so negating the gradient
+    // equals a negative learning rate (SPEC §4.2).
+    let g_lambda = grads::take::<B, _>(&mut all, &lagrangian, -clip);
+    let mult = warmup_cosine(step, cfg.lr_warmup_steps, cfg.steps, 0.1);
+    let pruner = Pruner {
+        model: optim.weights.step(cfg.lr_weights * mult, model, g_model),
+        l0: optim.masks.step(cfg.lr_masks * mult, l0, g_masks),
+        lagrangian: optim
+            .lambdas
+            .step(cfg.lr_lambda * mult, lagrangian, g_lambda),
+    };
+    let log = step_log(&pruner, step, mult, ce_sum / n, lag_sum / n, norm, &target);
+    (pruner, log)
+}
+
+fn step_log<B: Backend>(
+    p: &Pruner<B>,
+    step: usize,
+    lr_mult: f64,
+    ce_loss: f64,
+    lagrangian: f64,
+    grad_norm: f64,
+    target: &shear_model::PerType<f64>,
+) -> StepLog {
+    let l0 = p.l0.clone().clamp_log_alpha();
+    let (lambda_1, lambda_2) = p.lagrangian.values();
+    let e = l0.expected_sparsity().map(|t| scalar(t.mean()));
+    StepLog {
+        step,
+        lr_mult,
+        ce_loss,
+        lagrangian,
+        grad_norm,
+        lambda_1,
+        lambda_2,
+        expected_shape: l0.expected_shape(),
+        expected_sparsity: e.into_array(),
+        target_sparsity: target.clone().into_array(),
+        expected_params: scalar(l0.expected_params()),
+    }
+}
+
+/// Runs `cfg.steps` pruning steps from `model`; `next_batch(step, micro)` supplies token ids and
+/// `on_step` sees every step's log. Returns the trained pruner (its masks give the target shape
+/// through [`L0Masks::deterministic`]).
+pub fn prune<B: AutodiffBackend>(
+    model: Llama<B>,
+    cfg: &PruneConfig,
+    mut next_batch: impl FnMut(usize, usize) -> Tensor<B, 2, Int>,
+    mut on_step: impl FnMut(&StepLog),
+) -> Pruner<B> {
+    let device = model.embed_tokens.weight.device();
+    B::seed(&device, cfg.seed);
+    let mut pruner = Pruner {
+        l0: L0Masks::new(&model.config, cfg.hard_concrete, &device),
+        lagrangian: Lagrangian::new(&device),
+        model,
+    };
+    let mut optim = PruneOptimizers::new();
+    for step in 0..cfg.steps {
+        let batches: Vec<_> = (0..cfg.grad_accum.max(1))
+            .map(|m| next_batch(step, m))
+            .collect();
+        let (p, log) = prune_step(pruner, &mut optim, cfg, step, &batches);
+        pruner = p;
+        on_step(&log);
+    }
+    pruner
+}
+
+/// The pruned model at exactly the target shape (SPEC §5), on the inner backend.
+pub fn finish<B: AutodiffBackend>(
+    pruner: &Pruner<B>,
+    target: &TargetShape,
+) -> shear_model::Result<Llama<B::InnerBackend>> {
+    let model = pruner.model.valid();
+    let z = pruner
+        .l0
+        .clone()
+        .clamp_log_alpha()
+        .deterministic(Some(target));
+    let device = model.embed_tokens.weight.device();
+    shear_model::materialize(&model, &z, &device)
+}

@@ -35,6 +35,10 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Re-save a model as a Hugging Face checkpoint in another dtype.
     Convert(cmd::convert::Args),
+    /// Prune a model to a target shape (hard-concrete masks + Lagrangian), then materialize it.
+    Prune(cmd::prune::Args),
+    /// Build the smaller dense model from a source and masks.
+    Materialize(cmd::materialize::Args),
     /// Measure forward / forward+backward / training-step throughput of a LLaMA shape.
     Bench(cmd::bench::Args),
 }
@@ -52,6 +56,12 @@ fn main() -> ExitCode {
             cli.device,
             |B, device| cmd::convert::run::<B>(args, offline, &device)
         ),
+        Command::Prune(args) => backend::dispatch!(cli.device, |B, device| cmd::prune::run::<B>(
+            args, offline, &device
+        )),
+        Command::Materialize(args) => backend::dispatch!(cli.device, |B, device| {
+            cmd::materialize::run::<B>(args, offline, &device)
+        }),
         Command::Bench(args) => {
             backend::dispatch!(cli.device, |B, device| cmd::bench::run::<B>(args, &device))
         }

@@ -8,6 +8,8 @@ pub enum DataError {
     NotFound { path: PathBuf },
     #[error("{}: cannot load tokenizer: {msg}", path.display())]
     Tokenizer { path: PathBuf, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Invalid { path: PathBuf, msg: String },
     #[error("tokenizer: {0}")]
     Encode(String),
 }

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod hub;
 pub mod llama;
 pub mod masks;
+pub mod masks_file;
 pub mod materialize;
 pub mod rope;
 pub mod weights;

@@ -2,6 +2,8 @@ pub mod bench;
 pub mod convert;
 pub mod generate;
 pub mod inspect;
+pub mod materialize;
+pub mod prune;
 
 use std::path::PathBuf;
 

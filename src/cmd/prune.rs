@@ -1,0 +1,225 @@
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use shear_data::stream::TokenStream;
+use shear_data::Tokenizer;
+use shear_model::checkpoint::copy_tokenizer_files;
+use shear_model::masks::TargetShape;
+use shear_model::masks_file::{save_masks, MaskState};
+use shear_model::{Dtype, LlamaConfig};
+use shear_train::prune::{finish, prune, PruneConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source model directory or hub id (owner/name).
+    pub model: String,
+    /// Target shape, e.g. `layers=24,hidden=2048,heads=16,intermediate=5504`.
+    #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
+    pub target: Option<String>,
+    /// Named target for a Llama-2-7B source: sheared-1.3b, sheared-2.7b or 370m.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Training text: a .txt file (tokenized with the model's tokenizer) or a file of token ids.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output directory: `model/` (the pruned Hugging Face checkpoint), `checkpoint/` (the
+    /// full-size model with trained weights), `masks.safetensors`, `prune_log.jsonl`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3200)]
+    pub steps: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 512)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr_weights: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_masks: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub lr_lambda: f64,
+    /// Learning-rate warm-up steps (default: 10 % of the steps).
+    #[arg(long)]
+    pub lr_warmup: Option<usize>,
+    /// Target-sparsity warm-up steps (default: 20 % of the steps).
+    #[arg(long)]
+    pub lagrangian_warmup: Option<usize>,
+    /// Save masks.safetensors every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Storage dtype of the pruned checkpoint (default: the source's).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn stored_dtype(dir: &Path) -> anyhow::Result<Dtype> {
+    let source = shear_model::SafetensorsSource::open(dir)?;
+    Ok(match source.summary().first().map(|t| t.2.as_str()) {
+        Some("BF16") => Dtype::BF16,
+        Some("F16") => Dtype::F16,
+        _ => Dtype::F32,
+    })
+}
+
+pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
+    // Everything that can be refused is checked before the model is loaded.
+    let dir = super::resolve(&args.model, offline)?;
+    let config = LlamaConfig::from_file(&dir)?;
+    let target: TargetShape = match (&args.target, &args.preset) {
+        (Some(t), _) => t
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--target {t}: {e}"))?,
+        (None, Some(p)) => {
+            TargetShape::preset(p, &config).map_err(|e| anyhow::anyhow!("--preset: {e}"))?
+        }
+        (None, None) => bail!("give --target or --preset"),
+    };
+    target
+        .validate(&config)
+        .map_err(|e| anyhow::anyhow!("invalid target ({target}): {e}"))?;
+    if args.steps == 0 || args.batch == 0 || args.grad_accum == 0 {
+        bail!("--steps, --batch and --grad-accum must be positive");
+    }
+    if args.seq < 2 {
+        bail!(
+            "--seq {}: need at least 2 tokens for a next-token loss",
+            args.seq
+        );
+    }
+    let dtype = match &args.dtype {
+        Some(d) => d.parse()?,
+        None => stored_dtype(&dir)?,
+    };
+    let tokenizer = Tokenizer::from_file(&dir).ok();
+    let stream = TokenStream::from_file(&args.data, tokenizer.as_ref())
+        .with_context(|| format!("--data {}", args.data.display()))?;
+    if stream.len() < args.seq {
+        bail!(
+            "--data {}: {} tokens, fewer than one sequence of --seq {}",
+            args.data.display(),
+            stream.len(),
+            args.seq
+        );
+    }
+    if let Some(max) = stream
+        .max_token()
+        .filter(|&m| m as usize >= config.vocab_size)
+    {
+        bail!(
+            "--data {}: token id {max} is outside the model's vocabulary (size {})",
+            args.data.display(),
+            config.vocab_size
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+
+    let bar = super::spinner(format!("loading {}", dir.display()));
+    let model = shear_model::load_llama::<Autodiff<B>>(&dir, device)
+        .with_context(|| format!("cannot load model {}", dir.display()))?;
+    bar.finish_and_clear();
+
+    let mut cfg = PruneConfig::new(target, args.steps);
+    cfg.grad_accum = args.grad_accum;
+    cfg.lr_weights = args.lr_weights;
+    cfg.lr_masks = args.lr_masks;
+    cfg.lr_lambda = args.lr_lambda;
+    cfg.seed = args.seed;
+    if let Some(w) = args.lr_warmup {
+        cfg.lr_warmup_steps = w;
+    }
+    if let Some(w) = args.lagrangian_warmup {
+        cfg.lagrangian_warmup_steps = w;
+    }
+
+    let log_path = args.out.join("prune_log.jsonl");
+    let mut log = std::io::BufWriter::new(
+        std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot write {}", log_path.display()))?,
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let (batch, seq) = (args.batch, args.seq);
+    let bar = indicatif::ProgressBar::new(args.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
+            .expect("valid template"),
+    );
+    let mut write_err = None;
+    let pruner = prune(
+        model,
+        &cfg,
+        |_, _| {
+            let ids: Vec<i64> = stream
+                .sample(&mut rng, batch, seq)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            Tensor::from_data(TensorData::new(ids, [batch, seq]), device)
+        },
+        |s| {
+            if let Err(e) = serde_json::to_writer(&mut log, s)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    writeln!(log)?;
+                    Ok(())
+                })
+            {
+                write_err.get_or_insert(e);
+            }
+            let [l, d, h, m] = s.expected_shape;
+            bar.set_message(format!(
+                "ce {:.3}  shape L{l:.1} d{d:.0} H{h:.2} m{m:.0}",
+                s.ce_loss
+            ));
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    if let Some(e) = write_err {
+        return Err(e.context(format!("cannot write {}", log_path.display())));
+    }
+    log.flush()?;
+    let (lambda_1, lambda_2) = pruner.lagrangian.values();
+    let state = MaskState {
+        step: args.steps,
+        target,
+        lambda_1,
+        lambda_2,
+    };
+    save_masks(
+        &args.out.join("masks.safetensors"),
+        &pruner.l0.clone().clamp_log_alpha(),
+        &state,
+    )?;
+    // The full-size model with its trained weights: with masks.safetensors it is the pruning
+    // checkpoint (`shear materialize --source OUT/checkpoint --masks OUT/masks.safetensors`).
+    let checkpoint = args.out.join("checkpoint");
+    shear_model::save_llama(&pruner.model.valid(), &checkpoint, dtype)?;
+    copy_tokenizer_files(&dir, &checkpoint)?;
+    let small = finish(&pruner, &target)?;
+    let model_dir = args.out.join("model");
+    shear_model::save_llama(&small, &model_dir, dtype)?;
+    copy_tokenizer_files(&dir, &model_dir)?;
+    let c = &small.config;
+    println!(
+        "pruned to layers {} hidden {} heads {} intermediate {} ({} parameters) -> {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.intermediate_size,
+        c.param_counts().total(),
+        model_dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `shear prune` and `shear materialize` end to end, and their refusals.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn token_file(dir: &Path, max: u32) -> PathBuf {
+    let path = dir.join("tokens.ids");
+    let ids: Vec<String> = (0..4000u32)
+        .map(|i| ((i * 7919 + 13) % max).to_string())
+        .collect();
+    std::fs::write(&path, ids.join(" ")).unwrap();
+    path
+}
+
+fn prune(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["prune"];
+    all.extend_from_slice(args);
+    run_shear(&all, &[])
+}
+
+#[test]
+fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path(), 500);
+    let out = tmp.path().join("run");
+    let src = fixture("pruning/source");
+    let o = prune(&[
+        src.to_str().unwrap(),
+        "--target",
+        "layers=3,hidden=48,heads=2,intermediate=96",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "12",
+        "--seq",
+        "16",
+        "--batch",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(out.join("prune_log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    for key in [
+        "ce_loss",
+        "lagrangian",
+        "lambda_1",
+        "lambda_2",
+        "expected_shape",
+        "expected_sparsity",
+        "expected_params",
+    ] {
+        assert!(lines[11].get(key).is_some(), "log has {key}");
+    }
+    let cfg = shear_model::LlamaConfig::from_file(out.join("model")).unwrap();
+    assert_eq!(
+        (
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.intermediate_size
+        ),
+        (3, 48, 2, 96)
+    );
+    let again = tmp.path().join("again");
+    let o = run_shear(
+        &[
+            "materialize",
+            "--source",
+            out.join("checkpoint").to_str().unwrap(),
+            "--masks",
+            out.join("masks.safetensors").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(again.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn materialize_accepts_deterministic_masks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_shear(
+        &[
+            "materialize",
+            "--source",
+            fixture("pruning/source").to_str().unwrap(),
+            "--masks",
+            fixture("pruning/masks_and_logits.safetensors")
+                .to_str()
+                .unwrap(),
+            "--out",
+            tmp.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = raw_tensors(&tmp.path().join("model.safetensors"));
+    let want = raw_tensors(&fixture("pruning/pruned/model.safetensors"));
+    assert_eq!(got.len(), want.len());
+}
+
+fn refused(target: &[&str], needles: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path(), 500);
+    let out = tmp.path().join("run");
+    let src = fixture("pruning/source");
+    let mut args = vec![src.to_str().unwrap()];
+    args.extend_from_slice(target);
+    args.extend_from_slice(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "5",
+    ]);
+    assert_one_line_error(&prune(&args), needles);
+    assert!(!out.exists(), "nothing is written for a refused run");
+}
+
+#[test]
+fn refuses_a_target_bigger_than_the_source() {
+    refused(
+        &["--target", "layers=5,hidden=48,heads=2,intermediate=96"],
+        &["target layers 5 is bigger than the source's 4"],
+    );
+}
+
+#[test]
+fn refuses_heads_that_do_not_divide_hidden() {
+    refused(
+        &["--target", "layers=3,hidden=50,heads=4,intermediate=96"],
+        &["heads 4 do not divide target hidden 50"],
+    );
+}
+
+#[test]
+fn refuses_zero_layers() {
+    refused(
+        &["--target", "layers=0,hidden=48,heads=2,intermediate=96"],
+        &["target layers is 0"],
+    );
+}
+
+#[test]
+fn refuses_a_malformed_target() {
+    refused(
+        &["--target", "layers=3,hidden=48,heads=2"],
+        &["--target", "missing `intermediate=`"],
+    );
+}
+
+#[test]
+fn refuses_a_preset_for_a_source_of_another_shape() {
+    refused(
+        &["--preset", "sheared-1.3b"],
+        &["preset `sheared-1.3b` is defined for a Llama-2-7B-shaped source"],
+    );
+}
+
+#[test]
+fn refuses_an_unknown_preset() {
+    refused(&["--preset", "tiny"], &["unknown preset `tiny`"]);
+}
+
+#[test]
+fn refuses_missing_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = prune(&[
+        fixture("pruning/source").to_str().unwrap(),
+        "--target",
+        "layers=3,hidden=48,heads=2,intermediate=96",
+        "--data",
+        "/no/such/tokens.ids",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &["/no/such/tokens.ids", "not found"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn refuses_tokens_outside_the_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path(), 900);
+    let out = tmp.path().join("run");
+    let o = prune(&[
+        fixture("pruning/source").to_str().unwrap(),
+        "--target",
+        "layers=3,hidden=48,heads=2,intermediate=96",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &["outside the model's vocabulary (size 500)"]);
+    assert!(!out.exists());
+}
+
+#[test]
+fn materialize_refuses_masks_of_another_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run_shear(
+        &[
+            "materialize",
+            "--source",
+            fixture("llama-mha").to_str().unwrap(),
+            "--masks",
+            fixture("pruning/masks_and_logits.safetensors")
+                .to_str()
+                .unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(
+        &o,
+        &[
+            "masks_and_logits.safetensors",
+            "`z_head`",
+            "shape [4, 4]",
+            "expected [2, 4]",
+        ],
+    );
+}

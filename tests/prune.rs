@@ -146,7 +146,7 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
         model,
         &cfg,
         |_, _| ids.clone(),
-        |log| logs.push(log.clone()),
+        |log, _| logs.push(log.clone()),
     );
     // Ascent: λ1 moved along its gradient (down), which raises the Lagrangian λ1 (e − t).
     for k in 0..4 {
@@ -186,7 +186,7 @@ fn pruning_converges_to_the_target_shape() {
         model,
         &cfg,
         |_, _| Tensor::<AD, 2>::random([4, 32], Distribution::Uniform(0.0, 500.0), &device()).int(),
-        |log| {
+        |log, _| {
             if log.step % 50 == 0 || log.step + 1 == steps {
                 eprintln!("{}", serde_json::to_string(log).unwrap());
             }

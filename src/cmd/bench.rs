@@ -69,6 +69,8 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
                 "forward_tokens_per_s": r.forward_tps,
                 "forward_backward_tokens_per_s": r.forward_backward_tps,
                 "train_step_tokens_per_s": r.train_step_tps,
+                "prune_step_tokens_per_s": r.prune_step_tps,
+                "prune_over_train_step_time": r.train_step_tps / r.prune_step_tps,
             })
         );
     } else {
@@ -95,6 +97,11 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         println!(
             "train step (+AdamW)        {:>10.0} tokens/s",
             r.train_step_tps
+        );
+        println!(
+            "pruning step (masks+Lagr.) {:>10.0} tokens/s  ({:.2}x the train step's time)",
+            r.prune_step_tps,
+            r.train_step_tps / r.prune_step_tps
         );
     }
     Ok(())

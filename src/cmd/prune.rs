@@ -167,7 +167,21 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
                 .collect();
             Tensor::from_data(TensorData::new(ids, [batch, seq]), device)
         },
-        |s| {
+        |s, pruner| {
+            if args.save_every > 0 && (s.step + 1) % args.save_every == 0 && s.step + 1 < args.steps
+            {
+                let (lambda_1, lambda_2) = pruner.lagrangian.values();
+                let state = MaskState {
+                    step: s.step + 1,
+                    target,
+                    lambda_1,
+                    lambda_2,
+                };
+                let path = args.out.join("masks.safetensors");
+                if let Err(e) = save_masks(&path, &pruner.l0.clone().clamp_log_alpha(), &state) {
+                    write_err.get_or_insert(anyhow::Error::from(e));
+                }
+            }
             if let Err(e) = serde_json::to_writer(&mut log, s)
                 .map_err(anyhow::Error::from)
                 .and_then(|_| {

@@ -30,6 +30,8 @@ pub struct BenchReport {
     pub forward_tps: f64,
     pub forward_backward_tps: f64,
     pub train_step_tps: f64,
+    /// A pruning step: mask sampling, masked forward, Lagrangian, backward, three optimizers.
+    pub prune_step_tps: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -100,11 +102,42 @@ pub fn run<B: AutodiffBackend>(
         B::sync(device).expect("device sync");
     });
 
+    // A pruning step on the same shape, towards a target of half of every dimension.
+    let c = &cfg.model;
+    let target = shear_model::TargetShape {
+        layers: (c.num_hidden_layers / 2).max(1),
+        hidden: (c.hidden_size / 2).max(1),
+        heads: (c.num_attention_heads / 2).max(1),
+        intermediate: (c.intermediate_size / 2).max(1),
+    };
+    let pcfg = crate::prune::PruneConfig::new(target, 1000);
+    let mut pruner = Some(crate::prune::Pruner {
+        l0: shear_model::L0Masks::new(c, pcfg.hard_concrete, device),
+        lagrangian: crate::lagrangian::Lagrangian::new(device),
+        model: model.clone(),
+    });
+    let mut popt = crate::prune::PruneOptimizers::new();
+    let batches = [ids.clone()];
+    let mut step_no = 0;
+    let prune_step = time(cfg.warmup, cfg.steps, || {
+        let (p, _) = crate::prune::prune_step(
+            pruner.take().expect("set"),
+            &mut popt,
+            &pcfg,
+            step_no,
+            &batches,
+        );
+        pruner = Some(p);
+        step_no += 1;
+        B::sync(device).expect("device sync");
+    });
+
     Ok(BenchReport {
         params: cfg.model.param_counts().total(),
         tokens_per_step: tokens,
         forward_tps: tokens as f64 / fwd,
         forward_backward_tps: tokens as f64 / fwd_bwd,
         train_step_tps: tokens as f64 / step,
+        prune_step_tps: tokens as f64 / prune_step,
     })
 }

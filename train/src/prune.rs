@@ -130,6 +130,7 @@ pub fn prune_step<B: AutodiffBackend>(
     };
     let n = batches.len().max(1) as f64;
     let mut acc = GradientsAccumulator::<Pruner<B>>::new();
+    let mut single: Option<GradientsParams> = None;
     let (mut ce_sum, mut lag_sum) = (0.0, 0.0);
     for ids in batches {
         // A fresh mask sample per forward (SPEC §1.2).
@@ -141,12 +142,15 @@ pub fn prune_step<B: AutodiffBackend>(
         ce_sum += scalar(ce.clone().detach());
         lag_sum += scalar(lag.clone().detach());
         let total = (ce + lag) / n;
-        acc.accumulate(
-            &pruner,
-            GradientsParams::from_grads(total.backward(), &pruner),
-        );
+        let grads = GradientsParams::from_grads(total.backward(), &pruner);
+        if batches.len() == 1 {
+            // No accumulation: skip the accumulator's copy of every gradient.
+            single = Some(grads);
+        } else {
+            acc.accumulate(&pruner, grads);
+        }
     }
-    let mut all = acc.grads();
+    let mut all = single.unwrap_or_else(|| acc.grads());
     // Global norm over every group, then clip.
     let norm = grads::sumsq_and_scale::<B, _>(&mut all, &pruner, 1.0).sqrt();
     let clip = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
@@ -204,13 +208,13 @@ fn step_log<B: Backend>(
 }
 
 /// Runs `cfg.steps` pruning steps from `model`; `next_batch(step, micro)` supplies token ids and
-/// `on_step` sees every step's log. Returns the trained pruner (its masks give the target shape
+/// `on_step` sees every step's log and the pruner after it (to save checkpoints). Returns the trained pruner (its masks give the target shape
 /// through [`L0Masks::deterministic`]).
 pub fn prune<B: AutodiffBackend>(
     model: Llama<B>,
     cfg: &PruneConfig,
     mut next_batch: impl FnMut(usize, usize) -> Tensor<B, 2, Int>,
-    mut on_step: impl FnMut(&StepLog),
+    mut on_step: impl FnMut(&StepLog, &Pruner<B>),
 ) -> Pruner<B> {
     let device = model.embed_tokens.weight.device();
     B::seed(&device, cfg.seed);
@@ -226,7 +230,7 @@ pub fn prune<B: AutodiffBackend>(
             .collect();
         let (p, log) = prune_step(pruner, &mut optim, cfg, step, &batches);
         pruner = p;
-        on_step(&log);
+        on_step(&log, &pruner);
     }
     pruner
 }

@@ -78,7 +78,7 @@ pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState
 /// What a mask file holds.
 pub enum MaskFile<B: Backend> {
     /// A pruning checkpoint: learnable masks and their state.
-    LogAlpha(L0Masks<B>, MaskState),
+    LogAlpha(Box<L0Masks<B>>, MaskState),
     /// Deterministic mask values.
     Deterministic(DeterministicMasks),
 }
@@ -98,12 +98,12 @@ pub fn load_masks<B: Backend>(
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let names = st.names();
-    if names.iter().any(|n| *n == "z_hidden") {
+    if names.contains(&"z_hidden") {
         return Ok(MaskFile::Deterministic(
             DeterministicMasks::from_safetensors(path, config)?,
         ));
     }
-    if !names.iter().any(|n| *n == "log_alpha.hidden") {
+    if !names.contains(&"log_alpha.hidden") {
         return Err(bad(
             "neither a pruning mask file (log_alpha.*) nor deterministic masks (z_*)".into(),
         ));
@@ -157,7 +157,7 @@ pub fn load_masks<B: Backend>(
         .map_err(|e: String| bad(format!("metadata `target`: {e}")))?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(MaskFile::LogAlpha(
-        masks,
+        Box::new(masks),
         MaskState {
             step,
             target,

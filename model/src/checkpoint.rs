@@ -20,7 +20,7 @@ use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{io_err, ModelError, Result};
 use crate::llama::Llama;
-use crate::weights::WeightSource;
+use crate::weights::{transpose, HfTensors};
 
 const INDEX: &str = "model.safetensors.index.json";
 const SINGLE: &str = "model.safetensors";
@@ -195,42 +195,9 @@ impl SafetensorsSource {
     }
 }
 
-/// `[rows, cols]` row-major -> `[cols, rows]` row-major.
-pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
-
-impl<B: Backend> WeightSource<B> for SafetensorsSource {
-    fn linear(
-        &mut self,
-        name: &str,
-        d_in: usize,
-        d_out: usize,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 2>> {
-        let v = self.read(name, &[d_out, d_in])?;
-        let v = transpose(&v, d_out, d_in);
-        Ok(Tensor::from_data(TensorData::new(v, [d_in, d_out]), device))
-    }
-    fn embedding(
-        &mut self,
-        name: &str,
-        vocab: usize,
-        d: usize,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 2>> {
-        let v = self.read(name, &[vocab, d])?;
-        Ok(Tensor::from_data(TensorData::new(v, [vocab, d]), device))
-    }
-    fn norm(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
-        let v = self.read(name, &[d])?;
-        Ok(Tensor::from_data(TensorData::new(v, [d]), device))
+impl HfTensors for SafetensorsSource {
+    fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.read(name, shape)
     }
 }
 
@@ -283,19 +250,7 @@ impl<B: Backend> safetensors::View for LazyTensor<B> {
         &self.shape
     }
     fn data(&self) -> Cow<'_, [u8]> {
-        let [r, c] = self.tensor.dims();
-        let v: Vec<f32> = self
-            .tensor
-            .to_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 data after convert");
-        let v = if self.transpose {
-            transpose(&v, r, c)
-        } else {
-            v
-        };
-        Cow::Owned(self.dtype.encode(&v))
+        Cow::Owned(self.dtype.encode(&self.hf_values()))
     }
     fn data_len(&self) -> usize {
         self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()

@@ -7,12 +7,12 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use crate::checkpoint::{named_tensors, transpose};
+use crate::checkpoint::named_tensors;
 use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{ModelError, Result};
 use crate::llama::{Llama, ZMasks};
-use crate::weights::WeightSource;
+use crate::weights::HfTensors;
 
 /// Deterministic mask values (exact zeros for removed units, soft values for kept ones).
 #[derive(Clone, Debug, PartialEq)]
@@ -130,30 +130,9 @@ impl MapSource {
     }
 }
 
-impl<B: Backend> WeightSource<B> for MapSource {
-    fn linear(
-        &mut self,
-        name: &str,
-        d_in: usize,
-        d_out: usize,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 2>> {
-        let v = transpose(&self.take(name, &[d_out, d_in])?, d_out, d_in);
-        Ok(Tensor::from_data(TensorData::new(v, [d_in, d_out]), device))
-    }
-    fn embedding(
-        &mut self,
-        name: &str,
-        vocab: usize,
-        d: usize,
-        device: &B::Device,
-    ) -> Result<Tensor<B, 2>> {
-        let v = self.take(name, &[vocab, d])?;
-        Ok(Tensor::from_data(TensorData::new(v, [vocab, d]), device))
-    }
-    fn norm(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
-        let v = self.take(name, &[d])?;
-        Ok(Tensor::from_data(TensorData::new(v, [d]), device))
+impl HfTensors for MapSource {
+    fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        self.take(name, shape)
     }
 }
 

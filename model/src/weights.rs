@@ -27,6 +27,51 @@ pub trait WeightSource<B: Backend> {
     fn norm(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>>;
 }
 
+/// Named tensors in Hugging Face layout (linear weights `[d_out, d_in]`) read to the host as
+/// f32; every such source supplies a model's weights, transposed to burn's layout on the way.
+pub trait HfTensors {
+    /// Tensor `name`, which must have exactly `shape`.
+    fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
+}
+
+/// `[rows, cols]` row-major -> `[cols, rows]` row-major.
+pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+impl<B: Backend, T: HfTensors> WeightSource<B> for T {
+    fn linear(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let v = transpose(&self.read_hf(name, &[d_out, d_in])?, d_out, d_in);
+        Ok(Tensor::from_data(TensorData::new(v, [d_in, d_out]), device))
+    }
+    fn embedding(
+        &mut self,
+        name: &str,
+        vocab: usize,
+        d: usize,
+        device: &B::Device,
+    ) -> Result<Tensor<B, 2>> {
+        let v = self.read_hf(name, &[vocab, d])?;
+        Ok(Tensor::from_data(TensorData::new(v, [vocab, d]), device))
+    }
+    fn norm(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
+        let v = self.read_hf(name, &[d])?;
+        Ok(Tensor::from_data(TensorData::new(v, [d]), device))
+    }
+}
+
 /// Fresh weights as transformers initializes a LLaMA: normal(0, `std`) matrices, unit norms.
 /// Draws come from the backend's RNG; seed it with `B::seed` for reproducible models.
 pub struct RandomInit {

@@ -13,18 +13,6 @@ use shear_train::prune::{finish, prune, PruneConfig};
 
 type AD = Autodiff<B>;
 
-fn l0() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("l0_and_loading.json")).unwrap()).unwrap()
-}
-
-fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
@@ -38,8 +26,8 @@ fn mask(rows: &[Vec<f64>]) -> Mask<B> {
     )
 }
 
-fn fixture_l0() -> (L0Masks<B>, serde_json::Value) {
-    let f = l0()["size_model"].clone();
+fn fixture_l0_fixture() -> (L0Masks<B>, serde_json::Value) {
+    let f = l0_fixture()["size_model"].clone();
     let rows = |k: &str| -> Vec<Vec<f64>> { f[k].as_array().unwrap().iter().map(f64s).collect() };
     let masks = L0Masks {
         layer: mask(&[f64s(&f["log_alpha_layer"])]),
@@ -58,7 +46,7 @@ fn host(t: Tensor<B, 1>) -> Vec<f64> {
 #[test]
 fn expected_size_sparsity_and_lagrangian_match_the_reference() {
     // The reference clamps log_alpha to ±ln 100 before every use; so does the pruning step.
-    let (masks, f) = fixture_l0();
+    let (masks, f) = fixture_l0_fixture();
     let masks = masks.clamp_log_alpha();
     let params = host(masks.expected_params())[0];
     assert!(

@@ -9,18 +9,6 @@ use shear_model::masks::deterministic_row;
 use shear_model::materialize::DeterministicMasks;
 use shear_model::{load_llama, materialize, HardConcrete, LlamaConfig, Mask, ZMasks};
 
-fn l0() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("l0_and_loading.json")).unwrap()).unwrap()
-}
-
-fn f64s(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 fn assert_rel(got: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -39,7 +27,7 @@ fn tensor2(v: &[f64], rows: usize, device: &burn::tensor::Device<B>) -> Tensor<B
 
 #[test]
 fn hard_concrete_constants_match_the_reference() {
-    let c = &l0()["constants"];
+    let c = &l0_fixture()["constants"];
     let hc = HardConcrete::default();
     assert_eq!(hc.temperature, c["temperature"].as_f64().unwrap());
     assert_eq!(hc.limit_l, c["limit_l"].as_f64().unwrap());
@@ -54,7 +42,7 @@ fn hard_concrete_constants_match_the_reference() {
 
 #[test]
 fn scores_samples_and_deterministic_mask_match_the_reference() {
-    let f = l0();
+    let f = l0_fixture();
     let la = f64s(&f["log_alpha"]);
     let hc = HardConcrete::default();
     // Host (f64) scores: 1e-6 relative.

@@ -150,6 +150,15 @@ impl SafetensorsSource {
             .collect()
     }
 
+    /// The storage dtype of the weights (of the first tensor; f32 if it is not a float).
+    pub fn stored_dtype(&self) -> Dtype {
+        self.tensors
+            .values()
+            .next()
+            .and_then(|t| t.dtype)
+            .unwrap_or(Dtype::F32)
+    }
+
     /// Reads tensor `name`, checking its shape, as f32 values in row-major order.
     pub fn read(&mut self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let info = self

@@ -31,16 +31,8 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     }
     let dtype = match dtype {
         Some(d) => d,
-        None => {
-            // Keep the storage dtype of the source's weights.
-            let source = SafetensorsSource::open(&dir)?;
-            let stored = source.summary().into_iter().map(|(_, _, d)| d).next();
-            match stored.as_deref() {
-                Some("BF16") => Dtype::BF16,
-                Some("F16") => Dtype::F16,
-                _ => Dtype::F32,
-            }
-        }
+        // Keep the storage dtype of the source's weights.
+        None => SafetensorsSource::open(&dir)?.stored_dtype(),
     };
     let bar = super::spinner(format!("loading {}", dir.display()));
     let model = shear_model::load_llama::<B>(&dir, device)

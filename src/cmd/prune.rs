@@ -1,5 +1,5 @@
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use burn::backend::Autodiff;
@@ -12,7 +12,7 @@ use shear_data::Tokenizer;
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::masks::TargetShape;
 use shear_model::masks_file::{save_masks, MaskState};
-use shear_model::{Dtype, LlamaConfig};
+use shear_model::LlamaConfig;
 use shear_train::prune::{finish, prune, PruneConfig};
 
 #[derive(clap::Args, Debug)]
@@ -63,15 +63,6 @@ pub struct Args {
     pub seed: u64,
 }
 
-fn stored_dtype(dir: &Path) -> anyhow::Result<Dtype> {
-    let source = shear_model::SafetensorsSource::open(dir)?;
-    Ok(match source.summary().first().map(|t| t.2.as_str()) {
-        Some("BF16") => Dtype::BF16,
-        Some("F16") => Dtype::F16,
-        _ => Dtype::F32,
-    })
-}
-
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
     // Everything that can be refused is checked before the model is loaded.
     let dir = super::resolve(&args.model, offline)?;
@@ -99,7 +90,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     }
     let dtype = match &args.dtype {
         Some(d) => d.parse()?,
-        None => stored_dtype(&dir)?,
+        None => shear_model::SafetensorsSource::open(&dir)?.stored_dtype(),
     };
     let tokenizer = Tokenizer::from_file(&dir).ok();
     let stream = TokenStream::from_file(&args.data, tokenizer.as_ref())

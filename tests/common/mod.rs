@@ -106,3 +106,16 @@ pub fn copy_fixture(rel: &str) -> tempfile::TempDir {
     }
     tmp
 }
+
+/// tests/fixtures/l0_and_loading.json
+pub fn l0_fixture() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("l0_and_loading.json")).unwrap()).unwrap()
+}
+
+pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}

@@ -29,7 +29,7 @@ fn random_rows(rng: &mut StdRng, rows: usize, n: usize, keep: usize) -> Vec<Vec<
 #[test]
 fn masked_logits_equal_materialized_logits_for_random_cases() {
     let mut rng = StdRng::seed_from_u64(2024);
-    for case in 0..6 {
+    for case in 0..10 {
         let layers = rng.random_range(1..=4);
         let heads = rng.random_range(1..=4);
         let head_dim = 2 * rng.random_range(2..=4);
@@ -46,11 +46,27 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         let t_heads = rng.random_range(1..=heads);
         let t_hidden = rng.random_range(1..=hidden);
         let t_inter = rng.random_range(1..=inter);
+        let layer = random_rows(&mut rng, 1, layers, t_layers).remove(0);
+        // Half of the cases use separate head_layer / mlp masks (same layers removed, other
+        // soft values for the FFN).
+        let mlp = rng.random_bool(0.5).then(|| {
+            layer
+                .iter()
+                .map(|&v| {
+                    if v == 0.0 {
+                        0.0
+                    } else {
+                        rng.random_range(0.5..=1.0)
+                    }
+                })
+                .collect()
+        });
         let z = DeterministicMasks {
             hidden: random_rows(&mut rng, 1, hidden, t_hidden).remove(0),
             head: random_rows(&mut rng, layers, heads, t_heads),
             intermediate: random_rows(&mut rng, layers, inter, t_inter),
-            layer: random_rows(&mut rng, 1, layers, t_layers).remove(0),
+            layer,
+            mlp,
         };
         let ids: Vec<i64> = (0..20).map(|_| rng.random_range(0..vocab as i64)).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, 10]), &device());
@@ -74,6 +90,11 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         );
         let dense: Vec<f32> = small.forward(ids).into_data().to_vec().unwrap();
         let diff = max_abs_diff(&masked, &dense);
+        let scale = masked.iter().fold(0f32, |m, x| m.max(x.abs()));
+        eprintln!(
+            "case {case}: mlp {} diff {diff:e} max |logit| {scale}",
+            z.mlp.is_some()
+        );
         assert!(
             diff <= 1e-4,
             "case {case}: masked vs materialized logits differ by {diff}"

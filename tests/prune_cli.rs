@@ -21,13 +21,12 @@ fn prune(args: &[&str]) -> std::process::Output {
     run_shear(&all, &[])
 }
 
-#[test]
-fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
+fn prune_end_to_end(extra: &[&str], mask_types: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = token_file(tmp.path(), 500);
     let out = tmp.path().join("run");
     let src = fixture("pruning/source");
-    let o = prune(&[
+    let mut args = vec![
         src.to_str().unwrap(),
         "--target",
         "layers=3,hidden=48,heads=2,intermediate=96",
@@ -41,7 +40,9 @@ fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
         "16",
         "--batch",
         "2",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = prune(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let log = std::fs::read_to_string(out.join("prune_log.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log
@@ -60,6 +61,13 @@ fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
     ] {
         assert!(lines[11].get(key).is_some(), "log has {key}");
     }
+    let types: Vec<&str> = lines[11]["mask_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(types, mask_types);
     let cfg = shear_model::LlamaConfig::from_file(out.join("model")).unwrap();
     assert_eq!(
         (
@@ -87,6 +95,19 @@ fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
     assert_eq!(
         std::fs::read(again.join("model.safetensors")).unwrap(),
         std::fs::read(out.join("model/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn prune_writes_model_masks_log_and_materialize_reproduces_it() {
+    prune_end_to_end(&[], &["layer", "hidden", "head", "intermediate"]);
+}
+
+#[test]
+fn prune_with_head_layer_and_mlp_masks_removes_whole_layers() {
+    prune_end_to_end(
+        &["--layer-masks", "head-layer-mlp"],
+        &["layer", "hidden", "head", "intermediate", "mlp"],
     );
 }
 

@@ -124,6 +124,7 @@ fn masked_forward_reproduces_the_reference_logits() {
             &device(),
         )),
         layer: Some(Tensor::ones([c.num_hidden_layers], &device())),
+        mlp: Some(Tensor::ones([c.num_hidden_layers], &device())),
     };
     let a: Vec<f32> = model
         .forward_masked(ids.clone(), &ones)

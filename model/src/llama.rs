@@ -54,8 +54,10 @@ pub struct LayerZ<B: Backend> {
     pub head: Option<Tensor<B, 1>>,
     /// `[intermediate]`: multiplies the up-projection output.
     pub intermediate: Option<Tensor<B, 1>>,
-    /// `[1]`: multiplies both sub-block outputs.
+    /// `[1]`: multiplies both sub-block outputs (only the attention output when `mlp` is set).
     pub layer: Option<Tensor<B, 1>>,
+    /// `[1]`: multiplies the FFN output.
+    pub mlp: Option<Tensor<B, 1>>,
 }
 
 /// Mask values for the whole model, as sampled during pruning or deterministic (SPEC §1.2, §0.2).
@@ -67,8 +69,10 @@ pub struct ZMasks<B: Backend> {
     pub head: Option<Tensor<B, 2>>,
     /// `[layers, intermediate]`
     pub intermediate: Option<Tensor<B, 2>>,
-    /// `[layers]`
+    /// `[layers]`: both sub-blocks, or only attention (`head_layer`) when `mlp` is set.
     pub layer: Option<Tensor<B, 1>>,
+    /// `[layers]`: the FFN sub-block (`mlp` mask).
+    pub mlp: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> ZMasks<B> {
@@ -83,13 +87,19 @@ impl<B: Backend> ZMasks<B> {
             head: self.head.as_ref().map(row),
             intermediate: self.intermediate.as_ref().map(row),
             layer: self.layer.as_ref().map(|t| t.clone().narrow(0, l, 1)),
+            mlp: self.mlp.as_ref().map(|t| t.clone().narrow(0, l, 1)),
         }
     }
 }
 
-/// Multiplies a sub-block output `[b, s, d]` by the layer mask (scalar) and the hidden mask.
-fn scale_output<B: Backend>(x: Tensor<B, 3>, z: &LayerZ<B>) -> Tensor<B, 3> {
-    let x = match &z.layer {
+/// Multiplies a sub-block output `[b, s, d]` by its per-layer mask (scalar) and the hidden mask.
+fn scale_output<B: Backend>(x: Tensor<B, 3>, z: &LayerZ<B>, ffn: bool) -> Tensor<B, 3> {
+    let scalar = if ffn {
+        z.mlp.as_ref().or(z.layer.as_ref())
+    } else {
+        z.layer.as_ref()
+    };
+    let x = match scalar {
         Some(l) => x * l.clone().reshape([1, 1, 1]),
         None => x,
     };
@@ -236,12 +246,12 @@ impl<B: Backend> Block<B> {
             cache,
             z.head.as_ref(),
         );
-        let x = x + scale_output(a, z);
+        let x = x + scale_output(a, z, false);
         let f = self.mlp.forward(
             self.post_attention_layernorm.forward_masked(x.clone(), zh),
             z.intermediate.as_ref(),
         );
-        x + scale_output(f, z)
+        x + scale_output(f, z, true)
     }
 }
 

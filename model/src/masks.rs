@@ -224,13 +224,16 @@ pub struct TargetShape {
     pub intermediate: usize,
 }
 
-/// Per-mask-type values, in the order layer, hidden, head, intermediate.
+/// Per-mask-type values, in the order layer, hidden, head, intermediate, mlp (`MASK_TYPES`).
+/// With separate per-layer masks (`LayerMasks::HeadLayerMlp`), `layer` is the `head_layer` mask
+/// and `mlp` is present.
 #[derive(Clone, Debug)]
 pub struct PerType<T> {
     pub layer: T,
     pub hidden: T,
     pub head: T,
     pub intermediate: T,
+    pub mlp: Option<T>,
 }
 
 impl<T> PerType<T> {
@@ -240,21 +243,59 @@ impl<T> PerType<T> {
             hidden: f(self.hidden),
             head: f(self.head),
             intermediate: f(self.intermediate),
+            mlp: self.mlp.map(f),
         }
     }
-    pub fn into_array(self) -> [T; 4] {
-        [self.layer, self.hidden, self.head, self.intermediate]
+
+    /// The values present, with their index in `MASK_TYPES`.
+    pub fn entries(self) -> Vec<(usize, T)> {
+        let mut v = vec![
+            (0, self.layer),
+            (1, self.hidden),
+            (2, self.head),
+            (3, self.intermediate),
+        ];
+        if let Some(m) = self.mlp {
+            v.push((4, m));
+        }
+        v
+    }
+
+    /// The value of type `k` (index in `MASK_TYPES`), if present.
+    pub fn get(&self, k: usize) -> Option<&T> {
+        match k {
+            0 => Some(&self.layer),
+            1 => Some(&self.hidden),
+            2 => Some(&self.head),
+            3 => Some(&self.intermediate),
+            4 => self.mlp.as_ref(),
+            _ => None,
+        }
     }
 }
 
-pub const MASK_TYPES: [&str; 4] = ["layer", "hidden", "head", "intermediate"];
+/// Mask type names, in the order of `PerType` and of the Lagrange multipliers.
+pub const MASK_TYPES: [&str; 5] = ["layer", "hidden", "head", "intermediate", "mlp"];
 
-/// The four masks of the released recipe (`head`, `intermediate`, `layer`, `hidden`; SPEC §1.1),
-/// one `L0Module` in the reference's terms.
+/// Which per-layer masks exist (SPEC §1.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayerMasks {
+    /// One `layer` mask per block multiplying both sub-blocks (the released recipe).
+    #[default]
+    Layer,
+    /// Separate `head_layer` (attention sub-block) and `mlp` (FFN sub-block) masks.
+    HeadLayerMlp,
+}
+
+/// The masks of one pruning run, an `L0Module` in the reference's terms (SPEC §1.1): `head`,
+/// `intermediate`, `hidden`, and either one `layer` mask or `head_layer` + `mlp`.
 #[derive(Module, Debug)]
 pub struct L0Masks<B: Backend> {
-    /// `[1, L]`; one scalar per layer multiplies both sub-blocks.
+    /// `[1, L]`; one scalar per layer multiplies both sub-blocks, or only the attention sub-block
+    /// (`head_layer`) when `mlp` is present.
     pub layer: Mask<B>,
+    /// `[1, L]`: the FFN sub-block's per-layer mask (`LayerMasks::HeadLayerMlp`).
+    pub mlp: Option<Mask<B>>,
     /// `[1, d]`
     pub hidden: Mask<B>,
     /// `[L, H]`
@@ -268,6 +309,16 @@ pub struct L0Masks<B: Backend> {
 impl<B: Backend> L0Masks<B> {
     /// Masks for a source of this shape, `log_alpha ~ Normal(5, 0.01)` (SPEC §2.2).
     pub fn new(config: &crate::config::LlamaConfig, hc: HardConcrete, device: &B::Device) -> Self {
+        Self::with_layer_masks(config, hc, LayerMasks::Layer, device)
+    }
+
+    /// As [`L0Masks::new`], choosing the per-layer masks.
+    pub fn with_layer_masks(
+        config: &crate::config::LlamaConfig,
+        hc: HardConcrete,
+        kind: LayerMasks,
+        device: &B::Device,
+    ) -> Self {
         let (l, d, h, m) = (
             config.num_hidden_layers,
             config.hidden_size,
@@ -276,6 +327,8 @@ impl<B: Backend> L0Masks<B> {
         );
         L0Masks {
             layer: Mask::init(1, l, 5.0, 0.01, hc, device),
+            mlp: (kind == LayerMasks::HeadLayerMlp)
+                .then(|| Mask::init(1, l, 5.0, 0.01, hc, device)),
             hidden: Mask::init(1, d, 5.0, 0.01, hc, device),
             head: Mask::init(l, h, 5.0, 0.01, hc, device),
             intermediate: Mask::init(l, m, 5.0, 0.01, hc, device),
@@ -287,6 +340,7 @@ impl<B: Backend> L0Masks<B> {
     pub fn clamp_log_alpha(self) -> Self {
         L0Masks {
             layer: self.layer.clamp_log_alpha(),
+            mlp: self.mlp.map(Mask::clamp_log_alpha),
             hidden: self.hidden.clamp_log_alpha(),
             head: self.head.clamp_log_alpha(),
             intermediate: self.intermediate.clamp_log_alpha(),
@@ -305,43 +359,73 @@ impl<B: Backend> L0Masks<B> {
             head: Some(self.head.sample()),
             intermediate: Some(self.intermediate.sample()),
             layer: Some(flat(self.layer.sample())),
+            mlp: self.mlp.as_ref().map(|m| flat(m.sample())),
         }
     }
 
     /// Deterministic masks: at exactly the `target` counts when given (materialization), else
-    /// with the expected number of zeros (evaluation during pruning), SPEC §2.5.
+    /// with the expected number of zeros (evaluation during pruning), SPEC §2.5. With separate
+    /// `head_layer` and `mlp` masks and a target, the removed layers are chosen jointly (lowest
+    /// product of the two soft values, ties: lower index first) so the result stays a uniform
+    /// model in which a layer is kept or removed whole.
     pub fn deterministic(
         &self,
         target: Option<&TargetShape>,
     ) -> crate::materialize::DeterministicMasks {
         let one = |m: &Mask<B>, keep: Option<usize>| m.deterministic(keep).remove(0);
+        let (layer, mlp) = match (&self.mlp, target) {
+            (Some(mlp), Some(t)) => {
+                let n = self.layer.dims()[1];
+                // Soft values of every layer (keep all), then drop jointly.
+                let a = one(&self.layer, Some(n));
+                let b = one(mlp, Some(n));
+                let joint: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&i, &j| joint[i].total_cmp(&joint[j]).then(i.cmp(&j)));
+                let (mut a, mut b) = (a, b);
+                for &i in order.iter().take(n.saturating_sub(t.layers)) {
+                    a[i] = 0.0;
+                    b[i] = 0.0;
+                }
+                (a, Some(b))
+            }
+            (Some(mlp), None) => (one(&self.layer, None), Some(one(mlp, None))),
+            (None, t) => (one(&self.layer, t.map(|t| t.layers)), None),
+        };
         crate::materialize::DeterministicMasks {
             hidden: one(&self.hidden, target.map(|t| t.hidden)),
             head: self.head.deterministic(target.map(|t| t.heads)),
             intermediate: self
                 .intermediate
                 .deterministic(target.map(|t| t.intermediate)),
-            layer: one(&self.layer, target.map(|t| t.layers)),
+            layer,
+            mlp,
         }
     }
 
-    /// Expected sparsity per mask type (SPEC §2.4): `[1]` for layer and hidden, `[L]` for head
-    /// and intermediate.
+    /// Expected sparsity per mask type (SPEC §2.4): `[1]` for layer, hidden and mlp, `[L]` for
+    /// head and intermediate.
     pub fn expected_sparsity(&self) -> PerType<Tensor<B, 1>> {
         PerType {
             layer: self.layer.expected_sparsity(),
             hidden: self.hidden.expected_sparsity(),
             head: self.head.expected_sparsity(),
             intermediate: self.intermediate.expected_sparsity(),
+            mlp: self.mlp.as_ref().map(Mask::expected_sparsity),
         }
     }
 
     /// Differentiable expected number of prunable parameters (SPEC §3.2):
     /// `Σ s_D · (4 d_h Σ s_L s_H + 3 Σ s_L s_I)`.
     pub fn expected_params(&self) -> Tensor<B, 1> {
-        let s_layer = self.layer.score().reshape([self.layer.dims()[1], 1]); // [L, 1]
-        let heads = (self.head.score() * s_layer.clone()).sum(); // [1]
-        let inter = (self.intermediate.score() * s_layer).sum(); // [1]
+        let l = self.layer.dims()[1];
+        let s_layer = self.layer.score().reshape([l, 1]); // [L, 1]
+        let s_mlp = match &self.mlp {
+            Some(m) => m.score().reshape([l, 1]),
+            None => s_layer.clone(),
+        };
+        let heads = (self.head.score() * s_layer).sum(); // [1]
+        let inter = (self.intermediate.score() * s_mlp).sum(); // [1]
         let hidden = self.hidden.score().sum(); // [1]
         hidden * (heads * (4 * self.head_dim) as f64 + inter * 3.0)
     }
@@ -438,11 +522,13 @@ impl TargetShape {
         Ok(())
     }
 
-    /// Target sparsity per mask type, `1 − target / source` (SPEC §4.1).
+    /// Target sparsity per mask type, `1 − target / source` (SPEC §4.1); `mlp` shares the
+    /// layer target.
     pub fn sparsity(&self, source: &crate::config::LlamaConfig) -> PerType<f64> {
         let s = Self::of(source);
         let f = |t: usize, n: usize| 1.0 - t as f64 / n as f64;
         PerType {
+            mlp: Some(f(self.layers, s.layers)),
             layer: f(self.layers, s.layers),
             hidden: f(self.hidden, s.hidden),
             head: f(self.heads, s.heads),

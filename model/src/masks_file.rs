@@ -19,8 +19,9 @@ use crate::materialize::DeterministicMasks;
 pub struct MaskState {
     pub step: usize,
     pub target: TargetShape,
-    pub lambda_1: [f64; 4],
-    pub lambda_2: [f64; 4],
+    /// Per mask type, in the order of `masks::MASK_TYPES`.
+    pub lambda_1: [f64; 5],
+    pub lambda_2: [f64; 5],
 }
 
 fn host<B: Backend>(m: &Mask<B>) -> (Vec<usize>, Vec<f32>) {
@@ -34,17 +35,19 @@ fn host<B: Backend>(m: &Mask<B>) -> (Vec<usize>, Vec<f32>) {
 pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState) -> Result<()> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, m) in [
-        ("layer", &masks.layer),
-        ("hidden", &masks.hidden),
-        ("head", &masks.head),
-        ("intermediate", &masks.intermediate),
+        ("layer", Some(&masks.layer)),
+        ("hidden", Some(&masks.hidden)),
+        ("head", Some(&masks.head)),
+        ("intermediate", Some(&masks.intermediate)),
+        ("mlp", masks.mlp.as_ref()),
     ] {
+        let Some(m) = m else { continue };
         let (shape, v) = host(m);
         tensors.push((format!("log_alpha.{name}"), shape, Dtype::F32.encode(&v)));
     }
     for (name, v) in [("lambda_1", state.lambda_1), ("lambda_2", state.lambda_2)] {
         let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        tensors.push((name.to_string(), vec![4], Dtype::F32.encode(&v)));
+        tensors.push((name.to_string(), vec![5], Dtype::F32.encode(&v)));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
@@ -136,18 +139,23 @@ pub fn load_masks<B: Backend>(
     let hc = HardConcrete::default();
     let masks = L0Masks {
         layer: Mask::from_log_alpha(get("log_alpha.layer", 1, l)?, hc),
+        mlp: if names.contains(&"log_alpha.mlp") {
+            Some(Mask::from_log_alpha(get("log_alpha.mlp", 1, l)?, hc))
+        } else {
+            None
+        },
         hidden: Mask::from_log_alpha(get("log_alpha.hidden", 1, d)?, hc),
         head: Mask::from_log_alpha(get("log_alpha.head", l, h)?, hc),
         intermediate: Mask::from_log_alpha(get("log_alpha.intermediate", l, m)?, hc),
         head_dim: config.head_dim,
     };
-    let lam = |name: &str| -> Result<[f64; 4]> {
-        let v: Vec<f32> = get(name, 1, 4)?
+    let lam = |name: &str| -> Result<[f64; 5]> {
+        let v: Vec<f32> = get(name, 1, 5)?
             .into_data()
             .convert::<f32>()
             .to_vec()
             .expect("f32");
-        Ok([v[0] as f64, v[1] as f64, v[2] as f64, v[3] as f64])
+        Ok(std::array::from_fn(|i| v[i] as f64))
     };
     let meta = meta.metadata().clone().unwrap_or_default();
     let target: TargetShape = meta

@@ -23,8 +23,10 @@ pub struct DeterministicMasks {
     pub head: Vec<Vec<f64>>,
     /// `[layers][intermediate]`
     pub intermediate: Vec<Vec<f64>>,
-    /// `[layers]`
+    /// `[layers]`: both sub-blocks, or only attention (`head_layer`) when `mlp` is set.
     pub layer: Vec<f64>,
+    /// `[layers]`: the FFN sub-block, with separate per-layer masks.
+    pub mlp: Option<Vec<f64>>,
 }
 
 fn read_f32(
@@ -48,8 +50,9 @@ fn read_f32(
 }
 
 impl DeterministicMasks {
-    /// Reads `z_hidden [d]`, `z_head [L, H]`, `z_intermediate [L, m]`, `z_layer [L]` from a
-    /// safetensors file (other tensors are ignored) and checks them against `config`.
+    /// Reads `z_hidden [d]`, `z_head [L, H]`, `z_intermediate [L, m]`, `z_layer [L]` and, if
+    /// present, `z_mlp [L]` from a safetensors file (other tensors are ignored) and checks them
+    /// against `config`.
     pub fn from_safetensors(path: &Path, config: &LlamaConfig) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
         let st =
@@ -81,6 +84,11 @@ impl DeterministicMasks {
             head: rows(get("z_head", vec![l, h])?, h),
             intermediate: rows(get("z_intermediate", vec![l, m])?, m),
             layer: get("z_layer", vec![l])?,
+            mlp: if st.names().contains(&"z_mlp") {
+                Some(get("z_mlp", vec![l])?)
+            } else {
+                None
+            },
         })
     }
 
@@ -100,6 +108,7 @@ impl DeterministicMasks {
             head: Some(v2(&self.head)),
             intermediate: Some(v2(&self.intermediate)),
             layer: Some(v1(&self.layer)),
+            mlp: self.mlp.as_deref().map(v1),
         }
     }
 }
@@ -255,10 +264,19 @@ pub fn materialize<B: Backend>(
     let (mut heads_kept, mut inter_kept) = (None, None);
     let mut new_l = 0;
     for l in 0..c.num_hidden_layers {
+        // Per-layer scalars of the attention and FFN sub-blocks (the same with one layer mask).
         let zl = z.layer[l];
+        let zf = z.mlp.as_ref().map_or(zl, |m| m[l]);
         let p = format!("model.layers.{l}");
-        if zl == 0.0 {
+        if zl == 0.0 && zf == 0.0 {
             continue;
+        }
+        if zl == 0.0 || zf == 0.0 {
+            return Err(bad(format!(
+                "layer {l} loses only its {} sub-block; a Hugging Face Llama keeps or removes \
+                 layers whole",
+                if zl == 0.0 { "attention" } else { "FFN" }
+            )));
         }
         let q = format!("model.layers.{new_l}");
         let n = |s: &str| format!("{p}.{s}.weight");
@@ -290,15 +308,16 @@ pub fn materialize<B: Backend>(
         );
         // MLP: intermediate mask into up_proj's rows, layer and hidden masks into down_proj's.
         let zint = &z.intermediate[l];
-        let chans: Vec<usize> = (0..zint.len()).filter(|&i| zint[i] * zl != 0.0).collect();
+        let chans: Vec<usize> = (0..zint.len()).filter(|&i| zint[i] * zf != 0.0).collect();
         let gate = take(&n("mlp.gate_proj")).select(&chans, &keep_d);
         put(o("mlp.gate_proj"), gate, false);
         let up = take(&n("mlp.up_proj"))
             .scale_rows(zint)
             .select(&chans, &keep_d);
         put(o("mlp.up_proj"), up, false);
+        let f_scale: Vec<f64> = zh.iter().map(|&s| s * zf).collect();
         let down = take(&n("mlp.down_proj"))
-            .scale_rows(&o_scale)
+            .scale_rows(&f_scale)
             .select(&keep_d, &chans);
         put(o("mlp.down_proj"), down, false);
         for norm in ["input_layernorm", "post_attention_layernorm"] {

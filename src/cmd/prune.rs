@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use shear_data::stream::TokenStream;
 use shear_data::Tokenizer;
 use shear_model::checkpoint::copy_tokenizer_files;
-use shear_model::masks::TargetShape;
+use shear_model::masks::{LayerMasks, TargetShape};
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::LlamaConfig;
 use shear_train::prune::{finish, prune, PruneConfig};
@@ -61,6 +61,16 @@ pub struct Args {
     pub dtype: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Per-layer masks: `layer` (one per block, the released recipe) or `head-layer-mlp`
+    /// (separate attention and FFN masks; layers are still removed whole).
+    #[arg(long, value_enum, default_value_t = LayerMaskArg::Layer)]
+    pub layer_masks: LayerMaskArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayerMaskArg {
+    Layer,
+    HeadLayerMlp,
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
@@ -127,6 +137,10 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     cfg.lr_masks = args.lr_masks;
     cfg.lr_lambda = args.lr_lambda;
     cfg.seed = args.seed;
+    cfg.layer_masks = match args.layer_masks {
+        LayerMaskArg::Layer => LayerMasks::Layer,
+        LayerMaskArg::HeadLayerMlp => LayerMasks::HeadLayerMlp,
+    };
     if let Some(w) = args.lr_warmup {
         cfg.lr_warmup_steps = w;
     }

@@ -6,7 +6,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer}
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
-use shear_model::masks::TargetShape;
+use shear_model::masks::{LayerMasks, TargetShape, MASK_TYPES};
 use shear_model::{HardConcrete, L0Masks, Llama};
 
 use crate::grads;
@@ -31,6 +31,8 @@ pub struct PruneConfig {
     pub grad_accum: usize,
     pub seed: u64,
     pub hard_concrete: HardConcrete,
+    /// One `layer` mask (default) or separate `head_layer` + `mlp` masks.
+    pub layer_masks: LayerMasks,
 }
 
 impl PruneConfig {
@@ -47,6 +49,7 @@ impl PruneConfig {
             grad_accum: 1,
             seed: 0,
             hard_concrete: HardConcrete::default(),
+            layer_masks: LayerMasks::Layer,
         }
     }
 }
@@ -67,13 +70,16 @@ pub struct StepLog {
     pub ce_loss: f64,
     pub lagrangian: f64,
     pub grad_norm: f64,
-    pub lambda_1: [f64; 4],
-    pub lambda_2: [f64; 4],
+    /// Per mask type in `MASK_TYPES` order (layer, hidden, head, intermediate, mlp).
+    pub lambda_1: [f64; 5],
+    pub lambda_2: [f64; 5],
     /// layers, hidden, heads per layer, intermediate per layer.
     pub expected_shape: [f64; 4],
-    /// layer, hidden, head, intermediate (mean over layers).
-    pub expected_sparsity: [f64; 4],
-    pub target_sparsity: [f64; 4],
+    /// The mask types of this run, in `MASK_TYPES` order.
+    pub mask_types: Vec<&'static str>,
+    /// Per mask type of `mask_types` (mean over layers for head and intermediate).
+    pub expected_sparsity: Vec<f64>,
+    pub target_sparsity: Vec<f64>,
     pub expected_params: f64,
 }
 
@@ -191,7 +197,7 @@ fn step_log<B: Backend>(
 ) -> StepLog {
     let l0 = p.l0.clone().clamp_log_alpha();
     let (lambda_1, lambda_2) = p.lagrangian.values();
-    let e = l0.expected_sparsity().map(|t| scalar(t.mean()));
+    let e = l0.expected_sparsity().map(|t| scalar(t.mean())).entries();
     StepLog {
         step,
         lr_mult,
@@ -201,8 +207,12 @@ fn step_log<B: Backend>(
         lambda_1,
         lambda_2,
         expected_shape: l0.expected_shape(),
-        expected_sparsity: e.into_array(),
-        target_sparsity: target.clone().into_array(),
+        mask_types: e.iter().map(|(k, _)| MASK_TYPES[*k]).collect(),
+        target_sparsity: e
+            .iter()
+            .map(|(k, _)| *target.get(*k).expect("target"))
+            .collect(),
+        expected_sparsity: e.iter().map(|(_, v)| *v).collect(),
         expected_params: scalar(l0.expected_params()),
     }
 }
@@ -219,7 +229,7 @@ pub fn prune<B: AutodiffBackend>(
     let device = model.embed_tokens.weight.device();
     B::seed(&device, cfg.seed);
     let mut pruner = Pruner {
-        l0: L0Masks::new(&model.config, cfg.hard_concrete, &device),
+        l0: L0Masks::with_layer_masks(&model.config, cfg.hard_concrete, cfg.layer_masks, &device),
         lagrangian: Lagrangian::new(&device),
         model,
     };

@@ -40,6 +40,16 @@ fn fixture_l0_masks() -> (L0Masks<B>, serde_json::Value) {
     (masks, f)
 }
 
+/// The target of tests/fixtures/pruning (3 layers, hidden 48, 2 heads, intermediate 96).
+fn fixture_target() -> TargetShape {
+    TargetShape {
+        layers: 3,
+        hidden: 48,
+        heads: 2,
+        intermediate: 96,
+    }
+}
+
 fn host(t: Tensor<B, 1>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }
@@ -76,12 +86,7 @@ fn expected_size_sparsity_and_lagrangian_match_the_reference() {
     }
     // Target sparsities from the shapes, and the Lagrangian for the given multipliers.
     let source = LlamaConfig::new(500, 64, 176, 4, 4, 4);
-    let target = TargetShape {
-        layers: 3,
-        hidden: 48,
-        heads: 2,
-        intermediate: 96,
-    };
+    let target = fixture_target();
     let t = target.sparsity(&source);
     for (k, got) in t.clone().entries().into_iter().take(4) {
         let name = shear_model::masks::MASK_TYPES[k];
@@ -105,12 +110,7 @@ fn expected_size_sparsity_and_lagrangian_match_the_reference() {
 #[test]
 fn multipliers_ascend_while_masks_and_weights_descend() {
     let source = LlamaConfig::from_file(fixture("pruning/source")).unwrap();
-    let target = TargetShape {
-        layers: 3,
-        hidden: 48,
-        heads: 2,
-        intermediate: 96,
-    };
+    let target = fixture_target();
     let t = target.sparsity(&source);
     // The gradient of the Lagrangian in λ1 is (e − t): negative while the masks are denser
     // than the target.
@@ -169,12 +169,7 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
 #[test]
 fn pruning_converges_to_the_target_shape() {
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
-    let target = TargetShape {
-        layers: 3,
-        hidden: 48,
-        heads: 2,
-        intermediate: 96,
-    };
+    let target = fixture_target();
     let steps = 300;
     let mut cfg = PruneConfig::new(target, steps);
     cfg.lr_weights = 1e-3;

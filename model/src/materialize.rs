@@ -203,7 +203,7 @@ pub fn materialize<B: Backend>(
             "materializing grouped-query attention models is not supported yet".into(),
         ));
     }
-    let (hd, d) = (c.head_dim, c.hidden_size);
+    let hd = c.head_dim;
     let mut src: HashMap<String, Mat> = named_tensors(model, Dtype::F32)
         .into_iter()
         .map(|(name, t)| {
@@ -355,6 +355,5 @@ pub fn materialize<B: Backend>(
     config.num_key_value_heads = config.num_attention_heads;
     config.intermediate_size = inter_kept.unwrap_or(0);
     config.tie_word_embeddings = false;
-    let _ = d;
     Llama::from_source(&config, &mut MapSource { tensors: out }, device)
 }

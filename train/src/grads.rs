@@ -8,31 +8,40 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 
-struct Visit<'a, B: AutodiffBackend> {
+/// Moves a module's gradients into another set, scaled.
+struct Take<'a> {
     grads: &'a mut GradientsParams,
-    moved: Option<GradientsParams>,
+    moved: GradientsParams,
     factor: f64,
-    sumsq: Option<Tensor<B::InnerBackend, 1>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Visit<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for Take<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
-            return;
-        };
-        let sq = g.clone().powi_scalar(2).sum();
-        self.sumsq = Some(match self.sumsq.take() {
-            Some(acc) => acc + sq,
-            None => sq,
-        });
-        let g = if self.factor == 1.0 {
-            g
-        } else {
-            g * self.factor
-        };
-        match &mut self.moved {
-            Some(out) => out.register(param.id, g),
-            None => self.grads.register(param.id, g),
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            let g = if self.factor == 1.0 {
+                g
+            } else {
+                g * self.factor
+            };
+            self.moved.register(param.id, g);
+        }
+    }
+}
+
+/// Sums the squared gradients of a module's parameters (one value on the device).
+struct SumSq<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SumSq<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let sq = g.powi_scalar(2).sum();
+            self.total = Some(match self.total.take() {
+                Some(acc) => acc + sq,
+                None => sq,
+            });
         }
     }
 }
@@ -43,30 +52,20 @@ pub fn take<B: AutodiffBackend, M: Module<B>>(
     module: &M,
     factor: f64,
 ) -> GradientsParams {
-    let mut v = Visit::<B> {
+    let mut v = Take {
         grads,
-        moved: Some(GradientsParams::new()),
+        moved: GradientsParams::new(),
         factor,
-        sumsq: None,
     };
     module.visit(&mut v);
-    v.moved.expect("set above")
+    v.moved
 }
 
-/// Sum of squared gradients of `module`'s parameters, multiplying them by `factor` in place.
-pub fn sumsq_and_scale<B: AutodiffBackend, M: Module<B>>(
-    grads: &mut GradientsParams,
-    module: &M,
-    factor: f64,
-) -> f64 {
-    let mut v = Visit::<B> {
-        grads,
-        moved: None,
-        factor,
-        sumsq: None,
-    };
+/// Sum of squared gradients of `module`'s parameters (one host read).
+pub fn sumsq<B: AutodiffBackend, M: Module<B>>(grads: &GradientsParams, module: &M) -> f64 {
+    let mut v = SumSq::<B> { grads, total: None };
     module.visit(&mut v);
-    v.sumsq
+    v.total
         .map(|t| t.into_scalar().elem::<f64>())
         .unwrap_or(0.0)
 }

@@ -125,8 +125,7 @@ pub fn prune_step<B: AutodiffBackend>(
     step: usize,
     batches: &[Tensor<B, 2, Int>],
 ) -> (Pruner<B>, StepLog) {
-    let source = pruner.model.config.clone();
-    let target = cfg.target.sparsity(&source);
+    let target = cfg.target.sparsity(&pruner.model.config);
     let t_now = target
         .clone()
         .map(|t| target_warmup(t, step, cfg.lagrangian_warmup_steps));
@@ -158,7 +157,7 @@ pub fn prune_step<B: AutodiffBackend>(
     }
     let mut all = single.unwrap_or_else(|| acc.grads());
     // Global norm over every group, then clip.
-    let norm = grads::sumsq_and_scale::<B, _>(&mut all, &pruner, 1.0).sqrt();
+    let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
     let clip = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
         cfg.max_grad_norm / (norm + 1e-6)
     } else {

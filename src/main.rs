@@ -39,6 +39,11 @@ enum Command {
     Prune(cmd::prune::Args),
     /// Build the smaller dense model from a source and masks.
     Materialize(cmd::materialize::Args),
+    /// Corpus → token shards (`data prepare`), data throughput (`data bench`).
+    #[command(subcommand)]
+    Data(cmd::data::Command),
+    /// Per-domain loss and perplexity of a model on prepared data.
+    Eval(cmd::eval::Args),
     /// Measure forward / forward+backward / training-step throughput of a LLaMA shape.
     Bench(cmd::bench::Args),
 }
@@ -62,6 +67,14 @@ fn main() -> ExitCode {
         Command::Materialize(args) => backend::dispatch!(cli.device, |B, device| {
             cmd::materialize::run::<B>(args, offline, &device)
         }),
+        Command::Data(c) => {
+            backend::dispatch!(cli.device, |B, device| cmd::data::run::<B>(
+                c, offline, &device
+            ))
+        }
+        Command::Eval(args) => backend::dispatch!(cli.device, |B, device| cmd::eval::run::<B>(
+            args, offline, &device
+        )),
         Command::Bench(args) => {
             backend::dispatch!(cli.device, |B, device| cmd::bench::run::<B>(args, &device))
         }

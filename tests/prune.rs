@@ -9,7 +9,7 @@ use common::*;
 use shear_model::masks::TargetShape;
 use shear_model::{load_llama, HardConcrete, L0Masks, LlamaConfig, Mask};
 use shear_train::lagrangian::Lagrangian;
-use shear_train::prune::{finish, prune, PruneConfig};
+use shear_train::prune::{finish, prune, FnBatches, PruneConfig};
 
 type AD = Autodiff<B>;
 
@@ -139,12 +139,9 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
     let ids: Tensor<AD, 2, Int> =
         Tensor::<AD, 2>::random([2, 16], Distribution::Uniform(0.0, 500.0), &device()).int();
     let mut logs = Vec::new();
-    prune(
-        model,
-        &cfg,
-        |_, _| ids.clone(),
-        |log, _| logs.push(log.clone()),
-    );
+    prune(model, &cfg, FnBatches(|_, _| ids.clone()), |log, _| {
+        logs.push(log.clone())
+    });
     // Ascent: λ1 moved along its gradient (down), which raises the Lagrangian λ1 (e − t).
     for k in 0..4 {
         assert!(
@@ -177,7 +174,9 @@ fn pruning_converges_to_the_target_shape() {
     let pruner = prune(
         model,
         &cfg,
-        |_, _| Tensor::<AD, 2>::random([4, 32], Distribution::Uniform(0.0, 500.0), &device()).int(),
+        FnBatches(|_, _| {
+            Tensor::<AD, 2>::random([4, 32], Distribution::Uniform(0.0, 500.0), &device()).int()
+        }),
         |log, _| {
             if log.step % 50 == 0 || log.step + 1 == steps {
                 eprintln!("{}", serde_json::to_string(log).unwrap());

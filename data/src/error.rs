@@ -1,4 +1,5 @@
-//! Errors of the data crate.
+//! Errors of the data crate. Each names the file, line, key or domain it is about, so the CLI
+//! can print it as one line.
 
 use std::path::PathBuf;
 
@@ -10,8 +11,45 @@ pub enum DataError {
     Tokenizer { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
+    #[error("{}:{line}: {msg}", path.display())]
+    Line {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("domain `{domain}`: {msg}")]
+    Domain { domain: String, msg: String },
+    #[error("weights: {0}")]
+    Weights(String),
+    #[error("recipe: {0}")]
+    Recipe(String),
     #[error("tokenizer: {0}")]
     Encode(String),
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
+        let path = path.into();
+        move |source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                DataError::NotFound { path }
+            } else {
+                DataError::Io { path, source }
+            }
+        }
+    }
+
+    pub(crate) fn domain(domain: &str, msg: impl Into<String>) -> DataError {
+        DataError::Domain {
+            domain: domain.to_string(),
+            msg: msg.into(),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;

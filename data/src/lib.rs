@@ -1,8 +1,24 @@
 //! shear-data: corpora, tokenization, token shards and dynamic batch loading (SPEC §6, §8).
 
+pub mod batch;
+pub mod corpus;
+pub mod dynamic;
 pub mod error;
+pub mod manifest;
+pub mod prepare;
+pub mod proportions;
+pub mod reference;
+pub mod shard;
 pub mod stream;
 pub mod tokenizer;
+pub mod update;
 
+pub use batch::{Sequence, TokenBatch, TokenBatcher};
+pub use dynamic::{DynamicLoader, LoaderEvent, LoaderState};
 pub use error::{DataError, Result};
+pub use manifest::{Manifest, PreparedData, Split};
+pub use prepare::{prepare, PrepareRecipe};
+pub use proportions::Proportions;
+pub use reference::{ReferenceLoss, ScalingLaw};
 pub use tokenizer::Tokenizer;
+pub use update::{UpdateRecord, UpdateRule};

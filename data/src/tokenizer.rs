@@ -54,4 +54,59 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// The end-of-sequence id appended to every document (SPEC §8): `eos_token` of a
+    /// `tokenizer_config.json` next to `tokenizer.json` when there is one, else the first of the
+    /// usual EOS tokens (`</s>`, `<|end_of_text|>`, `<|endoftext|>`, `<|im_end|>`) in the vocabulary.
+    pub fn eos_id(&self) -> Option<u32> {
+        let from_config = self
+            .path
+            .parent()
+            .map(|d| d.join("tokenizer_config.json"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| match v.get("eos_token") {
+                Some(serde_json::Value::String(t)) => Some(t.clone()),
+                Some(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                None => None,
+            })
+            .and_then(|t| self.token_to_id(&t));
+        from_config.or_else(|| {
+            ["</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>"]
+                .iter()
+                .find_map(|t| self.token_to_id(t))
+        })
+    }
+
+    /// A fingerprint of the tokenizer: SHA-256 of its canonical serialisation (so the same
+    /// tokenizer saved with other formatting has the same fingerprint). Shards record it.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::Digest;
+        let canonical = self
+            .inner
+            .to_string(false)
+            .map_err(|e| DataError::Encode(e.to_string()))?;
+        Ok(format!(
+            "sha256:{}",
+            hex(&sha2::Sha256::digest(canonical.as_bytes()))
+        ))
+    }
+
+    /// Encodes many documents in parallel (rayon), each as the post-processor says (BOS for
+    /// Llama-2) with `eos` appended. Order is kept.
+    pub fn encode_documents(&self, docs: &[String], eos: Option<u32>) -> Result<Vec<Vec<u32>>> {
+        use rayon::prelude::*;
+        docs.par_iter()
+            .map(|d| {
+                let mut ids = self.encode(d, true)?;
+                ids.extend(eos);
+                Ok(ids)
+            })
+            .collect()
+    }
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

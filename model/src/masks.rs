@@ -522,6 +522,19 @@ impl TargetShape {
         Ok(())
     }
 
+    /// The config of the pruned model: the source's with the target's dimensions (MHA, untied
+    /// embeddings, as materialization writes it).
+    pub fn config(&self, source: &crate::config::LlamaConfig) -> crate::config::LlamaConfig {
+        let mut c = source.clone();
+        c.num_hidden_layers = self.layers;
+        c.hidden_size = self.hidden;
+        c.num_attention_heads = self.heads;
+        c.num_key_value_heads = self.heads;
+        c.intermediate_size = self.intermediate;
+        c.tie_word_embeddings = false;
+        c
+    }
+
     /// Target sparsity per mask type, `1 − target / source` (SPEC §4.1); `mlp` shares the
     /// layer target.
     pub fn sparsity(&self, source: &crate::config::LlamaConfig) -> PerType<f64> {

@@ -1,5 +1,7 @@
 pub mod bench;
 pub mod convert;
+pub mod data;
+pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod materialize;

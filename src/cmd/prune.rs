@@ -5,15 +5,21 @@ use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use shear_data::stream::TokenStream;
-use shear_data::Tokenizer;
+use shear_data::{
+    DynamicLoader, LoaderEvent, LoaderState, PreparedData, Proportions, ReferenceLoss, Split,
+    Tokenizer, UpdateRule,
+};
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::masks::{LayerMasks, TargetShape};
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::LlamaConfig;
+use shear_train::dynamic::{DynamicBatches, DynamicConfig};
 use shear_train::prune::{finish, prune, PruneConfig};
+use shear_train::prune::{FnBatches, PruneData};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -25,7 +31,9 @@ pub struct Args {
     /// Named target for a Llama-2-7B source: sheared-1.3b, sheared-2.7b or 370m.
     #[arg(long)]
     pub preset: Option<String>,
-    /// Training text: a .txt file (tokenized with the model's tokenizer) or a file of token ids.
+    /// Training data: a prepared data folder (`shear data prepare`; its prune split, with
+    /// dynamic batch loading), or one .txt file (tokenized with the model's tokenizer) or file
+    /// of token ids (random windows, one domain).
     #[arg(long)]
     pub data: PathBuf,
     /// Output directory: `model/` (the pruned Hugging Face checkpoint), `checkpoint/` (the
@@ -39,8 +47,9 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    #[arg(long, default_value_t = 512)]
-    pub seq: usize,
+    /// Tokens per sequence (default: the prepared data's, or 512 for a single file).
+    #[arg(long)]
+    pub seq: Option<usize>,
     #[arg(long, default_value_t = 1e-4)]
     pub lr_weights: f64,
     #[arg(long, default_value_t = 1.0)]
@@ -65,6 +74,25 @@ pub struct Args {
     /// (separate attention and FFN masks; layers are still removed whole).
     #[arg(long, value_enum, default_value_t = LayerMaskArg::Layer)]
     pub layer_masks: LayerMaskArg,
+    /// Initial domain weights: redpajama | uniform | tokens | auto | NAME=W,... (prepared data).
+    #[arg(long, default_value = "auto")]
+    pub proportions: String,
+    /// Domain-weight update: code (reference code), paper, or constant (static mixture).
+    #[arg(long, default_value = "code")]
+    pub update_rule: String,
+    /// Update the domain weights after every this many steps (SPEC: 50).
+    #[arg(long, default_value_t = 50)]
+    pub update_every: usize,
+    /// Reference losses: source (the source model's eval losses), llama2 (the Llama-2
+    /// scaling-law fit of SPEC §6.4, RedPajama domains), or NAME=LOSS,...
+    #[arg(long, default_value = "source")]
+    pub reference: String,
+    /// Sequences per evaluation batch (dynamic loading).
+    #[arg(long, default_value_t = 8)]
+    pub eval_batch: usize,
+    /// At most this many eval sequences per domain (default: all).
+    #[arg(long)]
+    pub eval_sequences: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -92,37 +120,49 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     if args.steps == 0 || args.batch == 0 || args.grad_accum == 0 {
         bail!("--steps, --batch and --grad-accum must be positive");
     }
-    if args.seq < 2 {
+    if args.seq.is_some_and(|s| s < 2) {
         bail!(
             "--seq {}: need at least 2 tokens for a next-token loss",
-            args.seq
+            args.seq.unwrap_or(0)
         );
     }
     let dtype = match &args.dtype {
         Some(d) => d.parse()?,
         None => shear_model::SafetensorsSource::open(&dir)?.stored_dtype(),
     };
-    let tokenizer = Tokenizer::from_file(&dir).ok();
-    let stream = TokenStream::from_file(&args.data, tokenizer.as_ref())
-        .with_context(|| format!("--data {}", args.data.display()))?;
-    if stream.len() < args.seq {
-        bail!(
-            "--data {}: {} tokens, fewer than one sequence of --seq {}",
-            args.data.display(),
-            stream.len(),
-            args.seq
-        );
-    }
-    if let Some(max) = stream
-        .max_token()
-        .filter(|&m| m as usize >= config.vocab_size)
-    {
-        bail!(
-            "--data {}: token id {max} is outside the model's vocabulary (size {})",
-            args.data.display(),
-            config.vocab_size
-        );
-    }
+    let source = if PreparedData::is_prepared(&args.data) {
+        Source::Prepared(super::eval::open_data(&args.data, &dir, &config)?)
+    } else {
+        let tokenizer = Tokenizer::from_file(&dir).ok();
+        let stream = TokenStream::from_file(&args.data, tokenizer.as_ref())
+            .with_context(|| format!("--data {}", args.data.display()))?;
+        let seq = args.seq.unwrap_or(512);
+        if stream.len() < seq {
+            bail!(
+                "--data {}: {} tokens, fewer than one sequence of --seq {seq}",
+                args.data.display(),
+                stream.len(),
+            );
+        }
+        if let Some(max) = stream
+            .max_token()
+            .filter(|&m| m as usize >= config.vocab_size)
+        {
+            bail!(
+                "--data {}: token id {max} is outside the model's vocabulary (size {})",
+                args.data.display(),
+                config.vocab_size
+            );
+        }
+        Source::Stream(stream, seq)
+    };
+    // Everything about dynamic loading that can be refused, before the model is loaded.
+    let mut dynamic = match &source {
+        Source::Prepared(data) => Some(dynamic_setup::<Autodiff<B>>(
+            &args, data, &target, &config, device,
+        )?),
+        Source::Stream(..) => None,
+    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
@@ -154,56 +194,104 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
             .with_context(|| format!("cannot write {}", log_path.display()))?,
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let (batch, seq) = (args.batch, args.seq);
+    let batch = args.batch;
+    if let Some(d) = dynamic.as_mut() {
+        if args.reference == "source" {
+            let bar = super::spinner("reference losses: evaluating the source model".into());
+            let losses = d.evaluate(&model.valid(), None);
+            bar.finish_and_clear();
+            d.reference = losses.iter().map(|l| l.loss).collect();
+        }
+        let show = |v: &[f64]| -> String {
+            let names = d.loader.domains();
+            names
+                .iter()
+                .zip(v)
+                .map(|(n, x)| format!("{n} {x:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        eprintln!("domain weights: {}", show(d.loader.weights()));
+        eprintln!(
+            "reference losses ({}): {}",
+            args.reference,
+            show(&d.reference)
+        );
+    }
+    let loader_path = args.out.join("loader_state.json");
     let bar = indicatif::ProgressBar::new(args.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
             .expect("valid template"),
     );
     let mut write_err = None;
-    let pruner = prune(
-        model,
-        &cfg,
-        |_, _| {
-            let ids: Vec<i64> = stream
-                .sample(&mut rng, batch, seq)
-                .into_iter()
-                .map(i64::from)
-                .collect();
-            Tensor::from_data(TensorData::new(ids, [batch, seq]), device)
-        },
-        |s, pruner| {
-            if args.save_every > 0 && (s.step + 1) % args.save_every == 0 && s.step + 1 < args.steps
-            {
-                let (lambda_1, lambda_2) = pruner.lagrangian.values();
-                let state = MaskState {
-                    step: s.step + 1,
-                    target,
-                    lambda_1,
-                    lambda_2,
-                };
-                let path = args.out.join("masks.safetensors");
-                if let Err(e) = save_masks(&path, &pruner.l0.clone().clamp_log_alpha(), &state) {
-                    write_err.get_or_insert(anyhow::Error::from(e));
+    let mut stream_batches = FnBatches(|_, _| {
+        let Source::Stream(stream, seq) = &source else {
+            unreachable!("prepared data uses the dynamic loader")
+        };
+        let ids: Vec<i64> = stream
+            .sample(&mut rng, batch, *seq)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        Tensor::from_data(TensorData::new(ids, [batch, *seq]), device)
+    });
+    let data: &mut dyn PruneData<Autodiff<B>> = match dynamic.as_mut() {
+        Some(d) => d,
+        None => &mut stream_batches,
+    };
+    let pruner = prune(model, &cfg, data, |s, pruner| {
+        if args.save_every > 0 && (s.step + 1) % args.save_every == 0 && s.step + 1 < args.steps {
+            let (lambda_1, lambda_2) = pruner.lagrangian.values();
+            let state = MaskState {
+                step: s.step + 1,
+                target,
+                lambda_1,
+                lambda_2,
+            };
+            let path = args.out.join("masks.safetensors");
+            if let Err(e) = save_masks(&path, &pruner.l0.clone().clamp_log_alpha(), &state) {
+                write_err.get_or_insert(anyhow::Error::from(e));
+            }
+            if let Some(st) = &s.loader_state {
+                if let Err(e) = save_loader_state(&loader_path, st) {
+                    write_err.get_or_insert(e);
                 }
             }
-            if let Err(e) = serde_json::to_writer(&mut log, s)
-                .map_err(anyhow::Error::from)
-                .and_then(|_| {
-                    writeln!(log)?;
-                    Ok(())
-                })
-            {
-                write_err.get_or_insert(e);
-            }
-            let [l, d, h, m] = s.expected_shape;
-            bar.set_message(format!(
-                "ce {:.3}  shape L{l:.1} d{d:.0} H{h:.2} m{m:.0}",
-                s.ce_loss
+        }
+        if let Err(e) = serde_json::to_writer(&mut log, s)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                writeln!(log)?;
+                Ok(())
+            })
+        {
+            write_err.get_or_insert(e);
+        }
+        if let Some(u) = &s.domain_update {
+            let w: Vec<String> = u
+                .domains
+                .iter()
+                .zip(&u.weights)
+                .map(|(d, w)| format!("{d} {w:.3}"))
+                .collect();
+            bar.println(format!("step {}: domain weights {}", u.step, w.join(", ")));
+        }
+        for e in &s.loader_events {
+            let LoaderEvent::NewPass { domain, pass } = e;
+            bar.println(format!(
+                "step {}: domain `{domain}` used up, starting pass {} in a new order",
+                s.step + 1,
+                pass + 1
             ));
-            bar.inc(1);
-        },
-    );
+        }
+        let [l, d, h, m] = s.expected_shape;
+        bar.set_message(format!(
+            "ce {:.3}  shape L{l:.1} d{d:.0} H{h:.2} m{m:.0}",
+            s.ce_loss
+        ));
+        bar.inc(1);
+    });
     bar.finish_and_clear();
     if let Some(e) = write_err {
         return Err(e.context(format!("cannot write {}", log_path.display())));
@@ -221,6 +309,9 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         &pruner.l0.clone().clamp_log_alpha(),
         &state,
     )?;
+    if let Some(d) = &dynamic {
+        save_loader_state(&loader_path, &d.loader.state())?;
+    }
     // The full-size model with its trained weights: with masks.safetensors it is the pruning
     // checkpoint (`shear materialize --source OUT/checkpoint --masks OUT/masks.safetensors`).
     let checkpoint = args.out.join("checkpoint");
@@ -241,4 +332,66 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         model_dir.display()
     );
     Ok(())
+}
+
+/// Where the pruning batches come from.
+enum Source {
+    /// A prepared data folder: dynamic batch loading over its prune split.
+    Prepared(PreparedData),
+    /// One token stream and the sequence length.
+    Stream(TokenStream, usize),
+}
+
+/// Dynamic batch loading for a prepared data folder: initial weights, update rule, reference
+/// losses (`source` is filled in once the model is loaded). Refuses bad settings before any
+/// model is loaded.
+fn dynamic_setup<B: AutodiffBackend>(
+    args: &Args,
+    data: &PreparedData,
+    target: &TargetShape,
+    config: &LlamaConfig,
+    device: &B::Device,
+) -> anyhow::Result<DynamicBatches<B>> {
+    let seq = data.manifest.seq_len;
+    if let Some(s) = args.seq.filter(|&s| s != seq) {
+        bail!(
+            "--seq {s}: {} holds sequences of {seq} tokens (omit --seq to use them)",
+            args.data.display()
+        );
+    }
+    let domains = data.domains();
+    let prune = data.shards(Split::Prune)?;
+    let tokens: Vec<u64> = prune.iter().map(|s| (s.len() * seq) as u64).collect();
+    let proportions: Proportions = args.proportions.parse().context("--proportions")?;
+    let weights = proportions
+        .resolve(&domains, &tokens)
+        .with_context(|| format!("--proportions {}", args.proportions))?;
+    let rule: UpdateRule = args.update_rule.parse().context("--update-rule")?;
+    let n_target = target.config(config).param_counts().total() as f64;
+    let reference = ReferenceLoss::parse(&args.reference)
+        .and_then(|r| r.resolve(&domains, n_target))
+        .with_context(|| format!("--reference {}", args.reference))?
+        .unwrap_or_else(|| vec![f64::NAN; domains.len()]);
+    let loader = DynamicLoader::new(domains, prune, weights, args.batch, args.seed)
+        .with_context(|| format!("--data {}", args.data.display()))?;
+    let cfg = DynamicConfig {
+        rule,
+        every: args.update_every,
+        eval_batch: args.eval_batch.max(1),
+        eval_sequences: args.eval_sequences,
+    };
+    Ok(DynamicBatches::new(
+        loader,
+        data.shards(Split::Eval)?,
+        reference,
+        cfg,
+        device,
+    )?)
+}
+
+/// Writes the loader state (weights, cursors, RNG position) as JSON, atomically.
+fn save_loader_state(path: &std::path::Path, state: &LoaderState) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(state)?;
+    shear_model::checkpoint::write_atomic(path, &json)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -119,3 +119,55 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
         .map(|x| x.as_f64().unwrap())
         .collect()
 }
+
+/// Writes a prepared data folder (manifest + shards) straight from token ids, without a
+/// tokenizer: `domains[i] = (name, [eval, prune, train] sequence counts)`, and `fill(domain,
+/// split, index)` gives each sequence's `seq_len` tokens (ids below `vocab`).
+pub fn write_prepared(
+    dir: &Path,
+    seq_len: usize,
+    vocab: usize,
+    domains: &[(&str, [usize; 3])],
+    fill: impl Fn(usize, shear_data::Split, usize) -> Vec<u32>,
+) -> shear_data::Manifest {
+    use shear_data::manifest::{DomainManifest, SplitInfo, FORMAT};
+    use shear_data::shard::{write_shard, TokenWidth};
+    let width = TokenWidth::for_vocab(vocab);
+    let mut out = Vec::new();
+    for (d, (name, counts)) in domains.iter().enumerate() {
+        let mut splits = std::collections::BTreeMap::new();
+        for (split, n) in shear_data::Split::ALL.into_iter().zip(counts) {
+            let toks: Vec<u32> = (0..*n).flat_map(|i| fill(d, split, i)).collect();
+            assert_eq!(toks.len(), n * seq_len);
+            let file = PathBuf::from(split.name()).join(format!("{name}.bin"));
+            write_shard(&dir.join(&file), &toks, width).unwrap();
+            splits.insert(
+                split,
+                SplitInfo {
+                    file,
+                    sequences: *n,
+                    documents: *n,
+                },
+            );
+        }
+        out.push(DomainManifest {
+            name: name.to_string(),
+            sources: vec![],
+            documents: counts.iter().sum(),
+            tokens: (counts.iter().sum::<usize>() * seq_len) as u64,
+            splits,
+        });
+    }
+    let m = shear_data::Manifest {
+        format: FORMAT,
+        seq_len,
+        token_width: width,
+        vocab_size: vocab,
+        tokenizer_fingerprint: "none".into(),
+        inputs_fingerprint: "none".into(),
+        seed: 0,
+        domains: out,
+    };
+    m.write(dir).unwrap();
+    m
+}

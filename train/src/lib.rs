@@ -2,6 +2,8 @@
 //! bookkeeping, and the throughput benchmark.
 
 pub mod bench;
+pub mod dynamic;
+pub mod eval;
 pub mod grads;
 pub mod lagrangian;
 pub mod prune;

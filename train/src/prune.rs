@@ -9,6 +9,7 @@ use burn::tensor::ElementConversion;
 use shear_model::masks::{LayerMasks, TargetShape, MASK_TYPES};
 use shear_model::{HardConcrete, L0Masks, Llama};
 
+use crate::dynamic::DataReport;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
 use crate::schedule::{target_warmup, warmup_cosine};
@@ -81,6 +82,46 @@ pub struct StepLog {
     pub expected_sparsity: Vec<f64>,
     pub target_sparsity: Vec<f64>,
     pub expected_params: f64,
+    /// Dynamic batch loading: the weight update after this step, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_update: Option<shear_data::UpdateRecord>,
+    /// Domains that ran out during this step and started a new pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loader_events: Vec<shear_data::LoaderEvent>,
+    /// The data loader's state after this step (saved with checkpoints, not logged).
+    #[serde(skip)]
+    pub loader_state: Option<shear_data::LoaderState>,
+}
+
+/// Where the pruning loop's batches come from.
+pub trait PruneData<B: AutodiffBackend> {
+    /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
+    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int>;
+    /// Called after every optimizer step with the updated pruner (dynamic batch loading
+    /// updates its domain weights here).
+    fn after_step(&mut self, _step: usize, _pruner: &Pruner<B>) -> DataReport {
+        DataReport::default()
+    }
+}
+
+/// A plain function of (step, micro-batch) as the data source.
+pub struct FnBatches<F>(pub F);
+
+impl<B: AutodiffBackend, F: FnMut(usize, usize) -> Tensor<B, 2, Int>> PruneData<B>
+    for FnBatches<F>
+{
+    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
+        (self.0)(step, micro)
+    }
+}
+
+impl<B: AutodiffBackend, D: PruneData<B> + ?Sized> PruneData<B> for &mut D {
+    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
+        (**self).batch(step, micro)
+    }
+    fn after_step(&mut self, step: usize, pruner: &Pruner<B>) -> DataReport {
+        (**self).after_step(step, pruner)
+    }
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
@@ -213,16 +254,19 @@ fn step_log<B: Backend>(
             .collect(),
         expected_sparsity: e.iter().map(|(_, v)| *v).collect(),
         expected_params: scalar(l0.expected_params()),
+        domain_update: None,
+        loader_events: Vec::new(),
+        loader_state: None,
     }
 }
 
-/// Runs `cfg.steps` pruning steps from `model`; `next_batch(step, micro)` supplies token ids and
+/// Runs `cfg.steps` pruning steps from `model`; `data` supplies token ids and
 /// `on_step` sees every step's log and the pruner after it (to save checkpoints). Returns the trained pruner (its masks give the target shape
 /// through [`L0Masks::deterministic`]).
 pub fn prune<B: AutodiffBackend>(
     model: Llama<B>,
     cfg: &PruneConfig,
-    mut next_batch: impl FnMut(usize, usize) -> Tensor<B, 2, Int>,
+    mut data: impl PruneData<B>,
     mut on_step: impl FnMut(&StepLog, &Pruner<B>),
 ) -> Pruner<B> {
     let device = model.embed_tokens.weight.device();
@@ -235,10 +279,14 @@ pub fn prune<B: AutodiffBackend>(
     let mut optim = PruneOptimizers::new();
     for step in 0..cfg.steps {
         let batches: Vec<_> = (0..cfg.grad_accum.max(1))
-            .map(|m| next_batch(step, m))
+            .map(|m| data.batch(step, m))
             .collect();
-        let (p, log) = prune_step(pruner, &mut optim, cfg, step, &batches);
+        let (p, mut log) = prune_step(pruner, &mut optim, cfg, step, &batches);
         pruner = p;
+        let report = data.after_step(step, &pruner);
+        log.domain_update = report.update;
+        log.loader_events = report.events;
+        log.loader_state = report.state;
         on_step(&log, &pruner);
     }
     pruner

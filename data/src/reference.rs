@@ -1,0 +1,204 @@
+//! Reference losses of dynamic batch loading (SPEC §6.4): given numbers, the source model's own
+//! eval losses, or a per-domain scaling law `L(N) = a / N^b + c` fitted to (parameter count,
+//! loss) points and evaluated at the target's total parameter count.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DataError, Result};
+
+/// Total parameters of Llama-2 7B, 13B and 70B (SPEC §6.4).
+pub const LLAMA2_PARAMS: [f64; 3] = [6_738_415_616.0, 13_015_864_320.0, 68_976_648_192.0];
+
+/// Per-domain validation losses of Llama-2 7B / 13B / 70B on RedPajama (SPEC §6.4), in the
+/// order of [`LLAMA2_PARAMS`].
+pub const LLAMA2_LOSSES: [(&str, [f64; 3]); 7] = [
+    ("cc", [1.7520, 1.6680, 1.4621]),
+    ("github", [0.6216, 0.5791, 0.4890]),
+    ("book", [1.9063, 1.8242, 1.6450]),
+    ("stackexchange", [1.4482, 1.3936, 1.2805]),
+    ("wiki", [1.4844, 1.3945, 1.2118]),
+    ("arxiv", [1.2637, 1.2109, 1.1148]),
+    ("c4", [1.9219, 1.8486, 1.6848]),
+];
+
+/// Where the reference losses come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceLoss {
+    /// One number per domain.
+    Values(BTreeMap<String, f64>),
+    /// The source model's loss on each domain's eval split (computed by the training loop).
+    Source,
+    /// Per domain, (total parameters, loss) points to fit `L(N) = a / N^b + c` to.
+    Scaling(BTreeMap<String, Vec<[f64; 2]>>),
+}
+
+impl ReferenceLoss {
+    /// The Llama-2 scaling points of SPEC §6.4 (the paper's default reference).
+    pub fn llama2_scaling() -> Self {
+        ReferenceLoss::Scaling(
+            LLAMA2_LOSSES
+                .iter()
+                .map(|(d, l)| {
+                    let pts = LLAMA2_PARAMS.iter().zip(l).map(|(n, l)| [*n, *l]).collect();
+                    (d.to_string(), pts)
+                })
+                .collect(),
+        )
+    }
+
+    /// `source` | `llama2` (scaling with the Llama-2 points) | `cc=1.96,github=0.75,...`
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim() {
+            "source" => Ok(ReferenceLoss::Source),
+            "llama2" | "llama2-scaling" => Ok(Self::llama2_scaling()),
+            other if other.contains('=') => crate::proportions::parse_named_numbers(other)
+                .map(ReferenceLoss::Values)
+                .map_err(|e| DataError::Recipe(format!("reference losses: {e}"))),
+            other => Err(DataError::Recipe(format!(
+                "reference `{other}` (expected source, llama2, or name=loss pairs)"
+            ))),
+        }
+    }
+
+    /// Losses for `domains` in order, for a target of `target_params` total parameters.
+    /// `Source` cannot be resolved here (it needs the model): the caller evaluates it.
+    pub fn resolve(&self, domains: &[String], target_params: f64) -> Result<Option<Vec<f64>>> {
+        let lookup = |what: &str, has: &dyn Fn(&str) -> bool, keys: Vec<&String>| {
+            for k in keys {
+                if !domains.contains(k) {
+                    return Err(DataError::Recipe(format!(
+                        "reference {what} for domain `{k}`, which has no data (domains: {})",
+                        domains.join(", ")
+                    )));
+                }
+            }
+            for d in domains {
+                let alias = if d == "c4-rp" { "c4" } else { d.as_str() };
+                if !has(d) && !has(alias) {
+                    return Err(DataError::Recipe(format!(
+                        "no reference {what} for domain `{d}`"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let pick = |d: &String| {
+            if d == "c4-rp" {
+                "c4".to_string()
+            } else {
+                d.clone()
+            }
+        };
+        match self {
+            ReferenceLoss::Source => Ok(None),
+            ReferenceLoss::Values(m) => {
+                lookup("loss", &|k| m.contains_key(k), m.keys().collect())?;
+                Ok(Some(
+                    domains
+                        .iter()
+                        .map(|d| {
+                            m.get(d)
+                                .or_else(|| m.get(&pick(d)))
+                                .copied()
+                                .expect("checked")
+                        })
+                        .collect(),
+                ))
+            }
+            ReferenceLoss::Scaling(m) => {
+                // Points for domains without data are ignored (the Llama-2 set names all seven
+                // RedPajama domains; a run may use fewer).
+                lookup("scaling points", &|k| m.contains_key(k), vec![])?;
+                domains
+                    .iter()
+                    .map(|d| {
+                        let pts = m.get(d).or_else(|| m.get(&pick(d))).expect("checked");
+                        let law = ScalingLaw::fit(pts).map_err(|e| {
+                            DataError::Recipe(format!("scaling points of `{d}`: {e}"))
+                        })?;
+                        Ok(law.at(target_params))
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
+            }
+        }
+    }
+}
+
+/// `L(N) = a / N^b + c`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScalingLaw {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+}
+
+impl ScalingLaw {
+    pub fn at(&self, n: f64) -> f64 {
+        self.a * n.powf(-self.b) + self.c
+    }
+
+    /// Least-squares fit to `[N, loss]` points (three or more; with three it interpolates
+    /// them exactly, like the reference notebook's `curve_fit`). For a fixed `b` the best `a`, `c`
+    /// are a linear least-squares solution, so only `b` is searched: a log-spaced scan of
+    /// (1e-4, 4), then golden-section refinement around the best.
+    pub fn fit(points: &[[f64; 2]]) -> std::result::Result<Self, String> {
+        if points.len() < 3 {
+            return Err(format!("{} points; the fit needs at least 3", points.len()));
+        }
+        if points.iter().any(|p| !(p[0] > 0.0) || !p[1].is_finite()) {
+            return Err("parameter counts must be positive and losses finite".into());
+        }
+        // Scale N so that N^-b stays well conditioned.
+        let scale = points.iter().map(|p| p[0]).fold(0.0, f64::max);
+        let solve = |b: f64| -> (f64, f64, f64) {
+            let x: Vec<f64> = points.iter().map(|p| (p[0] / scale).powf(-b)).collect();
+            let n = x.len() as f64;
+            let (mx, my) = (
+                x.iter().sum::<f64>() / n,
+                points.iter().map(|p| p[1]).sum::<f64>() / n,
+            );
+            let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
+            let sxy: f64 = x
+                .iter()
+                .zip(points)
+                .map(|(v, p)| (v - mx) * (p[1] - my))
+                .sum();
+            let a = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+            let c = my - a * mx;
+            let r: f64 = x
+                .iter()
+                .zip(points)
+                .map(|(v, p)| (a * v + c - p[1]).powi(2))
+                .sum();
+            (r, a, c)
+        };
+        let (lo, hi) = (1e-4f64.ln(), 4f64.ln());
+        let steps = 4000;
+        let grid = |i: usize| (lo + (hi - lo) * i as f64 / steps as f64).exp();
+        let best = (0..=steps)
+            .min_by(|&i, &j| solve(grid(i)).0.total_cmp(&solve(grid(j)).0))
+            .expect("non-empty grid");
+        let (mut l, mut r) = (grid(best.saturating_sub(1)), grid((best + 1).min(steps)));
+        let g = (5f64.sqrt() - 1.0) / 2.0;
+        for _ in 0..200 {
+            let (m1, m2) = (r - g * (r - l), l + g * (r - l));
+            if solve(m1).0 < solve(m2).0 {
+                r = m2;
+            } else {
+                l = m1;
+            }
+        }
+        let b = (l + r) / 2.0;
+        let (_, a, c) = solve(b);
+        // Undo the scaling of N: a (N/s)^-b = (a s^b) N^-b.
+        Ok(ScalingLaw {
+            a: a * scale.powf(b),
+            b,
+            c,
+        })
+    }
+}

@@ -1,0 +1,309 @@
+//! Dynamic batch loading (SPEC §6): the weight-update rules against the fixture, the
+//! scaling-law reference losses against SPEC §6.4, and the loader's sampling, weight changes,
+//! determinism and resumption.
+
+mod common;
+
+use common::{f64s, l0_fixture, write_prepared, B};
+use shear_data::reference::{ScalingLaw, LLAMA2_LOSSES, LLAMA2_PARAMS};
+use shear_data::{DynamicLoader, LoaderEvent, PreparedData, Proportions, ReferenceLoss, Split};
+use shear_data::{LoaderState, UpdateRule};
+
+#[test]
+fn update_rules_reproduce_the_fixture() {
+    let f = &l0_fixture()["dynamic_batch_loading"];
+    let (w, refl, eval) = (
+        f64s(&f["weights"]),
+        f64s(&f["reference_loss"]),
+        f64s(&f["eval_loss"]),
+    );
+    for (rule, key) in [
+        (UpdateRule::Code, "updated_weights_code_rule"),
+        (UpdateRule::Paper, "updated_weights_paper_rule"),
+    ] {
+        let got = rule.apply(&w, &eval, &refl);
+        let want = f64s(&f[key]);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err <= 1e-9, "{rule}: max diff {err:e}\n{got:?}\n{want:?}");
+    }
+    assert_eq!(UpdateRule::Constant.apply(&w, &eval, &refl), w);
+}
+
+/// SPEC §6.4: total parameters of the 1.3B, 2.7B and 370M targets and the reference rows.
+const ROWS: [(f64, [f64; 7]); 3] = [
+    (
+        1_345_423_360.0,
+        [1.9643, 0.7459, 2.1393, 1.6117, 1.7590, 1.4449, 2.1251],
+    ),
+    (
+        2_701_560_320.0,
+        [1.8712, 0.6883, 2.0325, 1.5353, 1.6297, 1.3560, 2.0328],
+    ),
+    (
+        373_867_520.0,
+        [2.1401, 0.8694, 2.3625, 1.7791, 2.0470, 1.6637, 2.3139],
+    ),
+];
+
+#[test]
+fn scaling_law_reproduces_the_reference_rows() {
+    let domains: Vec<String> = LLAMA2_LOSSES.iter().map(|(d, _)| d.to_string()).collect();
+    let reference = ReferenceLoss::llama2_scaling();
+    for (n, want) in ROWS {
+        let got = reference.resolve(&domains, n).unwrap().unwrap();
+        for (d, (g, w)) in domains.iter().zip(got.iter().zip(want)) {
+            assert!((g - w).abs() <= 1e-3, "{d} at N={n}: {g} vs {w}");
+        }
+    }
+    // The fit interpolates its three points and matches SPEC's fitted (a, b, c) for cc.
+    let cc: Vec<[f64; 2]> = LLAMA2_PARAMS
+        .iter()
+        .zip(LLAMA2_LOSSES[0].1)
+        .map(|(n, l)| [*n, l])
+        .collect();
+    let law = ScalingLaw::fit(&cc).unwrap();
+    for p in &cc {
+        assert!((law.at(p[0]) - p[1]).abs() < 1e-9, "{law:?} at {p:?}");
+    }
+    assert!(
+        (law.a - 8.634).abs() < 5e-3 && (law.b - 0.02830).abs() < 5e-5,
+        "{law:?}"
+    );
+    assert!((law.c + 2.7980).abs() < 5e-3, "{law:?}");
+    // A fourth point on the same curve leaves the fit unchanged (least squares, zero residual).
+    let mut four = cc.clone();
+    four.push([30e9, law.at(30e9)]);
+    let law4 = ScalingLaw::fit(&four).unwrap();
+    assert!((law4.at(1.3e9) - law.at(1.3e9)).abs() < 1e-6, "{law4:?}");
+}
+
+#[test]
+fn reference_losses_parse_and_refuse() {
+    let d = vec!["a".to_string(), "b".to_string()];
+    let r = ReferenceLoss::parse("a=1.5,b=2").unwrap();
+    assert_eq!(r.resolve(&d, 1e9).unwrap().unwrap(), vec![1.5, 2.0]);
+    assert_eq!(
+        ReferenceLoss::parse("source").unwrap(),
+        ReferenceLoss::Source
+    );
+    let e = ReferenceLoss::parse("a=1.5")
+        .unwrap()
+        .resolve(&d, 1e9)
+        .unwrap_err();
+    assert!(e.to_string().contains("`b`"), "{e}");
+    let e = ReferenceLoss::parse("a=1,b=2,c=3")
+        .unwrap()
+        .resolve(&d, 1e9)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`c`") && e.to_string().contains("no data"),
+        "{e}"
+    );
+    // Scaling points for Llama-2 do not fit domains it has no numbers for.
+    let e = ReferenceLoss::llama2_scaling()
+        .resolve(&d, 1e9)
+        .unwrap_err();
+    assert!(e.to_string().contains("domain `a`"), "{e}");
+}
+
+const SEQ: usize = 8;
+
+/// Three domains whose sequences say where they come from: token 0 = domain, token 1 = index.
+fn loader_data(counts: [usize; 3]) -> (tempfile::TempDir, PreparedData) {
+    let dir = tempfile::tempdir().unwrap();
+    let domains = [
+        ("a", [2, counts[0], 1]),
+        ("b", [2, counts[1], 1]),
+        ("c", [2, counts[2], 1]),
+    ];
+    write_prepared(dir.path(), SEQ, 100_000, &domains, |d, _, i| {
+        let mut v = vec![d as u32, i as u32];
+        v.resize(SEQ, 7);
+        v
+    });
+    let data = PreparedData::open(dir.path()).unwrap();
+    (dir, data)
+}
+
+fn loader(data: &PreparedData, weights: Vec<f64>, batch: usize, seed: u64) -> DynamicLoader {
+    DynamicLoader::new(
+        data.domains(),
+        data.shards(Split::Prune).unwrap(),
+        weights,
+        batch,
+        seed,
+    )
+    .unwrap()
+}
+
+#[test]
+fn domain_frequencies_follow_the_weights() {
+    let (_d, data) = loader_data([50, 50, 50]);
+    let w = vec![0.6, 0.1, 0.3];
+    let mut l = loader(&data, w.clone(), 100, 3);
+    let n = 20_000;
+    let mut counts = [0usize; 3];
+    for _ in 0..n / 100 {
+        for s in l.next_items() {
+            assert_eq!(
+                s.tokens[0] as usize, s.domain,
+                "a row comes from its domain"
+            );
+            counts[s.domain] += 1;
+        }
+    }
+    for (i, p) in w.iter().enumerate() {
+        let freq = counts[i] as f64 / n as f64;
+        let se = (p * (1.0 - p) / n as f64).sqrt();
+        assert!(
+            (freq - p).abs() <= 3.0 * se,
+            "domain {i}: frequency {freq} vs weight {p} (3 SE = {})",
+            3.0 * se
+        );
+    }
+}
+
+#[test]
+fn a_weight_change_takes_effect_on_the_next_batch() {
+    let (_d, data) = loader_data([20, 20, 20]);
+    let mut l = loader(&data, vec![1.0 / 3.0; 3], 16, 0);
+    let first = l.next_items();
+    assert!(first.iter().any(|s| s.domain != 1));
+    l.set_weights(vec![0.0, 1.0, 0.0]).unwrap();
+    assert!(l.next_items().iter().all(|s| s.domain == 1));
+    l.set_weights(vec![0.5, 0.0, 0.5]).unwrap();
+    assert!(l.next_items().iter().all(|s| s.domain != 1));
+    // The batch as tensors carries the domain of every row.
+    let b = l.next_batch::<B>(&Default::default());
+    assert_eq!(b.input_ids.dims(), [16, SEQ]);
+    let ids: Vec<i64> = b.input_ids.into_data().convert::<i64>().to_vec().unwrap();
+    let doms: Vec<i64> = b.domains.into_data().convert::<i64>().to_vec().unwrap();
+    for (r, d) in doms.iter().enumerate() {
+        assert_eq!(ids[r * SEQ], *d);
+        assert_eq!(b.domain_ids[r] as i64, *d);
+    }
+}
+
+#[test]
+fn weights_are_validated() {
+    let (_d, data) = loader_data([5, 5, 0]);
+    let shards = || data.shards(Split::Prune).unwrap();
+    let e = DynamicLoader::new(data.domains(), shards(), vec![0.5, 0.4, 0.0], 4, 0)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("sum to 0.9"), "{e}");
+    let e = DynamicLoader::new(data.domains(), shards(), vec![0.5, 0.25, 0.25], 4, 0)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("`c`") && e.to_string().contains("no data"),
+        "{e}"
+    );
+    let doms = data.domains();
+    let e = "a=0.5,b=0.5,x=0.0"
+        .parse::<Proportions>()
+        .unwrap()
+        .resolve(&doms, &[1, 1, 1])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("`x`") && e.to_string().contains("no data"),
+        "{e}"
+    );
+    let e = "a=0.5,b=0.6,c=0"
+        .parse::<Proportions>()
+        .unwrap()
+        .resolve(&doms, &[1, 1, 1])
+        .unwrap_err();
+    assert!(e.to_string().contains("sum to 1.1"), "{e}");
+    // Named proportions.
+    let w = "tokens"
+        .parse::<Proportions>()
+        .unwrap()
+        .resolve(&doms, &[1, 3, 0])
+        .unwrap();
+    assert_eq!(w, vec![0.25, 0.75, 0.0]);
+    let rp: Vec<String> = [
+        "cc",
+        "github",
+        "book",
+        "stackexchange",
+        "wiki",
+        "arxiv",
+        "c4",
+    ]
+    .map(String::from)
+    .to_vec();
+    let w = Proportions::default().resolve(&rp, &[1; 7]).unwrap();
+    assert_eq!(w, vec![0.67, 0.045, 0.045, 0.02, 0.045, 0.025, 0.15]);
+}
+
+#[test]
+fn same_seed_same_batches_and_exact_resume() {
+    let (_d, data) = loader_data([7, 5, 3]);
+    let w = vec![0.5, 0.3, 0.2];
+    let draw = |l: &mut DynamicLoader, n: usize| -> Vec<Vec<(usize, u32)>> {
+        (0..n)
+            .map(|_| {
+                l.next_items()
+                    .iter()
+                    .map(|s| (s.domain, s.tokens[1]))
+                    .collect()
+            })
+            .collect()
+    };
+    let mut a = loader(&data, w.clone(), 4, 11);
+    let mut b = loader(&data, w.clone(), 4, 11);
+    let whole = draw(&mut a, 30);
+    assert_eq!(whole, draw(&mut b, 30), "same seed, same batches");
+    let mut c = loader(&data, w.clone(), 4, 12);
+    assert_ne!(whole, draw(&mut c, 30), "another seed, other batches");
+
+    // Stop after 10 batches (with a weight change on the way), save, restore, continue.
+    let mut first = loader(&data, w.clone(), 4, 11);
+    let mut head = draw(&mut first, 10);
+    let json = serde_json::to_string(&first.state()).unwrap();
+    let state: LoaderState = serde_json::from_str(&json).unwrap();
+    let mut resumed = DynamicLoader::restore(data.shards(Split::Prune).unwrap(), 4, state).unwrap();
+    head.extend(draw(&mut resumed, 20));
+    assert_eq!(
+        head, whole,
+        "resumed loader continues with the same batches"
+    );
+
+    // Passes: every sequence of a domain once per pass, a new order each pass, and an event.
+    let mut l = loader(&data, vec![0.0, 0.0, 1.0], 3, 5);
+    let p0: Vec<u32> = l.next_items().iter().map(|s| s.tokens[1]).collect();
+    assert!(l.take_events().is_empty());
+    let p1: Vec<u32> = l.next_items().iter().map(|s| s.tokens[1]).collect();
+    let mut sorted = p0.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 1, 2]);
+    let mut s1 = p1.clone();
+    s1.sort();
+    assert_eq!(s1, vec![0, 1, 2]);
+    assert_eq!(
+        l.take_events(),
+        vec![LoaderEvent::NewPass {
+            domain: "c".into(),
+            pass: 1
+        }]
+    );
+}
+
+#[test]
+fn target_parameter_counts_match_spec() {
+    // SPEC §6.4 evaluates the scaling law at the targets' total parameter counts.
+    let llama2_7b = shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
+    for (preset, (n, _)) in ["sheared-1.3b", "sheared-2.7b", "370m"].iter().zip(ROWS) {
+        let t = shear_model::masks::TargetShape::preset(preset, &llama2_7b).unwrap();
+        assert_eq!(
+            t.config(&llama2_7b).param_counts().total() as f64,
+            n,
+            "{preset}"
+        );
+    }
+}

@@ -154,7 +154,11 @@ fn prepare_packs_disjoint_splits_and_reruns_as_a_no_op() {
             .collect();
         let eos: Vec<usize> = (0..train.len()).filter(|&i| train[i] == 2).collect();
         let docs = dm.splits[&Split::Train].documents;
-        assert!(eos.len() + 1 >= docs && eos.len() <= docs, "{} EOS, {docs} documents", eos.len());
+        assert!(
+            eos.len() + 1 >= docs && eos.len() <= docs,
+            "{} EOS, {docs} documents",
+            eos.len()
+        );
         for i in eos.into_iter().filter(|&i| i + 1 < train.len()) {
             assert_eq!(train[i + 1], 1, "BOS follows EOS");
         }

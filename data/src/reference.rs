@@ -149,7 +149,10 @@ impl ScalingLaw {
         if points.len() < 3 {
             return Err(format!("{} points; the fit needs at least 3", points.len()));
         }
-        if points.iter().any(|p| !(p[0] > 0.0) || !p[1].is_finite()) {
+        if points
+            .iter()
+            .any(|p| p[0].is_nan() || p[0] <= 0.0 || !p[1].is_finite())
+        {
             return Err("parameter counts must be positive and losses finite".into());
         }
         // Scale N so that N^-b stays well conditioned.

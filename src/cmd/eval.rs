@@ -85,6 +85,7 @@ pub fn open_data(
     config: &LlamaConfig,
 ) -> anyhow::Result<PreparedData> {
     let prepared = PreparedData::open(data)?;
+    prepared.check_vocab(config.vocab_size)?;
     match Tokenizer::from_file(model_dir) {
         Ok(t) => prepared.check_tokenizer(&t)?,
         Err(_) => eprintln!(
@@ -93,6 +94,5 @@ pub fn open_data(
             data.display()
         ),
     }
-    prepared.check_vocab(config.vocab_size)?;
     Ok(prepared)
 }

@@ -23,3 +23,13 @@ pub fn spinner(msg: String) -> indicatif::ProgressBar {
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
+
+/// Prints a line above a progress bar (or plainly on stderr when the bar is hidden, e.g. when
+/// stderr is not a terminal).
+pub fn say(bar: &indicatif::ProgressBar, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{msg}");
+    } else {
+        bar.println(msg);
+    }
+}

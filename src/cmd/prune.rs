@@ -275,15 +275,21 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
                 .zip(&u.weights)
                 .map(|(d, w)| format!("{d} {w:.3}"))
                 .collect();
-            bar.println(format!("step {}: domain weights {}", u.step, w.join(", ")));
+            super::say(
+                &bar,
+                format!("step {}: domain weights {}", u.step, w.join(", ")),
+            );
         }
         for e in &s.loader_events {
             let LoaderEvent::NewPass { domain, pass } = e;
-            bar.println(format!(
-                "step {}: domain `{domain}` used up, starting pass {} in a new order",
-                s.step + 1,
-                pass + 1
-            ));
+            super::say(
+                &bar,
+                format!(
+                    "step {}: domain `{domain}` used up, starting pass {} in a new order",
+                    s.step + 1,
+                    pass + 1
+                ),
+            );
         }
         let [l, d, h, m] = s.expected_shape;
         bar.set_message(format!(

@@ -97,6 +97,23 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     }
 }
 
+/// Like [`assert_one_line_error`], after leaving out `warning:` lines (e.g. a model without a
+/// tokenizer.json to check data against).
+pub fn assert_error_line(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kept: String = stderr
+        .lines()
+        .filter(|l| !l.starts_with("warning: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let filtered = Output {
+        status: out.status,
+        stdout: out.stdout.clone(),
+        stderr: kept.into_bytes(),
+    };
+    assert_one_line_error(&filtered, needles);
+}
+
 /// Copies a fixture directory into a fresh temporary directory (writable).
 pub fn copy_fixture(rel: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();

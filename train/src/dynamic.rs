@@ -141,7 +141,7 @@ impl<B: Backend> DynamicBatches<B> {
     pub fn due(&self, step: usize) -> bool {
         self.cfg.rule != UpdateRule::Constant
             && self.cfg.every > 0
-            && (step + 1) % self.cfg.every == 0
+            && (step + 1).is_multiple_of(self.cfg.every)
     }
 }
 

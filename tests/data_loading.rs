@@ -103,6 +103,28 @@ fn reference_losses_parse_and_refuse() {
         e.to_string().contains("`c`") && e.to_string().contains("no data"),
         "{e}"
     );
+    // The same from a TOML file: numbers, or scaling points.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ref.toml");
+    std::fs::write(&f, "[reference.values]\na = 1.5\nb = 2.0\n").unwrap();
+    let r = ReferenceLoss::parse(f.to_str().unwrap()).unwrap();
+    assert_eq!(r.resolve(&d, 1e9).unwrap().unwrap(), vec![1.5, 2.0]);
+    let pts = |l: [f64; 3]| format!("[[1e9, {}], [2e9, {}], [4e9, {}]]", l[0], l[1], l[2]);
+    std::fs::write(
+        &f,
+        format!(
+            "[reference.scaling]\na = {}\nb = {}\n",
+            pts([3.0, 2.5, 2.2]),
+            pts([2.0, 1.8, 1.7])
+        ),
+    )
+    .unwrap();
+    let got = ReferenceLoss::parse(f.to_str().unwrap())
+        .unwrap()
+        .resolve(&d, 2e9)
+        .unwrap()
+        .unwrap();
+    assert!((got[0] - 2.5).abs() < 1e-9 && (got[1] - 1.8).abs() < 1e-9, "{got:?}");
     // Scaling points for Llama-2 do not fit domains it has no numbers for.
     let e = ReferenceLoss::llama2_scaling()
         .resolve(&d, 1e9)

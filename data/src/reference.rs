@@ -49,8 +49,13 @@ impl ReferenceLoss {
         )
     }
 
-    /// `source` | `llama2` (scaling with the Llama-2 points) | `cc=1.96,github=0.75,...`
+    /// `source` | `llama2` (scaling with the Llama-2 points) | `cc=1.96,github=0.75,...` | a
+    /// TOML file whose `[reference]` table (or the whole file) is `values = { cc = 1.96, ... }`
+    /// or `scaling = { cc = [[6738415616, 1.752], [13015864320, 1.668], ...], ... }`.
     pub fn parse(s: &str) -> Result<Self> {
+        if s.ends_with(".toml") {
+            return Self::from_toml_file(std::path::Path::new(s));
+        }
         match s.trim() {
             "source" => Ok(ReferenceLoss::Source),
             "llama2" | "llama2-scaling" => Ok(Self::llama2_scaling()),
@@ -61,6 +66,21 @@ impl ReferenceLoss {
                 "reference `{other}` (expected source, llama2, or name=loss pairs)"
             ))),
         }
+    }
+
+    /// Reads a TOML file (see [`ReferenceLoss::parse`]).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
+        let bad = |e: toml::de::Error| DataError::Invalid {
+            path: path.to_path_buf(),
+            msg: e.to_string().trim().replace('\n', " "),
+        };
+        let table: toml::Table = text.parse().map_err(bad)?;
+        let table = match table.get("reference") {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => table,
+        };
+        table.try_into().map_err(bad)
     }
 
     /// Losses for `domains` in order, for a target of `target_params` total parameters.

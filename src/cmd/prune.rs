@@ -84,7 +84,8 @@ pub struct Args {
     #[arg(long, default_value_t = 50)]
     pub update_every: usize,
     /// Reference losses: source (the source model's eval losses), llama2 (the Llama-2
-    /// scaling-law fit of SPEC §6.4, RedPajama domains), or NAME=LOSS,...
+    /// scaling-law fit of SPEC §6.4, RedPajama domains), NAME=LOSS,..., or a TOML file with
+    /// `[reference.values]` or `[reference.scaling]` (NAME = [[params, loss], ...]).
     #[arg(long, default_value = "source")]
     pub reference: String,
     /// Sequences per evaluation batch (dynamic loading).
@@ -196,7 +197,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let batch = args.batch;
     if let Some(d) = dynamic.as_mut() {
-        if args.reference == "source" {
+        if matches!(ReferenceLoss::parse(&args.reference), Ok(ReferenceLoss::Source)) {
             let bar = super::spinner("reference losses: evaluating the source model".into());
             let losses = d.evaluate(&model.valid(), None);
             bar.finish_and_clear();

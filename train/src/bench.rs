@@ -1,5 +1,6 @@
 //! Throughput of the model on one backend: forward, forward+backward, and a full training step
-//! (forward + backward + AdamW), in tokens per second. Medians over the measured steps.
+//! (forward + backward + clip + AdamW) next to a pruning step, in tokens per second. Medians over
+//! the measured steps.
 
 use std::time::Instant;
 
@@ -29,9 +30,12 @@ pub struct BenchReport {
     pub tokens_per_step: usize,
     pub forward_tps: f64,
     pub forward_backward_tps: f64,
+    /// A plain training step: forward, backward, global-norm clip 1.0, AdamW.
     pub train_step_tps: f64,
     /// A pruning step: mask sampling, masked forward, Lagrangian, backward, three optimizers.
     pub prune_step_tps: f64,
+    /// Median over the alternating pairs of (pruning step time / train step time).
+    pub prune_over_train: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -95,12 +99,14 @@ pub fn run<B: AutodiffBackend>(
         .with_epsilon(1e-8)
         .with_weight_decay(0.0)
         .init::<B, Llama<B>>();
-    let step = time(cfg.warmup, cfg.steps, || {
+    // A plain training step as continued pre-training runs it (SPEC §7): global-norm clip 1.0.
+    let mut train_step = || {
         let loss = model.loss(ids.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let (grads, _) = crate::grads::clip_global_norm::<B, _>(grads, &model, 1.0);
         model = optim.step(1e-4, model.clone(), grads);
         B::sync(device).expect("device sync");
-    });
+    };
 
     // A pruning step on the same shape, towards a target of half of every dimension.
     let c = &cfg.model;
@@ -111,15 +117,16 @@ pub fn run<B: AutodiffBackend>(
         intermediate: (c.intermediate_size / 2).max(1),
     };
     let pcfg = crate::prune::PruneConfig::new(target, 1000);
+    let source: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
     let mut pruner = Some(crate::prune::Pruner {
         l0: shear_model::L0Masks::new(c, pcfg.hard_concrete, device),
         lagrangian: crate::lagrangian::Lagrangian::new(device),
-        model: model.clone(),
+        model: source,
     });
     let mut popt = crate::prune::PruneOptimizers::new();
     let batches = [ids.clone()];
     let mut step_no = 0;
-    let prune_step = time(cfg.warmup, cfg.steps, || {
+    let mut prune_step = || {
         let (p, _) = crate::prune::prune_step(
             pruner.take().expect("set"),
             &mut popt,
@@ -130,7 +137,23 @@ pub fn run<B: AutodiffBackend>(
         pruner = Some(p);
         step_no += 1;
         B::sync(device).expect("device sync");
-    });
+    };
+    // The two steps alternate, so that both see the same machine state; medians of each.
+    for _ in 0..cfg.warmup {
+        train_step();
+        prune_step();
+    }
+    let (mut t_train, mut t_prune) = (Vec::new(), Vec::new());
+    for _ in 0..cfg.steps.max(1) {
+        let t = Instant::now();
+        train_step();
+        t_train.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        prune_step();
+        t_prune.push(t.elapsed().as_secs_f64());
+    }
+    let ratio = median(t_prune.iter().zip(&t_train).map(|(p, t)| p / t).collect());
+    let (step, prune_step) = (median(t_train), median(t_prune));
 
     Ok(BenchReport {
         params: cfg.model.param_counts().total(),
@@ -139,5 +162,6 @@ pub fn run<B: AutodiffBackend>(
         forward_backward_tps: tokens as f64 / fwd_bwd,
         train_step_tps: tokens as f64 / step,
         prune_step_tps: tokens as f64 / prune_step,
+        prune_over_train: ratio,
     })
 }

@@ -69,3 +69,18 @@ pub fn sumsq<B: AutodiffBackend, M: Module<B>>(grads: &GradientsParams, module: 
         .map(|t| t.into_scalar().elem::<f64>())
         .unwrap_or(0.0)
 }
+
+/// Global-norm clipping of a module's gradients (SPEC §4.2, §7: max norm 1.0): returns the
+/// gradients, scaled by `max_norm / (norm + 1e-6)` when the norm exceeds `max_norm` (0: no
+/// clipping), and the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
+    mut grads: GradientsParams,
+    module: &M,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
+    let norm = sumsq::<B, M>(&grads, module).sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        grads = take::<B, M>(&mut grads, module, max_norm / (norm + 1e-6));
+    }
+    (grads, norm)
+}

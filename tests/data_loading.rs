@@ -124,7 +124,10 @@ fn reference_losses_parse_and_refuse() {
         .resolve(&d, 2e9)
         .unwrap()
         .unwrap();
-    assert!((got[0] - 2.5).abs() < 1e-9 && (got[1] - 1.8).abs() < 1e-9, "{got:?}");
+    assert!(
+        (got[0] - 2.5).abs() < 1e-9 && (got[1] - 1.8).abs() < 1e-9,
+        "{got:?}"
+    );
     // Scaling points for Llama-2 do not fit domains it has no numbers for.
     let e = ReferenceLoss::llama2_scaling()
         .resolve(&d, 1e9)

@@ -260,3 +260,36 @@ fn materialize_refuses_masks_of_another_shape() {
         ],
     );
 }
+
+#[test]
+fn refuses_a_grouped_query_target() {
+    refused(
+        &[
+            "--target",
+            "layers=3,hidden=48,heads=2,kv_heads=1,intermediate=96",
+        ],
+        &["kv_heads 1 differs from heads 2", "not supported yet"],
+    );
+}
+
+#[test]
+fn refuses_a_grouped_query_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path(), 500);
+    let src = fixture("llama-gqa-tied-bf16-sharded");
+    let out = tmp.path().join("run");
+    let o = prune(&[
+        src.to_str().unwrap(),
+        "--target",
+        "layers=1,hidden=32,heads=2,intermediate=64",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(
+        &o,
+        &["grouped-query attention sources is not supported yet"],
+    );
+    assert!(!out.exists());
+}

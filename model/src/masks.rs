@@ -562,9 +562,10 @@ impl std::fmt::Display for TargetShape {
 
 impl std::str::FromStr for TargetShape {
     type Err = String;
-    /// `layers=3,hidden=48,heads=2,intermediate=96`
+    /// `layers=3,hidden=48,heads=2,intermediate=96`, optionally with `kv_heads=` (equal to
+    /// `heads`: sources and targets are multi-head attention until GQA pruning lands).
     fn from_str(s: &str) -> Result<Self, String> {
-        let (mut l, mut d, mut h, mut m) = (None, None, None, None);
+        let (mut l, mut d, mut h, mut m, mut kv) = (None, None, None, None, None);
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
@@ -578,14 +579,24 @@ impl std::str::FromStr for TargetShape {
                 "hidden" => d = Some(v),
                 "heads" => h = Some(v),
                 "intermediate" => m = Some(v),
+                "kv_heads" | "key_value_heads" => kv = Some(v),
                 other => {
                     return Err(format!(
-                        "unknown key `{other}` (expected layers, hidden, heads, intermediate)"
+                        "unknown key `{other}` (expected layers, hidden, heads, kv_heads, \
+                         intermediate)"
                     ))
                 }
             }
         }
         let need = |x: Option<usize>, k: &str| x.ok_or_else(|| format!("missing `{k}=`"));
+        if let (Some(kv), Some(h)) = (kv, h) {
+            if kv != h {
+                return Err(format!(
+                    "kv_heads {kv} differs from heads {h}: grouped-query targets are not \
+                     supported yet (a multi-head source keeps kv_heads = heads)"
+                ));
+            }
+        }
         Ok(TargetShape {
             layers: need(l, "layers")?,
             hidden: need(d, "hidden")?,

@@ -197,7 +197,10 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let batch = args.batch;
     if let Some(d) = dynamic.as_mut() {
-        if matches!(ReferenceLoss::parse(&args.reference), Ok(ReferenceLoss::Source)) {
+        if matches!(
+            ReferenceLoss::parse(&args.reference),
+            Ok(ReferenceLoss::Source)
+        ) {
             let bar = super::spinner("reference losses: evaluating the source model".into());
             let losses = d.evaluate(&model.valid(), None);
             bar.finish_and_clear();

@@ -170,3 +170,26 @@ impl<B: AutodiffBackend> PruneData<B> for DynamicBatches<B> {
         }
     }
 }
+
+/// Continued pre-training draws from the loader and, when due (and once before step 0),
+/// evaluates the model to update the weights.
+impl<B: AutodiffBackend> crate::trainer::TrainData<B> for DynamicBatches<B> {
+    fn batch(&mut self, _step: usize, _micro: usize) -> Tensor<B, 2, Int> {
+        self.loader.next_batch::<B>(&self.device).input_ids
+    }
+
+    fn after_step(&mut self, step: usize, model: &Llama<B>) -> DataReport {
+        // `usize::MAX`: the evaluation before the first step.
+        let first = step == usize::MAX;
+        let update = (first && self.cfg.rule != UpdateRule::Constant || !first && self.due(step))
+            .then(|| {
+                let model = model.valid();
+                self.update(if first { 0 } else { step + 1 }, &model, None)
+            });
+        DataReport {
+            update,
+            events: self.loader.take_events(),
+            state: Some(self.loader.state()),
+        }
+    }
+}

@@ -8,3 +8,4 @@ pub mod grads;
 pub mod lagrangian;
 pub mod prune;
 pub mod schedule;
+pub mod trainer;

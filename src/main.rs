@@ -37,6 +37,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Prune a model to a target shape (hard-concrete masks + Lagrangian), then materialize it.
     Prune(cmd::prune::Args),
+    /// Continue pre-training a model (or train one from scratch), with dynamic batch loading.
+    Train(cmd::train::Args),
     /// Build the smaller dense model from a source and masks.
     Materialize(cmd::materialize::Args),
     /// Corpus → token shards (`data prepare`), data throughput (`data bench`).
@@ -62,6 +64,9 @@ fn main() -> ExitCode {
             |B, device| cmd::convert::run::<B>(args, offline, &device)
         ),
         Command::Prune(args) => backend::dispatch!(cli.device, |B, device| cmd::prune::run::<B>(
+            args, offline, &device
+        )),
+        Command::Train(args) => backend::dispatch!(cli.device, |B, device| cmd::train::run::<B>(
             args, offline, &device
         )),
         Command::Materialize(args) => backend::dispatch!(cli.device, |B, device| {

@@ -2,10 +2,12 @@ pub mod bench;
 pub mod convert;
 pub mod data;
 pub mod eval;
+pub mod feed;
 pub mod generate;
 pub mod inspect;
 pub mod materialize;
 pub mod prune;
+pub mod train;
 
 use std::path::PathBuf;
 

@@ -4,20 +4,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::Backend;
 use rand::SeedableRng;
-use shear_data::stream::TokenStream;
-use shear_data::{
-    DynamicLoader, LoaderEvent, LoaderState, PreparedData, Proportions, ReferenceLoss, Split,
-    Tokenizer, UpdateRule,
-};
+use shear_data::Split;
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::masks::{LayerMasks, TargetShape};
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::LlamaConfig;
-use shear_train::dynamic::{DynamicBatches, DynamicConfig};
+
+use super::feed::{report, save_loader_state, stream_batch, write_jsonl, DataArgs, Source};
 use shear_train::prune::{finish, prune, PruneConfig};
 use shear_train::prune::{FnBatches, PruneData};
 
@@ -31,11 +26,8 @@ pub struct Args {
     /// Named target for a Llama-2-7B source: sheared-1.3b, sheared-2.7b or 370m.
     #[arg(long)]
     pub preset: Option<String>,
-    /// Training data: a prepared data folder (`shear data prepare`; its prune split, with
-    /// dynamic batch loading), or one .txt file (tokenized with the model's tokenizer) or file
-    /// of token ids (random windows, one domain).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub feed: DataArgs,
     /// Output directory: `model/` (the pruned Hugging Face checkpoint), `checkpoint/` (the
     /// full-size model with trained weights), `masks.safetensors`, `prune_log.jsonl`.
     #[arg(long)]
@@ -47,9 +39,6 @@ pub struct Args {
     pub batch: usize,
     #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
-    /// Tokens per sequence (default: the prepared data's, or 512 for a single file).
-    #[arg(long)]
-    pub seq: Option<usize>,
     #[arg(long, default_value_t = 1e-4)]
     pub lr_weights: f64,
     #[arg(long, default_value_t = 1.0)]
@@ -74,26 +63,6 @@ pub struct Args {
     /// (separate attention and FFN masks; layers are still removed whole).
     #[arg(long, value_enum, default_value_t = LayerMaskArg::Layer)]
     pub layer_masks: LayerMaskArg,
-    /// Initial domain weights: redpajama | uniform | tokens | auto | NAME=W,... (prepared data).
-    #[arg(long, default_value = "auto")]
-    pub proportions: String,
-    /// Domain-weight update: code (reference code), paper, or constant (static mixture).
-    #[arg(long, default_value = "code")]
-    pub update_rule: String,
-    /// Update the domain weights after every this many steps (SPEC: 50).
-    #[arg(long, default_value_t = 50)]
-    pub update_every: usize,
-    /// Reference losses: source (the source model's eval losses), llama2 (the Llama-2
-    /// scaling-law fit of SPEC §6.4, RedPajama domains), NAME=LOSS,..., or a TOML file with
-    /// `[reference.values]` or `[reference.scaling]` (NAME = [[params, loss], ...]).
-    #[arg(long, default_value = "source")]
-    pub reference: String,
-    /// Sequences per evaluation batch (dynamic loading).
-    #[arg(long, default_value_t = 8)]
-    pub eval_batch: usize,
-    /// At most this many eval sequences per domain (default: all).
-    #[arg(long)]
-    pub eval_sequences: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -121,46 +90,22 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     if args.steps == 0 || args.batch == 0 || args.grad_accum == 0 {
         bail!("--steps, --batch and --grad-accum must be positive");
     }
-    if args.seq.is_some_and(|s| s < 2) {
-        bail!(
-            "--seq {}: need at least 2 tokens for a next-token loss",
-            args.seq.unwrap_or(0)
-        );
-    }
     let dtype = match &args.dtype {
         Some(d) => d.parse()?,
         None => shear_model::SafetensorsSource::open(&dir)?.stored_dtype(),
     };
-    let source = if PreparedData::is_prepared(&args.data) {
-        Source::Prepared(super::eval::open_data(&args.data, &dir, &config)?)
-    } else {
-        let tokenizer = Tokenizer::from_file(&dir).ok();
-        let stream = TokenStream::from_file(&args.data, tokenizer.as_ref())
-            .with_context(|| format!("--data {}", args.data.display()))?;
-        let seq = args.seq.unwrap_or(512);
-        if stream.len() < seq {
-            bail!(
-                "--data {}: {} tokens, fewer than one sequence of --seq {seq}",
-                args.data.display(),
-                stream.len(),
-            );
-        }
-        if let Some(max) = stream
-            .max_token()
-            .filter(|&m| m as usize >= config.vocab_size)
-        {
-            bail!(
-                "--data {}: token id {max} is outside the model's vocabulary (size {})",
-                args.data.display(),
-                config.vocab_size
-            );
-        }
-        Source::Stream(stream, seq)
-    };
+    let source = args.feed.open(&dir, &config)?;
     // Everything about dynamic loading that can be refused, before the model is loaded.
+    let n_target = target.config(&config).param_counts().total() as f64;
     let mut dynamic = match &source {
-        Source::Prepared(data) => Some(dynamic_setup::<Autodiff<B>>(
-            &args, data, &target, &config, device,
+        Source::Prepared(data) => Some(args.feed.dynamic::<Autodiff<B>>(
+            data,
+            Split::Prune,
+            n_target,
+            args.batch,
+            args.seed,
+            50,
+            device,
         )?),
         Source::Stream(..) => None,
     };
@@ -197,30 +142,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let batch = args.batch;
     if let Some(d) = dynamic.as_mut() {
-        if matches!(
-            ReferenceLoss::parse(&args.reference),
-            Ok(ReferenceLoss::Source)
-        ) {
-            let bar = super::spinner("reference losses: evaluating the source model".into());
-            let losses = d.evaluate(&model.valid(), None);
-            bar.finish_and_clear();
-            d.reference = losses.iter().map(|l| l.loss).collect();
-        }
-        let show = |v: &[f64]| -> String {
-            let names = d.loader.domains();
-            names
-                .iter()
-                .zip(v)
-                .map(|(n, x)| format!("{n} {x:.4}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        eprintln!("domain weights: {}", show(d.loader.weights()));
-        eprintln!(
-            "reference losses ({}): {}",
-            args.reference,
-            show(&d.reference)
-        );
+        args.feed.fill_source_reference(d, &model.valid());
     }
     let loader_path = args.out.join("loader_state.json");
     let bar = indicatif::ProgressBar::new(args.steps as u64);
@@ -233,12 +155,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         let Source::Stream(stream, seq) = &source else {
             unreachable!("prepared data uses the dynamic loader")
         };
-        let ids: Vec<i64> = stream
-            .sample(&mut rng, batch, *seq)
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        Tensor::from_data(TensorData::new(ids, [batch, *seq]), device)
+        stream_batch(stream, *seq, &mut rng, batch, device)
     });
     let data: &mut dyn PruneData<Autodiff<B>> = match dynamic.as_mut() {
         Some(d) => d,
@@ -263,38 +180,10 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
                 }
             }
         }
-        if let Err(e) = serde_json::to_writer(&mut log, s)
-            .map_err(anyhow::Error::from)
-            .and_then(|_| {
-                writeln!(log)?;
-                Ok(())
-            })
-        {
+        if let Err(e) = write_jsonl(&mut log, s) {
             write_err.get_or_insert(e);
         }
-        if let Some(u) = &s.domain_update {
-            let w: Vec<String> = u
-                .domains
-                .iter()
-                .zip(&u.weights)
-                .map(|(d, w)| format!("{d} {w:.3}"))
-                .collect();
-            super::say(
-                &bar,
-                format!("step {}: domain weights {}", u.step, w.join(", ")),
-            );
-        }
-        for e in &s.loader_events {
-            let LoaderEvent::NewPass { domain, pass } = e;
-            super::say(
-                &bar,
-                format!(
-                    "step {}: domain `{domain}` used up, starting pass {} in a new order",
-                    s.step + 1,
-                    pass + 1
-                ),
-            );
-        }
+        report(&bar, s.step, s.domain_update.as_ref(), &s.loader_events);
         let [l, d, h, m] = s.expected_shape;
         bar.set_message(format!(
             "ce {:.3}  shape L{l:.1} d{d:.0} H{h:.2} m{m:.0}",
@@ -342,66 +231,4 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         model_dir.display()
     );
     Ok(())
-}
-
-/// Where the pruning batches come from.
-enum Source {
-    /// A prepared data folder: dynamic batch loading over its prune split.
-    Prepared(PreparedData),
-    /// One token stream and the sequence length.
-    Stream(TokenStream, usize),
-}
-
-/// Dynamic batch loading for a prepared data folder: initial weights, update rule, reference
-/// losses (`source` is filled in once the model is loaded). Refuses bad settings before any
-/// model is loaded.
-fn dynamic_setup<B: AutodiffBackend>(
-    args: &Args,
-    data: &PreparedData,
-    target: &TargetShape,
-    config: &LlamaConfig,
-    device: &B::Device,
-) -> anyhow::Result<DynamicBatches<B>> {
-    let seq = data.manifest.seq_len;
-    if let Some(s) = args.seq.filter(|&s| s != seq) {
-        bail!(
-            "--seq {s}: {} holds sequences of {seq} tokens (omit --seq to use them)",
-            args.data.display()
-        );
-    }
-    let domains = data.domains();
-    let prune = data.shards(Split::Prune)?;
-    let tokens: Vec<u64> = prune.iter().map(|s| (s.len() * seq) as u64).collect();
-    let proportions: Proportions = args.proportions.parse().context("--proportions")?;
-    let weights = proportions
-        .resolve(&domains, &tokens)
-        .with_context(|| format!("--proportions {}", args.proportions))?;
-    let rule: UpdateRule = args.update_rule.parse().context("--update-rule")?;
-    let n_target = target.config(config).param_counts().total() as f64;
-    let reference = ReferenceLoss::parse(&args.reference)
-        .and_then(|r| r.resolve(&domains, n_target))
-        .with_context(|| format!("--reference {}", args.reference))?
-        .unwrap_or_else(|| vec![f64::NAN; domains.len()]);
-    let loader = DynamicLoader::new(domains, prune, weights, args.batch, args.seed)
-        .with_context(|| format!("--data {}", args.data.display()))?;
-    let cfg = DynamicConfig {
-        rule,
-        every: args.update_every,
-        eval_batch: args.eval_batch.max(1),
-        eval_sequences: args.eval_sequences,
-    };
-    Ok(DynamicBatches::new(
-        loader,
-        data.shards(Split::Eval)?,
-        reference,
-        cfg,
-        device,
-    )?)
-}
-
-/// Writes the loader state (weights, cursors, RNG position) as JSON, atomically.
-fn save_loader_state(path: &std::path::Path, state: &LoaderState) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(state)?;
-    shear_model::checkpoint::write_atomic(path, &json)
-        .with_context(|| format!("cannot write {}", path.display()))
 }

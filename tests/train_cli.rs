@@ -8,11 +8,17 @@ use std::path::Path;
 use common::*;
 
 fn data(dir: &Path) {
-    write_prepared(dir, 16, 1000, &[("x", [2, 1, 9]), ("y", [2, 1, 5])], |d, s, i| {
-        (0..16u32)
-            .map(|t| (t * 13 + i as u32 * 101 + d as u32 * 307 + s as u32) % 1000)
-            .collect()
-    });
+    write_prepared(
+        dir,
+        16,
+        1000,
+        &[("x", [2, 1, 9]), ("y", [2, 1, 5])],
+        |d, s, i| {
+            (0..16u32)
+                .map(|t| (t * 13 + i as u32 * 101 + d as u32 * 307 + s as u32) % 1000)
+                .collect()
+        },
+    );
 }
 
 fn run(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -57,8 +63,16 @@ fn train_resume_and_random_init() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = log(&whole);
     assert_eq!(a.len(), 6);
-    assert!(a[0].get("eval_first_update").is_some(), "evaluation before step 0");
-    assert_eq!(a.iter().filter(|l| l.get("domain_update").is_some()).count(), 3);
+    assert!(
+        a[0].get("eval_first_update").is_some(),
+        "evaluation before step 0"
+    );
+    assert_eq!(
+        a.iter()
+            .filter(|l| l.get("domain_update").is_some())
+            .count(),
+        3
+    );
     assert!(whole.join("model/config.json").is_file());
     assert!(whole.join("loader_state.json").is_file());
 
@@ -73,7 +87,10 @@ fn train_resume_and_random_init() {
     assert!(o.status.success(), "{stderr}");
     assert!(stderr.contains("resuming from"), "{stderr}");
     let b = log(&split);
-    assert_eq!(a, b, "the resumed run logs exactly what the uninterrupted one did");
+    assert_eq!(
+        a, b,
+        "the resumed run logs exactly what the uninterrupted one did"
+    );
     assert_eq!(
         std::fs::read(whole.join("model/model.safetensors")).unwrap(),
         std::fs::read(split.join("model/model.safetensors")).unwrap()
@@ -98,6 +115,9 @@ fn train_refuses_bad_inputs() {
         &run(&d, &out, &["--distill-from", teacher.to_str().unwrap()]),
         &["--distill-from", "vocabulary 500", "1000"],
     );
-    assert_error_line(&run(&d, &out, &["--proportions", "x=0.2,y=0.2"]), &["sum to 0.4"]);
+    assert_error_line(
+        &run(&d, &out, &["--proportions", "x=0.2,y=0.2"]),
+        &["sum to 0.4"],
+    );
     assert_error_line(&run(&d, &out, &["--steps", "0"]), &["--steps"]);
 }

@@ -10,6 +10,7 @@ pub mod proportions;
 pub mod reference;
 pub mod shard;
 pub mod stream;
+pub mod tasks;
 pub mod tokenizer;
 pub mod update;
 

@@ -68,3 +68,95 @@ pub fn eval_domains<B: Backend>(
         })
         .collect()
 }
+
+/// Sum of the log-probabilities of `continuation` after `context`, for every continuation
+/// (one batch, padded at the end; causal attention keeps padding out of earlier positions).
+pub fn continuation_logliks<B: Backend>(
+    model: &Llama<B>,
+    context: &[u32],
+    continuations: &[Vec<u32>],
+) -> Vec<f64> {
+    let device = model.embed_tokens.weight.device();
+    let len = |c: &Vec<u32>| context.len() + c.len();
+    let longest = continuations.iter().map(len).max().unwrap_or(0);
+    let n = continuations.len();
+    let mut ids = Vec::with_capacity(n * longest);
+    for c in continuations {
+        ids.extend(context.iter().chain(c).map(|&t| t as i64));
+        ids.extend(std::iter::repeat_n(0, longest - len(c)));
+    }
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [n, longest]), &device);
+    let logits = model.forward(ids.clone()).narrow(1, 0, longest - 1); // [n, L-1, V]
+    let targets = ids.narrow(1, 1, longest - 1); // [n, L-1]
+    let shift = logits.clone().max_dim(2);
+    let lse = (logits.clone() - shift.clone()).exp().sum_dim(2).log() + shift;
+    let picked = logits.gather(2, targets.reshape([n, longest - 1, 1]));
+    let lp: Vec<f32> = (picked - lse)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data");
+    continuations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            // Token t of the sequence is predicted at position t − 1.
+            (context.len()..len(c))
+                .map(|t| lp[i * (longest - 1) + t - 1] as f64)
+                .sum()
+        })
+        .collect()
+}
+
+/// Accuracy of a multiple-choice task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    pub task: String,
+    pub items: usize,
+    /// Highest summed log-likelihood is the label.
+    pub acc: f64,
+    /// Highest log-likelihood per character of the choice is the label.
+    pub acc_norm: f64,
+    /// Per item: each choice's summed log-likelihood.
+    pub logliks: Vec<Vec<f64>>,
+}
+
+fn argmax(v: impl Iterator<Item = f64>) -> usize {
+    v.enumerate()
+        .fold((0, f64::NEG_INFINITY), |best, (i, x)| {
+            if x > best.1 {
+                (i, x)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// Scores tokenized items (lm-evaluation-harness style zero-shot multiple choice).
+pub fn score_task<B: Backend>(
+    model: &Llama<B>,
+    task: &str,
+    items: &[shear_data::tasks::McTokens],
+) -> TaskScore {
+    let (mut hit, mut hit_norm) = (0usize, 0usize);
+    let mut logliks = Vec::new();
+    for it in items {
+        let ll = continuation_logliks(model, &it.context, &it.continuations);
+        hit += usize::from(argmax(ll.iter().copied()) == it.label);
+        let norm = ll
+            .iter()
+            .zip(&it.chars)
+            .map(|(l, c)| l / (*c).max(1) as f64);
+        hit_norm += usize::from(argmax(norm) == it.label);
+        logliks.push(ll);
+    }
+    let n = items.len().max(1) as f64;
+    TaskScore {
+        task: task.to_string(),
+        items: items.len(),
+        acc: hit as f64 / n,
+        acc_norm: hit_norm as f64 / n,
+        logliks,
+    }
+}

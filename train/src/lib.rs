@@ -7,5 +7,6 @@ pub mod eval;
 pub mod grads;
 pub mod lagrangian;
 pub mod prune;
+pub mod recipe;
 pub mod schedule;
 pub mod trainer;

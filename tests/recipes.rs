@@ -1,0 +1,115 @@
+//! Recipes: the paper's two runs parse, resolve and validate against a Llama-2-7B config (no
+//! download); unknown keys and wrong types are errors naming the key.
+
+use std::path::Path;
+
+use shear_train::recipe::Recipe;
+
+fn llama2_7b() -> shear_model::LlamaConfig {
+    shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32)
+}
+
+fn recipe(name: &str) -> Recipe {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/recipes")
+        .join(name);
+    Recipe::from_toml_file(&path).unwrap()
+}
+
+#[test]
+fn paper_recipes_resolve() {
+    // SPEC §6.4 reference rows and §3.1 shapes.
+    let cases = [
+        (
+            "llama2-7b-to-sheared-1.3b.toml",
+            (24, 2048, 16, 5504),
+            1_345_423_360,
+            [1.9643, 0.7459, 2.1393, 1.6117, 1.7590, 1.4449, 2.1251],
+        ),
+        (
+            "llama2-7b-to-sheared-2.7b.toml",
+            (32, 2560, 20, 6912),
+            2_701_560_320,
+            [1.8712, 0.6883, 2.0325, 1.5353, 1.6297, 1.3560, 2.0328],
+        ),
+    ];
+    for (file, shape, params, refs) in cases {
+        let r = recipe(file);
+        let res = r.resolve(&llama2_7b(), &[1; 7]).unwrap();
+        let t = res.target;
+        assert_eq!(
+            (t.layers, t.hidden, t.heads, t.intermediate),
+            shape,
+            "{file}"
+        );
+        assert_eq!(res.target_params, params);
+        let w = &res.prune_weights;
+        assert_eq!(w, &vec![0.67, 0.045, 0.045, 0.02, 0.045, 0.025, 0.15]);
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(
+            res.train_weights, None,
+            "continued training starts from pruning's weights"
+        );
+        let got = res.reference.unwrap();
+        for (g, want) in got.iter().zip(refs) {
+            assert!((g - want).abs() < 1e-3, "{file}: {g} vs {want}");
+        }
+        // SPEC §4.3 / §7 numbers.
+        assert_eq!(
+            (r.prune.steps, r.prune.batch * r.prune.grad_accum),
+            (3200, 32)
+        );
+        assert_eq!(
+            (r.prune.lr_warmup, r.prune.lagrangian_warmup),
+            (Some(320), Some(640))
+        );
+        assert_eq!(
+            (r.train.steps, r.train.batch * r.train.grad_accum),
+            (48_000, 256)
+        );
+        assert_eq!(r.train.warmup, Some(1440));
+        assert_eq!(r.data.seq_len, 4096);
+        assert_eq!(r.data.eval_sequences, 500);
+        assert!(r.data.domains[0].paths[0].ends_with("redpajama/common_crawl"));
+    }
+}
+
+#[test]
+fn bad_recipes_name_the_key() {
+    let base = Path::new(".");
+    let ok = "[model]\nsource = \"m\"\npreset = \"sheared-1.3b\"\n\n[data]\n[[data.domain]]\nname = \"a\"\npaths = [\"x\"]\n";
+    let r = Recipe::from_toml_str(ok, base).unwrap();
+    assert_eq!(r.prune.steps, 3200, "defaults");
+    let e = Recipe::from_toml_str(&format!("{ok}\n[prune]\nstpes = 3\n"), base).unwrap_err();
+    assert!(e.msg.contains("stpes"), "{}", e.msg);
+    let e = Recipe::from_toml_str(&format!("{ok}\n[train]\nlr = \"fast\"\n"), base).unwrap_err();
+    assert!(
+        e.msg.contains("lr") && e.msg.contains("invalid type"),
+        "{}",
+        e.msg
+    );
+    let e = Recipe::from_toml_str(&ok.replace("[data]\n", "[data]\nseq = 5\n"), base).unwrap_err();
+    assert!(e.msg.contains("seq"), "{}", e.msg);
+    // Resolution errors name the section.
+    let r = Recipe::from_toml_str(
+        &format!("{ok}\n[prune]\nproportions = {{ a = 0.5 }}\n"),
+        base,
+    )
+    .unwrap();
+    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err();
+    assert!(
+        e.contains("[prune] proportions") && e.contains("sum to 0.5"),
+        "{e}"
+    );
+    let r =
+        Recipe::from_toml_str(&format!("{ok}\n[dynamic]\nreference = \"llama2\"\n"), base).unwrap();
+    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err();
+    assert!(
+        e.contains("[dynamic] reference") && e.contains("`a`"),
+        "{e}"
+    );
+    let tiny = shear_model::LlamaConfig::new(100, 64, 176, 4, 4, 4);
+    let r = Recipe::from_toml_str(ok, base).unwrap();
+    let e = r.resolve(&tiny, &[1]).unwrap_err();
+    assert!(e.contains("[model] preset"), "{e}");
+}

@@ -1,0 +1,351 @@
+//! A recipe: one TOML file describing a whole run — source model and target shape, domains and
+//! their data, dynamic batch loading, pruning, continued pre-training and evaluation. Every key
+//! has a default (below); an unknown key or a wrong type is an error naming it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shear_data::prepare::PrepareRecipe;
+use shear_data::{Proportions, ReferenceLoss, UpdateRule};
+use shear_model::masks::TargetShape;
+use shear_model::LlamaConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub model: ModelSection,
+    pub data: PrepareRecipe,
+    #[serde(default)]
+    pub dynamic: DynamicSection,
+    #[serde(default)]
+    pub prune: PruneSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model directory (relative to the recipe) or hub id.
+    pub source: String,
+    /// `layers=..,hidden=..,heads=..,intermediate=..`; or `preset`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// `sheared-1.3b`, `sheared-2.7b` or `370m` (Llama-2-7B-shaped sources).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Storage dtype of the outputs (default: the source's).
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// `layer` (default) or `head-layer-mlp`.
+    #[serde(default = "default_layer_masks")]
+    pub layer_masks: String,
+}
+
+fn default_layer_masks() -> String {
+    "layer".into()
+}
+
+/// Reference losses: `"source"`, `"llama2"`, or a `values` / `scaling` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReferenceSpec {
+    Named(String),
+    Table(ReferenceLoss),
+}
+
+impl ReferenceSpec {
+    pub fn to_loss(&self) -> Result<ReferenceLoss, String> {
+        match self {
+            ReferenceSpec::Named(n) => ReferenceLoss::parse(n).map_err(|e| e.to_string()),
+            ReferenceSpec::Table(t) => Ok(t.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicSection {
+    /// `code` (default), `paper` or `constant`.
+    #[serde(default = "default_rule")]
+    pub update_rule: String,
+    /// Default `source`.
+    #[serde(default = "default_reference")]
+    pub reference: ReferenceSpec,
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch: usize,
+    /// At most this many eval sequences per domain (default: all).
+    #[serde(default)]
+    pub eval_sequences: Option<usize>,
+}
+
+fn default_rule() -> String {
+    "code".into()
+}
+fn default_reference() -> ReferenceSpec {
+    ReferenceSpec::Named("source".into())
+}
+fn default_eval_batch() -> usize {
+    8
+}
+
+impl Default for DynamicSection {
+    fn default() -> Self {
+        DynamicSection {
+            update_rule: default_rule(),
+            reference: default_reference(),
+            eval_batch: default_eval_batch(),
+            eval_sequences: None,
+        }
+    }
+}
+
+/// Pruning (defaults: SPEC §4.3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PruneSection {
+    pub steps: usize,
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    pub grad_accum: usize,
+    pub lr_weights: f64,
+    pub lr_masks: f64,
+    pub lr_lambda: f64,
+    /// Default 10 % of the steps.
+    pub lr_warmup: Option<usize>,
+    /// Default 20 % of the steps.
+    pub lagrangian_warmup: Option<usize>,
+    pub update_every: usize,
+    /// Initial domain weights (`redpajama`, `uniform`, `tokens`, `auto`, or a table).
+    pub proportions: Proportions,
+    pub seed: u64,
+}
+
+impl Default for PruneSection {
+    fn default() -> Self {
+        PruneSection {
+            steps: 3200,
+            batch: 4,
+            grad_accum: 8,
+            lr_weights: 1e-4,
+            lr_masks: 1.0,
+            lr_lambda: 1.0,
+            lr_warmup: None,
+            lagrangian_warmup: None,
+            update_every: 50,
+            proportions: Proportions::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// Continued pre-training (defaults: SPEC §7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Run this stage at all.
+    pub enabled: bool,
+    pub steps: usize,
+    pub batch: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    /// Default 3 % of the steps.
+    pub warmup: Option<usize>,
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub update_every: usize,
+    /// Initial domain weights; `pruning` (default) continues from the pruning stage's final
+    /// weights (Paper §2.2).
+    pub proportions: Proportions,
+    pub save_every: usize,
+    pub seed: u64,
+    /// Knowledge distillation from the source model (off by default).
+    pub distill: Option<DistillSection>,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            enabled: true,
+            steps: 48_000,
+            batch: 16,
+            grad_accum: 16,
+            lr: 1e-4,
+            warmup: None,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            update_every: 400,
+            proportions: Proportions::Named("pruning".into()),
+            save_every: 3200,
+            seed: 0,
+            distill: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    pub weight: f64,
+    pub temperature: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Multiple-choice task files (relative to the recipe).
+    pub tasks: Vec<PathBuf>,
+    pub batch: usize,
+    pub max_sequences: Option<usize>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection {
+            tasks: vec![],
+            batch: 8,
+            max_sequences: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {msg}", path.display())]
+pub struct RecipeError {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+/// What a recipe resolves to against its source model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub target: TargetShape,
+    pub target_params: usize,
+    pub prune_weights: Vec<f64>,
+    /// `None`: continue from the pruning stage's final weights.
+    pub train_weights: Option<Vec<f64>>,
+    /// `None`: the source model's own eval losses (computed at run time).
+    pub reference: Option<Vec<f64>>,
+}
+
+impl Recipe {
+    /// Parses a recipe; relative paths (data, tasks, a local source) become relative to it.
+    pub fn from_toml_file(path: &Path) -> Result<Self, RecipeError> {
+        let err = |msg: String| RecipeError {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Self::from_toml_str(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| err(e.msg))
+    }
+
+    /// Parses recipe text whose relative paths are relative to `base`.
+    pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, RecipeError> {
+        let mut r: Recipe = toml::from_str(text).map_err(|e| RecipeError {
+            path: PathBuf::new(),
+            msg: e.to_string().trim().replace('\n', " "),
+        })?;
+        for d in &mut r.data.domains {
+            for p in &mut d.paths {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        for t in &mut r.eval.tasks {
+            if t.is_relative() {
+                *t = base.join(&*t);
+            }
+        }
+        let local = base.join(&r.model.source);
+        if Path::new(&r.model.source).is_relative() && local.exists() {
+            r.model.source = local.to_string_lossy().into_owned();
+        }
+        Ok(r)
+    }
+
+    /// Checks the recipe against the source's config and resolves the target, the initial
+    /// weights (by the domains' shares of `tokens`, when proportions say so) and the reference
+    /// losses.
+    pub fn resolve(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, String> {
+        let target = match (&self.model.target, &self.model.preset) {
+            (Some(_), Some(_)) => return Err("[model]: give `target` or `preset`, not both".into()),
+            (Some(t), None) => t
+                .parse::<TargetShape>()
+                .map_err(|e| format!("[model] target: {e}"))?,
+            (None, Some(p)) => {
+                TargetShape::preset(p, source).map_err(|e| format!("[model] preset: {e}"))?
+            }
+            (None, None) => return Err("[model]: give `target` or `preset`".into()),
+        };
+        target
+            .validate(source)
+            .map_err(|e| format!("[model] target ({target}): {e}"))?;
+        if let Some(d) = &self.model.dtype {
+            d.parse::<shear_model::Dtype>()
+                .map_err(|e| format!("[model] dtype: {e}"))?;
+        }
+        if !matches!(self.model.layer_masks.as_str(), "layer" | "head-layer-mlp") {
+            return Err(format!(
+                "[model] layer_masks `{}` (expected layer or head-layer-mlp)",
+                self.model.layer_masks
+            ));
+        }
+        let domains: Vec<String> = self.data.domains.iter().map(|d| d.name.clone()).collect();
+        if domains.is_empty() {
+            return Err("[data]: no domains".into());
+        }
+        let p = &self.prune;
+        let t = &self.train;
+        for (key, v) in [
+            ("prune.steps", p.steps),
+            ("prune.batch", p.batch),
+            ("prune.grad_accum", p.grad_accum),
+            ("train.steps", t.steps),
+            ("train.batch", t.batch),
+            ("train.grad_accum", t.grad_accum),
+            ("dynamic.eval_batch", self.dynamic.eval_batch),
+        ] {
+            if v == 0 {
+                return Err(format!("{key} must be positive"));
+            }
+        }
+        self.dynamic
+            .update_rule
+            .parse::<UpdateRule>()
+            .map_err(|e| format!("[dynamic] {e}"))?;
+        let prune_weights = p
+            .proportions
+            .resolve(&domains, tokens)
+            .map_err(|e| format!("[prune] proportions: {e}"))?;
+        let train_weights = match &t.proportions {
+            Proportions::Named(n) if n == "pruning" => None,
+            other => Some(
+                other
+                    .resolve(&domains, tokens)
+                    .map_err(|e| format!("[train] proportions: {e}"))?,
+            ),
+        };
+        let target_params = target.config(source).param_counts().total();
+        let reference = self
+            .dynamic
+            .reference
+            .to_loss()
+            .and_then(|r| {
+                r.resolve(&domains, target_params as f64)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("[dynamic] reference: {e}"))?;
+        Ok(Resolved {
+            target,
+            target_params,
+            prune_weights,
+            train_weights,
+            reference,
+        })
+    }
+}

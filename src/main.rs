@@ -39,6 +39,8 @@ enum Command {
     Prune(cmd::prune::Args),
     /// Continue pre-training a model (or train one from scratch), with dynamic batch loading.
     Train(cmd::train::Args),
+    /// The whole pipeline from a recipe: data prepare, prune, continued pre-training, eval.
+    Run(cmd::run::Args),
     /// Build the smaller dense model from a source and masks.
     Materialize(cmd::materialize::Args),
     /// Corpus → token shards (`data prepare`), data throughput (`data bench`).
@@ -69,6 +71,11 @@ fn main() -> ExitCode {
         Command::Train(args) => backend::dispatch!(cli.device, |B, device| cmd::train::run::<B>(
             args, offline, &device
         )),
+        Command::Run(args) => {
+            backend::dispatch!(cli.device, |B, device| cmd::run::run::<B>(
+                args, offline, &device
+            ))
+        }
         Command::Materialize(args) => backend::dispatch!(cli.device, |B, device| {
             cmd::materialize::run::<B>(args, offline, &device)
         }),

@@ -87,22 +87,8 @@ fn tasks_tokenize_like_the_harness_and_the_cli_scores_them() {
 
     // A tiny random model with the Llama-2 vocabulary and tokenizer.
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = shear_model::LlamaConfig::from_file(fixture("llama-mha")).unwrap();
-    config.vocab_size = 32000;
-    B::seed(&device(), 5);
-    let model = shear_model::Llama::<B>::from_source(
-        &config,
-        &mut shear_model::RandomInit::default(),
-        &device(),
-    )
-    .unwrap();
     let dir = tmp.path().join("m");
-    shear_model::save_llama(&model, &dir, shear_model::Dtype::F32).unwrap();
-    std::fs::copy(
-        fixture("llama2-tokenizer/tokenizer.json"),
-        dir.join("tokenizer.json"),
-    )
-    .unwrap();
+    let model = tiny_llama2_vocab_model(&dir);
     let file = tasks.join("arithmetic.jsonl");
     let o = run_shear(
         &[

@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use burn::tensor::backend::Backend;
 use shear_data::{PreparedData, Split, Tokenizer};
 use shear_model::LlamaConfig;
-use shear_train::eval::{eval_domains, score_task};
+use shear_train::eval::{eval_domains, score_task, DomainLoss, TaskScore};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,68 +41,20 @@ pub enum SplitArg {
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
     let dir = super::resolve(&args.model, offline)?;
-    let config = LlamaConfig::from_file(&dir)?;
-    // Inputs are read and checked before the model is loaded.
-    let data = match &args.data {
-        Some(d) => Some(open_data(d, &dir, &config)?),
-        None => None,
-    };
     let split = match args.split {
         SplitArg::Eval => Split::Eval,
         SplitArg::Prune => Split::Prune,
         SplitArg::Train => Split::Train,
     };
-    let shards = match &data {
-        Some(d) => d.shards(split)?,
-        None => vec![],
-    };
-    let mut tasks = Vec::new();
-    if !args.tasks.is_empty() {
-        let tok = Tokenizer::from_file(&dir)
-            .with_context(|| format!("--tasks needs the tokenizer of {}", dir.display()))?;
-        for path in &args.tasks {
-            let items = shear_data::tasks::read_tasks(path)?
-                .iter()
-                .map(|it| it.tokenize(&tok))
-                .collect::<shear_data::Result<Vec<_>>>()?;
-            if let Some(t) = items
-                .iter()
-                .flat_map(|it| it.context.iter().chain(it.continuations.iter().flatten()))
-                .find(|&&t| t as usize >= config.vocab_size)
-            {
-                bail!(
-                    "{}: token id {t} is outside the model's vocabulary (size {})",
-                    path.display(),
-                    config.vocab_size
-                );
-            }
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            tasks.push((name, items));
-        }
-    }
-    let bar = super::spinner(format!("loading {}", dir.display()));
-    let model = shear_model::load_llama::<B>(&dir, device)
-        .with_context(|| format!("cannot load model {}", dir.display()))?;
-    bar.set_message("evaluating");
-    let losses = match &data {
-        Some(d) => eval_domains(
-            &model,
-            None,
-            &d.domains(),
-            &shards,
-            args.batch,
-            args.max_sequences,
-        ),
-        None => vec![],
-    };
-    let scores: Vec<_> = tasks
-        .iter()
-        .map(|(name, items)| score_task(&model, name, items))
-        .collect();
-    bar.finish_and_clear();
+    let (losses, scores) = evaluate::<B>(
+        &dir,
+        args.data.as_deref(),
+        split,
+        &args.tasks,
+        args.batch,
+        args.max_sequences,
+        device,
+    )?;
     if args.json {
         for l in &losses {
             println!("{}", serde_json::to_string(l)?);
@@ -137,6 +89,69 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Per-domain losses of the model in `dir` on `split` of `data` (when given) and its scores on
+/// the multiple-choice `tasks`. Inputs are read and checked before the model is loaded.
+pub fn evaluate<B: Backend>(
+    dir: &std::path::Path,
+    data: Option<&std::path::Path>,
+    split: Split,
+    task_files: &[PathBuf],
+    batch: usize,
+    max_sequences: Option<usize>,
+    device: &B::Device,
+) -> anyhow::Result<(Vec<DomainLoss>, Vec<TaskScore>)> {
+    let config = LlamaConfig::from_file(dir)?;
+    let data = match data {
+        Some(d) => Some(open_data(d, dir, &config)?),
+        None => None,
+    };
+    let shards = match &data {
+        Some(d) => d.shards(split)?,
+        None => vec![],
+    };
+    let mut tasks = Vec::new();
+    if !task_files.is_empty() {
+        let tok = Tokenizer::from_file(dir)
+            .with_context(|| format!("--tasks needs the tokenizer of {}", dir.display()))?;
+        for path in task_files {
+            let items = shear_data::tasks::read_tasks(path)?
+                .iter()
+                .map(|it| it.tokenize(&tok))
+                .collect::<shear_data::Result<Vec<_>>>()?;
+            if let Some(t) = items
+                .iter()
+                .flat_map(|it| it.context.iter().chain(it.continuations.iter().flatten()))
+                .find(|&&t| t as usize >= config.vocab_size)
+            {
+                bail!(
+                    "{}: token id {t} is outside the model's vocabulary (size {})",
+                    path.display(),
+                    config.vocab_size
+                );
+            }
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            tasks.push((name, items));
+        }
+    }
+    let bar = super::spinner(format!("loading {}", dir.display()));
+    let model = shear_model::load_llama::<B>(dir, device)
+        .with_context(|| format!("cannot load model {}", dir.display()))?;
+    bar.set_message("evaluating");
+    let losses = match &data {
+        Some(d) => eval_domains(&model, None, &d.domains(), &shards, batch, max_sequences),
+        None => vec![],
+    };
+    let scores = tasks
+        .iter()
+        .map(|(name, items)| score_task(&model, name, items))
+        .collect();
+    bar.finish_and_clear();
+    Ok((losses, scores))
 }
 
 /// Opens a prepared data folder for a model: its shards must use the model's tokenizer (when

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod inspect;
 pub mod materialize;
 pub mod prune;
+pub mod run;
 pub mod train;
 
 use std::path::PathBuf;

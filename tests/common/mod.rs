@@ -188,3 +188,25 @@ pub fn write_prepared(
     m.write(dir).unwrap();
     m
 }
+
+/// A tiny random LLaMA (the llama-mha shape) with the Llama-2 vocabulary and tokenizer.json,
+/// saved in `dir`; returns the model.
+pub fn tiny_llama2_vocab_model(dir: &Path) -> shear_model::Llama<B> {
+    use burn::tensor::backend::Backend;
+    let mut config = shear_model::LlamaConfig::from_file(fixture("llama-mha")).unwrap();
+    config.vocab_size = 32000;
+    B::seed(&device(), 5);
+    let model = shear_model::Llama::<B>::from_source(
+        &config,
+        &mut shear_model::RandomInit::default(),
+        &device(),
+    )
+    .unwrap();
+    shear_model::save_llama(&model, dir, shear_model::Dtype::F32).unwrap();
+    std::fs::copy(
+        fixture("llama2-tokenizer/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    model
+}

@@ -1,0 +1,147 @@
+//! `shear run` on a miniature recipe: every stage runs and leaves its artifacts; a second run
+//! skips the finished stages.
+
+mod common;
+
+use common::*;
+
+fn corpus(dir: &std::path::Path) {
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
+    ];
+    for (d, name) in ["web", "books"].iter().enumerate() {
+        let lines: String = (0..40)
+            .map(|i| {
+                let text: Vec<&str> = (0..30).map(|j| words[(i * 7 + j * (d + 3)) % 10]).collect();
+                serde_json::json!({ "text": text.join(" ") }).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
+    }
+}
+
+#[test]
+fn the_pipeline_runs_every_stage_and_skips_finished_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_llama2_vocab_model(&tmp.path().join("source"));
+    corpus(tmp.path());
+    let tasks =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tasks/capitals.jsonl");
+    let recipe = tmp.path().join("mini.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"[model]
+source = "source"
+target = "layers=1,hidden=32,heads=2,intermediate=64"
+
+[data]
+seq_len = 32
+eval_sequences = 2
+
+[[data.domain]]
+name = "web"
+paths = ["web.jsonl"]
+
+[[data.domain]]
+name = "books"
+paths = ["books.jsonl"]
+
+[prune]
+steps = 4
+batch = 2
+grad_accum = 1
+update_every = 2
+proportions = "uniform"
+
+[train]
+steps = 4
+batch = 2
+grad_accum = 1
+update_every = 2
+save_every = 2
+
+[eval]
+tasks = [{tasks:?}]
+"#
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let args = [
+        "run",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = run_shear(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    assert!(out.join("data/manifest.json").is_file());
+    let pruned = shear_model::LlamaConfig::from_file(out.join("prune/model")).unwrap();
+    assert_eq!(
+        (
+            pruned.num_hidden_layers,
+            pruned.hidden_size,
+            pruned.num_attention_heads,
+            pruned.intermediate_size
+        ),
+        (1, 32, 2, 64)
+    );
+    assert!(out.join("prune/prune_log.jsonl").is_file());
+    assert!(out.join("prune/masks.safetensors").is_file());
+    assert!(out.join("train/model/model.safetensors").is_file());
+    assert!(out.join("train/model/tokenizer.json").is_file());
+    assert!(out
+        .join("train/checkpoints/step-00000002/state.json")
+        .is_file());
+    // Continued training started from the pruning stage's final weights.
+    let prune_state: shear_data::LoaderState = serde_json::from_str(
+        &std::fs::read_to_string(out.join("prune/loader_state.json")).unwrap(),
+    )
+    .unwrap();
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("train/train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let before = f64s(&first["eval_first_update"]["weights_before"]);
+    for (a, b) in before.iter().zip(&prune_state.weights) {
+        assert!((a - b).abs() < 1e-12);
+    }
+
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["data", "prune", "train", "eval"]);
+    for m in ["source", "pruned", "final"] {
+        let metrics = &run["metrics"][m];
+        assert_eq!(metrics["domains"].as_array().unwrap().len(), 2, "{m}");
+        assert_eq!(metrics["tasks"][0]["items"], 12, "{m}");
+    }
+    assert!(
+        run["metrics"]["pruned"]["params"].as_u64() < run["metrics"]["source"]["params"].as_u64()
+    );
+    assert_eq!(run["target"]["layers"], 1);
+
+    // Again: data, prune and train are complete and skipped.
+    let o = run_shear(&args, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let skipped: Vec<bool> = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["skipped"].as_bool().unwrap())
+        .collect();
+    assert_eq!(skipped, [true, true, true, false]);
+}

@@ -132,6 +132,39 @@ tasks = [{tasks:?}]
     );
     assert_eq!(run["target"]["layers"], 1);
 
+    // The report and its charts.
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for chart in [
+        "prune_shape",
+        "prune_lambdas",
+        "prune_loss",
+        "prune_domain_loss",
+        "prune_domain_weights",
+        "train_loss",
+        "train_domain_loss",
+        "train_domain_weights",
+    ] {
+        let path = out.join(format!("charts/{chart}.png"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG", "{chart}");
+        assert!(
+            report.contains(&format!("charts/{chart}.png")),
+            "{chart} in report.md"
+        );
+    }
+    for needle in [
+        "## Shape",
+        "| web |",
+        "| books |",
+        "capitals (12 items)",
+        "| prune |",
+    ] {
+        assert!(
+            report.contains(needle),
+            "`{needle}` not in report.md:\n{report}"
+        );
+    }
+
     // Again: data, prune and train are complete and skipped.
     let o = run_shear(&args, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

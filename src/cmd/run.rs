@@ -258,6 +258,19 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
             "heads": resolved.target.heads, "intermediate": resolved.target.intermediate,
             "params": resolved.target_params,
         },
+        "source_shape": {
+            "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+            "heads": config.num_attention_heads, "intermediate": config.intermediate_size,
+            "params": config.param_counts().total(),
+        },
+        "tokens": {
+            "data": report.tokens,
+            "prune": recipe.prune.steps * recipe.prune.batch * recipe.prune.grad_accum
+                * data.manifest.seq_len,
+            "train": if tr.enabled {
+                tr.steps * tr.batch * tr.grad_accum * data.manifest.seq_len
+            } else { 0 },
+        },
         "stages": stages,
         "wall_seconds": started.elapsed().as_secs_f64(),
         "metrics": metrics,
@@ -266,7 +279,9 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     let path = args.out.join("run.json");
     shear_model::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&run)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    let report_path = shear_train::report::write_report(&args.out, &run)?;
     print_summary(&metrics);
+    println!("report: {}", report_path.display());
     println!(
         "-> {} (run.json, {})",
         args.out.display(),
@@ -301,7 +316,10 @@ fn final_pruning_weights(prune_dir: &Path, domains: &[String]) -> anyhow::Result
 
 fn print_summary(metrics: &serde_json::Map<String, serde_json::Value>) {
     println!("{:<8} {:>14} {:>10}", "model", "parameters", "mean loss");
-    for (name, m) in metrics {
+    for name in ["source", "pruned", "final"] {
+        let Some(m) = metrics.get(name) else {
+            continue;
+        };
         let losses: Vec<f64> = m["domains"]
             .as_array()
             .map(|a| a.iter().filter_map(|d| d["loss"].as_f64()).collect())

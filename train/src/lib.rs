@@ -8,5 +8,6 @@ pub mod grads;
 pub mod lagrangian;
 pub mod prune;
 pub mod recipe;
+pub mod report;
 pub mod schedule;
 pub mod trainer;

@@ -149,6 +149,18 @@ impl<B: Backend> Mask<B> {
         self.sample_with(u)
     }
 
+    /// A hard-concrete sample whose uniform draws come from `rng` (host side), so that a
+    /// pruning run can save and restore its random stream exactly.
+    pub fn sample_from(&self, rng: &mut impl rand::Rng) -> Tensor<B, 2> {
+        let e = self.hc.epsilon;
+        let [r, n] = self.dims();
+        let u: Vec<f32> = (0..r * n)
+            .map(|_| rng.random_range(e..1.0 - e) as f32)
+            .collect();
+        let device = self.log_alpha.val().device();
+        self.sample_with(Tensor::from_data(TensorData::new(u, [r, n]), &device))
+    }
+
     /// Expected mask `P(z > 0)` per entry `[rows, n]`, differentiable (SPEC §2.4).
     pub fn score(&self) -> Tensor<B, 2> {
         let hc = &self.hc;
@@ -350,16 +362,25 @@ impl<B: Backend> L0Masks<B> {
 
     /// A fresh sample of every mask, for one forward pass (SPEC §2.3).
     pub fn sample(&self) -> crate::llama::ZMasks<B> {
+        self.sample_each(|m| m.sample())
+    }
+
+    /// Like [`L0Masks::sample`], with the uniform draws from `rng` (see [`Mask::sample_from`]).
+    pub fn sample_from(&self, rng: &mut impl rand::Rng) -> crate::llama::ZMasks<B> {
+        self.sample_each(|m| m.sample_from(rng))
+    }
+
+    fn sample_each(&self, mut f: impl FnMut(&Mask<B>) -> Tensor<B, 2>) -> crate::llama::ZMasks<B> {
         let flat = |t: Tensor<B, 2>| {
             let n = t.dims()[1];
             t.reshape([n])
         };
         crate::llama::ZMasks {
-            hidden: Some(flat(self.hidden.sample())),
-            head: Some(self.head.sample()),
-            intermediate: Some(self.intermediate.sample()),
-            layer: Some(flat(self.layer.sample())),
-            mlp: self.mlp.as_ref().map(|m| flat(m.sample())),
+            hidden: Some(flat(f(&self.hidden))),
+            head: Some(f(&self.head)),
+            intermediate: Some(f(&self.intermediate)),
+            layer: Some(flat(f(&self.layer))),
+            mlp: self.mlp.as_ref().map(|m| flat(f(m))),
         }
     }
 

@@ -194,6 +194,23 @@ pub fn stream_batch<B: Backend>(
     Tensor::from_data(TensorData::new(ids, [batch, seq]), device)
 }
 
+/// `batch` random windows for micro-batch `micro` of step `step`, drawn with an RNG seeded by
+/// (seed, step, micro): a resumed run draws what the uninterrupted one would have.
+pub fn stream_batch_at<B: Backend>(
+    stream: &TokenStream,
+    seq: usize,
+    seed: u64,
+    step: usize,
+    micro: usize,
+    batch: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    use rand::SeedableRng;
+    let key = seed ^ (((step as u64) << 20) | micro as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(key);
+    stream_batch(stream, seq, &mut rng, batch, device)
+}
+
 /// Prints a weight update and the loader's events above the progress bar.
 pub fn report(
     bar: &indicatif::ProgressBar,

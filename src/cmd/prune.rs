@@ -5,16 +5,17 @@ use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use rand::SeedableRng;
 use shear_data::Split;
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::masks::{LayerMasks, TargetShape};
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::LlamaConfig;
 
-use super::feed::{report, save_loader_state, stream_batch, write_jsonl, DataArgs, Source};
-use shear_train::prune::{finish, prune, PruneConfig};
+use super::feed::{report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source};
+use shear_data::DynamicLoader;
+use shear_train::prune::{finish, prune_until, PruneConfig, PruneRun};
 use shear_train::prune::{FnBatches, PruneData};
+use shear_train::trainer::latest_checkpoint;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -51,9 +52,17 @@ pub struct Args {
     /// Target-sparsity warm-up steps (default: 20 % of the steps).
     #[arg(long)]
     pub lagrangian_warmup: Option<usize>,
-    /// Save masks.safetensors every this many steps (0: only at the end).
+    /// Save masks.safetensors and a checkpoint (OUT/checkpoints/step-N: everything needed to
+    /// resume exactly) every this many steps (0: masks only at the end).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
+    /// Continue from the newest checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many steps in total (the schedules still follow --steps); a checkpoint is
+    /// written so that --resume continues.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
     /// Storage dtype of the pruned checkpoint (default: the source's).
     #[arg(long)]
     pub dtype: Option<String>,
@@ -134,35 +143,67 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         cfg.lagrangian_warmup_steps = w;
     }
 
-    let log_path = args.out.join("prune_log.jsonl");
-    let mut log = std::io::BufWriter::new(
-        std::fs::File::create(&log_path)
-            .with_context(|| format!("cannot write {}", log_path.display()))?,
-    );
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let batch = args.batch;
     if let Some(d) = dynamic.as_mut() {
         args.feed.fill_source_reference(d, &model.valid());
     }
+    let ckpt_dir = args.out.join("checkpoints");
+    let resume_from = if args.resume {
+        latest_checkpoint(&ckpt_dir)
+    } else {
+        None
+    };
+    let run = match &resume_from {
+        Some(ckpt) => {
+            let (run, loader) = PruneRun::<Autodiff<B>>::load(ckpt, &cfg, device)
+                .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
+            if let (Some(d), Some(state), Source::Prepared(data)) =
+                (dynamic.as_mut(), loader, &source)
+            {
+                d.loader = DynamicLoader::restore(data.shards(Split::Prune)?, args.batch, state)?;
+            }
+            eprintln!("resuming from {} (step {})", ckpt.display(), run.step);
+            run
+        }
+        None => PruneRun::new(model, &cfg),
+    };
+    let log_path = args.out.join("prune_log.jsonl");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resume_from.is_some())
+        .truncate(resume_from.is_none())
+        .open(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    let mut log = std::io::BufWriter::new(file);
+    let batch = args.batch;
+    let until = args.stop_after.unwrap_or(args.steps).min(args.steps);
     let loader_path = args.out.join("loader_state.json");
     let bar = indicatif::ProgressBar::new(args.steps as u64);
+    bar.set_position(run.step as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
             .expect("valid template"),
     );
     let mut write_err = None;
-    let mut stream_batches = FnBatches(|_, _| {
+    let mut stream_batches = FnBatches(|step, micro| {
         let Source::Stream(stream, seq) = &source else {
             unreachable!("prepared data uses the dynamic loader")
         };
-        stream_batch(stream, *seq, &mut rng, batch, device)
+        stream_batch_at(stream, *seq, args.seed, step, micro, batch, device)
     });
     let data: &mut dyn PruneData<Autodiff<B>> = match dynamic.as_mut() {
         Some(d) => d,
         None => &mut stream_batches,
     };
-    let pruner = prune(model, &cfg, data, |s, pruner| {
-        if args.save_every > 0 && (s.step + 1) % args.save_every == 0 && s.step + 1 < args.steps {
+    let run = prune_until(run, &cfg, data, until, |s, run| {
+        let pruner = &run.pruner;
+        let stopping = run.step == until && until < args.steps;
+        if (args.save_every > 0 && run.step % args.save_every == 0 && run.step < args.steps)
+            || stopping
+        {
+            if let Err(e) = run.save(&ckpt_dir, &cfg, s.loader_state.as_ref()) {
+                write_err.get_or_insert(anyhow::Error::from(e));
+            }
             let (lambda_1, lambda_2) = pruner.lagrangian.values();
             let state = MaskState {
                 step: s.step + 1,
@@ -196,6 +237,16 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         return Err(e.context(format!("cannot write {}", log_path.display())));
     }
     log.flush()?;
+    if run.step < args.steps {
+        println!(
+            "stopped after step {} of {}; continue with --resume (checkpoint in {})",
+            run.step,
+            args.steps,
+            ckpt_dir.display()
+        );
+        return Ok(());
+    }
+    let pruner = run.pruner;
     let (lambda_1, lambda_2) = pruner.lagrangian.values();
     let state = MaskState {
         step: args.steps,

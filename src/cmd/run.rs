@@ -1,6 +1,6 @@
 //! `shear run RECIPE`: data prepare → prune (with materialization) → continued pre-training →
-//! evaluation, in one run directory. A stage whose output is complete is skipped; continued
-//! pre-training resumes from its newest checkpoint. `run.json` records the resolved recipe,
+//! evaluation, in one run directory. A stage whose output is complete is skipped; an interrupted
+//! pruning or training stage resumes from its newest checkpoint. `run.json` records the resolved recipe,
 //! versions, stage timings and the final metrics.
 
 use std::path::{Path, PathBuf};
@@ -144,7 +144,9 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
                 lr_lambda: p.lr_lambda,
                 lr_warmup: p.lr_warmup,
                 lagrangian_warmup: p.lagrangian_warmup,
-                save_every: 0,
+                save_every: p.save_every,
+                resume: true,
+                stop_after: None,
                 dtype: recipe.model.dtype.clone(),
                 seed: p.seed,
                 layer_masks: match recipe.model.layer_masks.as_str() {

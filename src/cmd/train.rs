@@ -8,13 +8,12 @@ use anyhow::{bail, Context};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
-use rand::SeedableRng;
 use shear_data::{DynamicLoader, Split};
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::{Dtype, Llama, LlamaConfig, RandomInit};
 use shear_train::trainer::{latest_checkpoint, train, Distill, TrainConfig, TrainData, Trainer};
 
-use super::feed::{report, save_loader_state, stream_batch, write_jsonl, DataArgs, Source};
+use super::feed::{report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -96,10 +95,15 @@ impl<B: burn::tensor::backend::AutodiffBackend> TrainData<B> for StreamData<'_, 
         let Source::Stream(stream, seq) = self.source else {
             unreachable!("prepared data uses the dynamic loader")
         };
-        let key =
-            self.seed ^ ((step as u64) << 20 | micro as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(key);
-        stream_batch(stream, *seq, &mut rng, self.batch, &self.device)
+        stream_batch_at(
+            stream,
+            *seq,
+            self.seed,
+            step,
+            micro,
+            self.batch,
+            &self.device,
+        )
     }
 }
 

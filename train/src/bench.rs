@@ -123,7 +123,7 @@ pub fn run<B: AutodiffBackend>(
         lagrangian: crate::lagrangian::Lagrangian::new(device),
         model: source,
     });
-    let mut popt = crate::prune::PruneOptimizers::new();
+    let mut popt = crate::prune::PruneOptimizers::new(cfg.seed);
     let batches = [ids.clone()];
     let mut step_no = 0;
     let mut prune_step = || {

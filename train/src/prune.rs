@@ -9,10 +9,14 @@ use burn::tensor::ElementConversion;
 use shear_model::masks::{LayerMasks, TargetShape, MASK_TYPES};
 use shear_model::{HardConcrete, L0Masks, Llama};
 
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use rand::SeedableRng;
+
 use crate::dynamic::DataReport;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
 use crate::schedule::{target_warmup, warmup_cosine};
+pub use crate::trainer::CheckpointError;
 
 /// Hyper-parameters of a pruning run (defaults: SPEC §4.2–4.3, scaled by `steps`).
 #[derive(Clone, Debug)]
@@ -128,15 +132,19 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f64>()
 }
 
-/// The optimizers of the three groups (AdamW β (0.9, 0.95), ε 1e-8, no weight decay).
+/// The optimizers of the three groups (AdamW β (0.9, 0.95), ε 1e-8, no weight decay) and the
+/// mask-sampling random stream: the loop's state besides the trained module.
 pub struct PruneOptimizers<B: AutodiffBackend> {
     weights: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Llama<B>, B>,
     masks: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, L0Masks<B>, B>,
     lambdas: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Lagrangian<B>, B>,
+    /// The uniform draws of hard-concrete sampling (host side, so it can be saved).
+    rng: rand_chacha::ChaCha8Rng,
 }
 
 impl<B: AutodiffBackend> PruneOptimizers<B> {
-    pub fn new() -> Self {
+    /// Fresh optimizers; `seed` starts the mask-sampling random stream.
+    pub fn new(seed: u64) -> Self {
         let adamw = || {
             AdamWConfig::new()
                 .with_beta_1(0.9)
@@ -148,13 +156,8 @@ impl<B: AutodiffBackend> PruneOptimizers<B> {
             weights: adamw().init(),
             masks: adamw().init(),
             lambdas: adamw().init(),
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
         }
-    }
-}
-
-impl<B: AutodiffBackend> Default for PruneOptimizers<B> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -179,8 +182,8 @@ pub fn prune_step<B: AutodiffBackend>(
     let mut single: Option<GradientsParams> = None;
     let (mut ce_sum, mut lag_sum) = (0.0, 0.0);
     for ids in batches {
-        // A fresh mask sample per forward (SPEC §1.2).
-        let z = pruner.l0.sample();
+        // A fresh mask sample per forward (SPEC §1.2), from the run's saved random stream.
+        let z = pruner.l0.sample_from(&mut optim.rng);
         let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
         let lag = pruner
             .lagrangian
@@ -260,36 +263,213 @@ fn step_log<B: Backend>(
     }
 }
 
-/// Runs `cfg.steps` pruning steps from `model`; `data` supplies token ids and
-/// `on_step` sees every step's log and the pruner after it (to save checkpoints). Returns the trained pruner (its masks give the target shape
-/// through [`L0Masks::deterministic`]).
-pub fn prune<B: AutodiffBackend>(
-    model: Llama<B>,
+/// A pruning run in progress: the trained module, the optimizers and random stream, and the
+/// number of steps done. Saved and restored whole for an exact resume.
+pub struct PruneRun<B: AutodiffBackend> {
+    pub pruner: Pruner<B>,
+    pub optim: PruneOptimizers<B>,
+    pub step: usize,
+}
+
+/// `state.json` of a pruning checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PruneCheckpoint {
+    step: usize,
+    rng_word_pos: u128,
+    target: String,
+    layer_masks: String,
+    model_config: serde_json::Value,
+    loader: Option<shear_data::LoaderState>,
+}
+
+fn layer_masks_name(k: LayerMasks) -> &'static str {
+    match k {
+        LayerMasks::Layer => "layer",
+        LayerMasks::HeadLayerMlp => "head-layer-mlp",
+    }
+}
+
+impl<B: AutodiffBackend> PruneRun<B> {
+    /// A fresh run: masks initialised (SPEC §2.2) and multipliers at 0.
+    pub fn new(model: Llama<B>, cfg: &PruneConfig) -> Self {
+        let device = model.embed_tokens.weight.device();
+        B::seed(&device, cfg.seed);
+        PruneRun {
+            pruner: Pruner {
+                l0: L0Masks::with_layer_masks(
+                    &model.config,
+                    cfg.hard_concrete,
+                    cfg.layer_masks,
+                    &device,
+                ),
+                lagrangian: Lagrangian::new(&device),
+                model,
+            },
+            optim: PruneOptimizers::new(cfg.seed),
+            step: 0,
+        }
+    }
+
+    /// Writes `dir/step-NNNNNNNN` (module and optimizer records, random stream position, loader
+    /// state) under a temporary name, renamed when complete.
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        cfg: &PruneConfig,
+        loader: Option<&shear_data::LoaderState>,
+    ) -> Result<std::path::PathBuf, CheckpointError> {
+        use burn::record::Recorder;
+        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let final_dir = dir.join(format!("step-{:08}", self.step));
+        let tmp = dir.join(format!(".step-{:08}.tmp", self.step));
+        let io = |p: &std::path::Path| {
+            let p = p.to_path_buf();
+            move |e: std::io::Error| CheckpointError::Io { path: p, source: e }
+        };
+        let rec_err = |p: std::path::PathBuf| {
+            move |e: burn::record::RecorderError| CheckpointError::Record {
+                path: p,
+                msg: e.to_string(),
+            }
+        };
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        self.pruner
+            .clone()
+            .save_file(tmp.join("pruner"), &rec)
+            .map_err(rec_err(tmp.join("pruner.mpk")))?;
+        rec.record(self.optim.weights.to_record(), tmp.join("optim_weights"))
+            .map_err(rec_err(tmp.join("optim_weights.mpk")))?;
+        rec.record(self.optim.masks.to_record(), tmp.join("optim_masks"))
+            .map_err(rec_err(tmp.join("optim_masks.mpk")))?;
+        rec.record(self.optim.lambdas.to_record(), tmp.join("optim_lambdas"))
+            .map_err(rec_err(tmp.join("optim_lambdas.mpk")))?;
+        let state = PruneCheckpoint {
+            step: self.step,
+            rng_word_pos: self.optim.rng.get_word_pos(),
+            target: cfg.target.to_string(),
+            layer_masks: layer_masks_name(cfg.layer_masks).into(),
+            model_config: self.pruner.model.config.to_hf_json(shear_model::Dtype::F32),
+            loader: loader.cloned(),
+        };
+        let json = serde_json::to_vec_pretty(&state).expect("state serialises");
+        std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
+        let _ = std::fs::remove_dir_all(&final_dir);
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        Ok(final_dir)
+    }
+
+    /// Restores a run saved by [`PruneRun::save`] for the same target and mask kind.
+    pub fn load(
+        ckpt: &std::path::Path,
+        cfg: &PruneConfig,
+        device: &B::Device,
+    ) -> Result<(Self, Option<shear_data::LoaderState>), CheckpointError> {
+        use burn::record::Recorder;
+        let path = ckpt.join("state.json");
+        let bad = |msg: String| CheckpointError::Record {
+            path: path.clone(),
+            msg,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let state: PruneCheckpoint = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if state.target != cfg.target.to_string()
+            || state.layer_masks != layer_masks_name(cfg.layer_masks)
+        {
+            return Err(bad(format!(
+                "made for target ({}) with {} masks, not ({}) with {} masks",
+                state.target,
+                state.layer_masks,
+                cfg.target,
+                layer_masks_name(cfg.layer_masks)
+            )));
+        }
+        let config =
+            shear_model::LlamaConfig::from_json_str(&state.model_config.to_string(), &path)
+                .map_err(|e| bad(e.to_string()))?;
+        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let rec_err = |p: std::path::PathBuf| {
+            move |e: burn::record::RecorderError| CheckpointError::Record {
+                path: p,
+                msg: e.to_string(),
+            }
+        };
+        let model = Llama::from_source(&config, &mut shear_model::RandomInit::default(), device)
+            .map_err(|e| bad(e.to_string()))?;
+        let skeleton = Pruner {
+            l0: L0Masks::with_layer_masks(&config, cfg.hard_concrete, cfg.layer_masks, device),
+            lagrangian: Lagrangian::new(device),
+            model,
+        };
+        let pruner = skeleton
+            .load_file(ckpt.join("pruner"), &rec, device)
+            .map_err(rec_err(ckpt.join("pruner.mpk")))?;
+        let mut optim = PruneOptimizers::<B>::new(cfg.seed);
+        optim.weights = optim.weights.load_record(
+            rec.load(ckpt.join("optim_weights.mpk"), device)
+                .map_err(rec_err(ckpt.join("optim_weights.mpk")))?,
+        );
+        optim.masks = optim.masks.load_record(
+            rec.load(ckpt.join("optim_masks.mpk"), device)
+                .map_err(rec_err(ckpt.join("optim_masks.mpk")))?,
+        );
+        optim.lambdas = optim.lambdas.load_record(
+            rec.load(ckpt.join("optim_lambdas.mpk"), device)
+                .map_err(rec_err(ckpt.join("optim_lambdas.mpk")))?,
+        );
+        optim.rng.set_word_pos(state.rng_word_pos);
+        Ok((
+            PruneRun {
+                pruner,
+                optim,
+                step: state.step,
+            },
+            state.loader,
+        ))
+    }
+}
+
+/// Continues `run` up to step `until` (the schedules follow `cfg.steps`); `data` supplies token
+/// ids and `on_step` sees every step's log and the run after it (to save checkpoints).
+pub fn prune_until<B: AutodiffBackend>(
+    mut run: PruneRun<B>,
     cfg: &PruneConfig,
     mut data: impl PruneData<B>,
-    mut on_step: impl FnMut(&StepLog, &Pruner<B>),
-) -> Pruner<B> {
-    let device = model.embed_tokens.weight.device();
-    B::seed(&device, cfg.seed);
-    let mut pruner = Pruner {
-        l0: L0Masks::with_layer_masks(&model.config, cfg.hard_concrete, cfg.layer_masks, &device),
-        lagrangian: Lagrangian::new(&device),
-        model,
-    };
-    let mut optim = PruneOptimizers::new();
-    for step in 0..cfg.steps {
+    until: usize,
+    mut on_step: impl FnMut(&StepLog, &PruneRun<B>),
+) -> PruneRun<B> {
+    while run.step < until.min(cfg.steps) {
+        let step = run.step;
         let batches: Vec<_> = (0..cfg.grad_accum.max(1))
             .map(|m| data.batch(step, m))
             .collect();
-        let (p, mut log) = prune_step(pruner, &mut optim, cfg, step, &batches);
-        pruner = p;
-        let report = data.after_step(step, &pruner);
+        // The pruner moves through the step (no second reference keeps the old weights alive).
+        let (p, mut log) = prune_step(run.pruner, &mut run.optim, cfg, step, &batches);
+        run.pruner = p;
+        run.step += 1;
+        let report = data.after_step(step, &run.pruner);
         log.domain_update = report.update;
         log.loader_events = report.events;
         log.loader_state = report.state;
-        on_step(&log, &pruner);
+        on_step(&log, &run);
     }
-    pruner
+    run
+}
+
+/// Runs `cfg.steps` pruning steps from `model`; `data` supplies token ids and `on_step` sees
+/// every step's log and the pruner after it. Returns the trained pruner (its masks give the
+/// target shape through [`L0Masks::deterministic`]).
+pub fn prune<B: AutodiffBackend>(
+    model: Llama<B>,
+    cfg: &PruneConfig,
+    data: impl PruneData<B>,
+    mut on_step: impl FnMut(&StepLog, &Pruner<B>),
+) -> Pruner<B> {
+    let run = PruneRun::new(model, cfg);
+    prune_until(run, cfg, data, cfg.steps, |log, r| on_step(log, &r.pruner)).pruner
 }
 
 /// The pruned model at exactly the target shape (SPEC §5), on the inner backend.

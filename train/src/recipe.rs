@@ -120,6 +120,8 @@ pub struct PruneSection {
     pub update_every: usize,
     /// Initial domain weights (`redpajama`, `uniform`, `tokens`, `auto`, or a table).
     pub proportions: Proportions,
+    /// Checkpoint every this many steps (an interrupted stage resumes from the newest).
+    pub save_every: usize,
     pub seed: u64,
 }
 
@@ -136,6 +138,7 @@ impl Default for PruneSection {
             lagrangian_warmup: None,
             update_every: 50,
             proportions: Proportions::default(),
+            save_every: 400,
             seed: 0,
         }
     }

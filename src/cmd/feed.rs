@@ -250,6 +250,18 @@ pub fn save_loader_state(path: &Path, state: &LoaderState) -> anyhow::Result<()>
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// The JSONL log of a run: appended to when resuming, else started afresh.
+pub fn open_log(path: &Path, resuming: bool) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resuming)
+        .truncate(!resuming)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(std::io::BufWriter::new(file))
+}
+
 /// Appends one JSON line.
 pub fn write_jsonl(
     w: &mut impl std::io::Write,

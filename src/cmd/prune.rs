@@ -11,7 +11,9 @@ use shear_model::masks::{LayerMasks, TargetShape};
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::LlamaConfig;
 
-use super::feed::{report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source};
+use super::feed::{
+    open_log, report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source,
+};
 use shear_data::DynamicLoader;
 use shear_train::prune::{finish, prune_until, PruneConfig, PruneRun};
 use shear_train::prune::{FnBatches, PruneData};
@@ -167,14 +169,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         None => PruneRun::new(model, &cfg),
     };
     let log_path = args.out.join("prune_log.jsonl");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(resume_from.is_some())
-        .truncate(resume_from.is_none())
-        .open(&log_path)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
-    let mut log = std::io::BufWriter::new(file);
+    let mut log = open_log(&log_path, resume_from.is_some())?;
     let batch = args.batch;
     let until = args.stop_after.unwrap_or(args.steps).min(args.steps);
     let loader_path = args.out.join("loader_state.json");

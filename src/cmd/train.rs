@@ -13,7 +13,9 @@ use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::{Dtype, Llama, LlamaConfig, RandomInit};
 use shear_train::trainer::{latest_checkpoint, train, Distill, TrainConfig, TrainData, Trainer};
 
-use super::feed::{report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source};
+use super::feed::{
+    open_log, report, save_loader_state, stream_batch_at, write_jsonl, DataArgs, Source,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -207,14 +209,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     };
 
     let log_path = args.out.join("train_log.jsonl");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(resume_from.is_some())
-        .truncate(resume_from.is_none())
-        .open(&log_path)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
-    let mut log = std::io::BufWriter::new(file);
+    let mut log = open_log(&log_path, resume_from.is_some())?;
     let loader_path = args.out.join("loader_state.json");
     let steps = trainer.cfg.steps;
     let until = args.stop_after.unwrap_or(steps).min(steps);

@@ -447,9 +447,21 @@ fn markdown(run: &Value, charts: &[(String, PathBuf)], run_dir: &Path) -> String
             shape["params"]
         );
     }
-    let _ = writeln!(s, "\n## Per-domain eval loss (perplexity)\n");
-    let _ = writeln!(s, "| domain | {} |", models.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---|".repeat(models.len()));
+    // One row per domain / task, one column per model: `cell(model, index)`.
+    let table = |s: &mut String,
+                 title: &str,
+                 first: &str,
+                 labels: &[String],
+                 cell: &dyn Fn(&str, usize) -> String| {
+        let _ = writeln!(s, "\n## {title}\n");
+        let _ = writeln!(s, "| {first} | {} |", models.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(models.len()));
+        for (i, label) in labels.iter().enumerate() {
+            let cells: Vec<String> = models.iter().map(|k| cell(k, i)).collect();
+            let _ = writeln!(s, "| {label} | {} |", cells.join(" | "));
+        }
+    };
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let domains: Vec<String> = m[models[0]]["domains"]
         .as_array()
         .map(|a| {
@@ -458,48 +470,35 @@ fn markdown(run: &Value, charts: &[(String, PathBuf)], run_dir: &Path) -> String
                 .collect()
         })
         .unwrap_or_default();
-    for (i, d) in domains.iter().enumerate() {
-        let cells: Vec<String> = models
-            .iter()
-            .map(|k| {
-                let x = &m[*k]["domains"][i];
-                format!(
-                    "{:.4} ({:.2})",
-                    x["loss"].as_f64().unwrap_or(f64::NAN),
-                    x["perplexity"].as_f64().unwrap_or(f64::NAN)
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "| {d} | {} |", cells.join(" | "));
-    }
-    let tasks = m[models[0]]["tasks"]
+    table(
+        &mut s,
+        "Per-domain eval loss (perplexity)",
+        "domain",
+        &domains,
+        &|k, i| {
+            let x = &m[k]["domains"][i];
+            format!("{:.4} ({:.2})", num(&x["loss"]), num(&x["perplexity"]))
+        },
+    );
+    let tasks: Vec<String> = m[models[0]]["tasks"]
         .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if !tasks.is_empty() {
-        let _ = writeln!(s, "\n## Tasks (acc / acc_norm)\n");
-        let _ = writeln!(s, "| task | {} |", models.join(" | "));
-        let _ = writeln!(s, "|---|{}", "---|".repeat(models.len()));
-        for (i, t) in tasks.iter().enumerate() {
-            let cells: Vec<String> = models
-                .iter()
-                .map(|k| {
-                    let x = &m[*k]["tasks"][i];
+        .map(|a| {
+            a.iter()
+                .map(|t| {
                     format!(
-                        "{:.3} / {:.3}",
-                        x["acc"].as_f64().unwrap_or(f64::NAN),
-                        x["acc_norm"].as_f64().unwrap_or(f64::NAN)
+                        "{} ({} items)",
+                        t["task"].as_str().unwrap_or("?"),
+                        t["items"]
                     )
                 })
-                .collect();
-            let _ = writeln!(
-                s,
-                "| {} ({} items) | {} |",
-                t["task"].as_str().unwrap_or("?"),
-                t["items"],
-                cells.join(" | ")
-            );
-        }
+                .collect()
+        })
+        .unwrap_or_default();
+    if !tasks.is_empty() {
+        table(&mut s, "Tasks (acc / acc_norm)", "task", &tasks, &|k, i| {
+            let x = &m[k]["tasks"][i];
+            format!("{:.3} / {:.3}", num(&x["acc"]), num(&x["acc_norm"]))
+        });
     }
     let _ = writeln!(
         s,

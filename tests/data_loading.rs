@@ -244,6 +244,13 @@ fn weights_are_validated() {
         .resolve(&doms, &[1, 1, 1])
         .unwrap_err();
     assert!(e.to_string().contains("sum to 1.1"), "{e}");
+    // The code rule's smoothing gives every domain weight; one without data here keeps 0.
+    let l = DynamicLoader::new(data.domains(), shards(), vec![0.5, 0.5, 0.0], 4, 0).unwrap();
+    let w = UpdateRule::Code.apply(l.weights(), &[2.0, 3.0, 4.0], &[2.0, 2.0, 2.0]);
+    assert!(w[2] > 0.0);
+    let w = l.without_empty(w);
+    assert_eq!(w[2], 0.0);
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12 && w[1] > w[0]);
     // Named proportions.
     let w = "tokens"
         .parse::<Proportions>()

@@ -173,6 +173,18 @@ impl DynamicLoader {
         Ok(())
     }
 
+    /// `weights` with the domains that have no sequences here set to 0, renormalised: the code
+    /// rule's uniform smoothing would otherwise give them weight.
+    pub fn without_empty(&self, mut weights: Vec<f64>) -> Vec<f64> {
+        for (w, s) in weights.iter_mut().zip(&self.shards) {
+            if s.is_empty() {
+                *w = 0.0;
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        weights.into_iter().map(|w| w / sum).collect()
+    }
+
     /// A snapshot of the state (for checkpoints).
     pub fn state(&self) -> LoaderState {
         LoaderState {

@@ -117,7 +117,9 @@ impl<B: Backend> DynamicBatches<B> {
     ) -> UpdateRecord {
         let losses: Vec<f64> = self.evaluate(model, z).iter().map(|d| d.loss).collect();
         let before = self.loader.weights().to_vec();
-        let weights = self.cfg.rule.apply(&before, &losses, &self.reference);
+        let weights =
+            self.loader
+                .without_empty(self.cfg.rule.apply(&before, &losses, &self.reference));
         self.loader
             .set_weights(weights.clone())
             .expect("update rules keep weights normalised and zero where there is no data");

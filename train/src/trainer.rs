@@ -161,21 +161,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         for ids in batches {
             let [b, s] = ids.dims();
             tokens += b * s;
+            // `ce` is `Some` only with distillation; otherwise the loss is the CE (one host read).
             let (loss, ce) = match (self.cfg.distill, teacher) {
                 (Some(d), Some(t)) => {
                     let logits = self.model.forward(ids.clone());
                     let ce = next_token_loss(logits.clone(), ids.clone());
                     let t_logits = Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
                     let kd = distill_loss(logits, t_logits, d.temperature);
-                    (ce.clone() + kd * d.weight, ce)
+                    (ce.clone() + kd * d.weight, Some(ce))
                 }
-                _ => {
-                    let ce = self.model.loss(ids.clone());
-                    (ce.clone(), ce)
-                }
+                _ => (self.model.loss(ids.clone()), None),
             };
-            loss_sum += loss.clone().detach().into_scalar().elem::<f64>();
-            ce_sum += ce.detach().into_scalar().elem::<f64>();
+            let value = loss.clone().detach().into_scalar().elem::<f64>();
+            loss_sum += value;
+            ce_sum += ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
             let grads = GradientsParams::from_grads((loss / n).backward(), &self.model);
             if batches.len() == 1 {
                 single = Some(grads);

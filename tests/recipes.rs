@@ -113,3 +113,48 @@ fn bad_recipes_name_the_key() {
     let e = r.resolve(&tiny, &[1]).unwrap_err();
     assert!(e.contains("[model] preset"), "{e}");
 }
+
+/// `shear run --set KEY=VALUE`: overrides reach the recipe; a wrong key or type names it.
+#[test]
+fn overrides_apply_and_bad_ones_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("r.toml");
+    std::fs::write(
+        &path,
+        "[model]\nsource = \"m\"\npreset = \"sheared-1.3b\"\n\n[data]\n[[data.domain]]\nname = \"a\"\npaths = [\"x\"]\n",
+    )
+    .unwrap();
+    let set = |s: &[&str]| {
+        let v: Vec<String> = s.iter().map(|x| x.to_string()).collect();
+        Recipe::from_toml_file_with(&path, &v)
+    };
+    let r = set(&[
+        "prune.steps=20",
+        "train.lr=3e-3",
+        "model.dtype=bf16",
+        "compare.scratch_lr=0.01",
+    ])
+    .unwrap();
+    assert_eq!(r.prune.steps, 20);
+    assert_eq!(r.train.lr, 3e-3);
+    assert_eq!(
+        r.model.dtype.as_deref(),
+        Some("bf16"),
+        "a bare word is a string"
+    );
+    assert_eq!(r.compare.scratch_lr, Some(0.01));
+    assert!(
+        r.data.domains[0].paths[0].starts_with(tmp.path()),
+        "paths stay relative to the file"
+    );
+    let e = set(&["prune.stpes=20"]).unwrap_err();
+    assert!(e.msg.contains("stpes"), "{}", e.msg);
+    let e = set(&["train.steps=many"]).unwrap_err();
+    assert!(
+        e.msg.contains("invalid type") && e.msg.contains("train.steps"),
+        "{}",
+        e.msg
+    );
+    let e = set(&["prune.steps"]).unwrap_err();
+    assert!(e.msg.contains("KEY=VALUE"), "{}", e.msg);
+}

@@ -1,6 +1,7 @@
 //! shear-data: corpora, tokenization, token shards and dynamic batch loading (SPEC §6, §8).
 
 pub mod batch;
+pub mod bpe;
 pub mod corpus;
 pub mod dynamic;
 pub mod error;

@@ -15,6 +15,28 @@ pub enum Command {
     Prepare(PrepareArgs),
     /// Measure tokenization and dynamic-loader throughput.
     Bench(BenchArgs),
+    /// Train a byte-level BPE tokenizer on corpus files (writes tokenizer.json and
+    /// tokenizer_config.json).
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokenizerArgs {
+    /// Corpus files or folders (as `data prepare` reads them).
+    #[arg(required = true)]
+    pub corpus: Vec<PathBuf>,
+    /// Vocabulary size, special tokens and the 256 byte symbols included.
+    #[arg(long, default_value_t = 4096)]
+    pub vocab: usize,
+    /// A merge needs at least this many occurrences.
+    #[arg(long, default_value_t = 2)]
+    pub min_frequency: u64,
+    /// JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,7 +102,29 @@ pub fn run<B: Backend>(cmd: Command, offline: bool, device: &B::Device) -> anyho
     match cmd {
         Command::Prepare(a) => run_prepare(a, offline),
         Command::Bench(a) => run_bench::<B>(a, offline, device),
+        Command::Tokenizer(a) => run_tokenizer(a),
     }
+}
+
+fn run_tokenizer(a: TokenizerArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut docs = Vec::new();
+    for file in shear_data::corpus::collect_files(&a.corpus)? {
+        docs.extend(shear_data::corpus::read_documents(
+            &file.path,
+            &a.text_field,
+        )?);
+    }
+    let tokenizer = shear_data::bpe::train_bpe(&docs, a.vocab, a.min_frequency)?;
+    shear_data::bpe::save_tokenizer(&tokenizer, &a.out)?;
+    println!(
+        "trained a {}-token byte-level BPE on {} documents in {:.1} s -> {}",
+        tokenizer.get_vocab_size(true),
+        docs.len(),
+        started.elapsed().as_secs_f64(),
+        a.out.join("tokenizer.json").display()
+    );
+    Ok(())
 }
 
 /// `--tokenizer`: a tokenizer.json file, a directory holding one, or a hub id.

@@ -170,11 +170,13 @@ impl DataArgs {
                 .join(", ")
         };
         eprintln!("domain weights: {}", show(d.loader.weights()));
-        eprintln!(
-            "reference losses ({}): {}",
-            self.reference,
-            show(&d.reference)
-        );
+        // A name or a file is worth showing; explicit values are shown below anyway.
+        let how = if self.reference.contains('=') {
+            String::new()
+        } else {
+            format!(" ({})", self.reference)
+        };
+        eprintln!("reference losses{how}: {}", show(&d.reference));
     }
 }
 
@@ -269,5 +271,7 @@ pub fn write_jsonl(
 ) -> anyhow::Result<()> {
     serde_json::to_writer(&mut *w, value)?;
     writeln!(w)?;
+    // One line per step: flushed, so the log can be followed while the run goes on.
+    w.flush()?;
     Ok(())
 }

@@ -17,11 +17,19 @@ use super::feed::DataArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The recipe (TOML).
-    pub recipe: PathBuf,
-    /// Run directory: data/, prune/, train/, eval.json, run.json.
+    /// The recipe (TOML). Without one: the embedded default (the tiny source model and the
+    /// four-domain corpus of assets/, unpacked into OUT/inputs).
+    pub recipe: Option<PathBuf>,
+    /// Run directory: data/, prune/, train/, run.json, report.md, charts/.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also run the baselines (in OUT/compare): the target shape trained from scratch on the
+    /// same number of tokens, and pruning + continued training with a static mixture.
+    #[arg(long)]
+    pub compare: bool,
+    /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Marks a finished stage.
@@ -37,21 +45,29 @@ fn mark_done(dir: &Path) -> anyhow::Result<()> {
 }
 
 #[derive(serde::Serialize)]
-struct Stage {
+pub struct Stage {
     name: &'static str,
     seconds: f64,
     skipped: bool,
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
-    let recipe = Recipe::from_toml_file(&args.recipe)?;
+    let recipe_path = match &args.recipe {
+        Some(p) => p.clone(),
+        None => {
+            let path = crate::embedded::unpack(&args.out.join("inputs"))?;
+            eprintln!("recipe: the embedded default ({})", path.display());
+            path
+        }
+    };
+    let recipe = Recipe::from_toml_file_with(&recipe_path, &args.set)?;
     let source = super::resolve(&recipe.model.source, offline)?;
     let config = LlamaConfig::from_file(&source)?;
     // Everything the recipe says is checked before any work (token counts are not known yet:
     // proportions by tokens are checked again once the data is prepared).
     recipe
         .resolve(&config, &vec![1; recipe.data.domains.len()])
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.recipe.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_path.display()))?;
     let tokenizer = Tokenizer::from_file(&source).with_context(|| {
         format!(
             "the recipe's source {} needs a tokenizer.json",
@@ -92,10 +108,30 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         .collect();
     let resolved = recipe
         .resolve(&config, &tokens)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.recipe.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_path.display()))?;
 
     // The reference losses as something `--reference` reads.
     let reference = match &recipe.dynamic.reference {
+        // Every stage (pruning, continued training, the baselines) measures its gaps against
+        // the source model, not against the model it trains: evaluate the source once here
+        // and hand the values on.
+        ReferenceSpec::Named(n) if n == "source" => {
+            let (losses, _) = super::eval::evaluate::<B>(
+                &source,
+                Some(&data_dir),
+                Split::Eval,
+                &[],
+                recipe.dynamic.eval_batch,
+                recipe.dynamic.eval_sequences,
+                device,
+            )
+            .context("reference losses: evaluating the source model")?;
+            losses
+                .iter()
+                .map(|l| format!("{}={}", l.domain, l.loss))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
         ReferenceSpec::Named(n) => n.clone(),
         ReferenceSpec::Table(t) => {
             let path = args.out.join("reference.toml");
@@ -106,112 +142,35 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
             path.to_string_lossy().into_owned()
         }
     };
-    let feed = |proportions: String, update_every: usize| DataArgs {
-        data: data_dir.clone(),
-        seq: None,
-        proportions,
-        update_rule: recipe.dynamic.update_rule.clone(),
-        update_every: Some(update_every),
-        reference: reference.clone(),
-        eval_batch: recipe.dynamic.eval_batch,
-        eval_sequences: recipe.dynamic.eval_sequences,
+    let stage = StageRunner::<B> {
+        recipe: &recipe,
+        resolved: &resolved,
+        data_dir: data_dir.clone(),
+        reference,
+        source: source.clone(),
+        offline,
+        device,
     };
 
     // 2. Prune (and materialize).
     let prune_dir = args.out.join("prune");
-    let t = Instant::now();
-    let skipped = done(&prune_dir);
-    if !skipped {
-        let p = &recipe.prune;
-        super::prune::run::<B>(
-            super::prune::Args {
-                model: source.to_string_lossy().into_owned(),
-                target: Some(format!(
-                    "layers={},hidden={},heads={},intermediate={}",
-                    resolved.target.layers,
-                    resolved.target.hidden,
-                    resolved.target.heads,
-                    resolved.target.intermediate
-                )),
-                preset: None,
-                feed: feed(p.proportions.to_string(), p.update_every),
-                out: prune_dir.clone(),
-                steps: p.steps,
-                batch: p.batch,
-                grad_accum: p.grad_accum,
-                lr_weights: p.lr_weights,
-                lr_masks: p.lr_masks,
-                lr_lambda: p.lr_lambda,
-                lr_warmup: p.lr_warmup,
-                lagrangian_warmup: p.lagrangian_warmup,
-                save_every: p.save_every,
-                resume: true,
-                stop_after: None,
-                dtype: recipe.model.dtype.clone(),
-                seed: p.seed,
-                layer_masks: match recipe.model.layer_masks.as_str() {
-                    "head-layer-mlp" => super::prune::LayerMaskArg::HeadLayerMlp,
-                    _ => super::prune::LayerMaskArg::Layer,
-                },
-            },
-            offline,
-            device,
-        )
-        .context("prune stage")?;
-        mark_done(&prune_dir)?;
-    }
-    stages.push(Stage {
-        name: "prune",
-        seconds: t.elapsed().as_secs_f64(),
-        skipped,
-    });
+    stages.push(stage.prune("prune", &prune_dir, &recipe.dynamic.update_rule)?);
     let pruned = prune_dir.join("model");
 
     // 3. Continued pre-training.
     let train_dir = args.out.join("train");
     let tr = &recipe.train;
     let final_model = if tr.enabled {
-        let t = Instant::now();
-        let skipped = done(&train_dir);
-        if !skipped {
-            let proportions = match &resolved.train_weights {
-                Some(_) => tr.proportions.to_string(),
-                None => final_pruning_weights(&prune_dir, &data.domains())?,
-            };
-            super::train::run::<B>(
-                super::train::Args {
-                    model: pruned.to_string_lossy().into_owned(),
-                    feed: feed(proportions, tr.update_every),
-                    out: train_dir.clone(),
-                    steps: tr.steps,
-                    batch: tr.batch,
-                    grad_accum: tr.grad_accum,
-                    lr: tr.lr,
-                    warmup: tr.warmup,
-                    min_lr_ratio: tr.min_lr_ratio,
-                    weight_decay: tr.weight_decay,
-                    max_grad_norm: tr.max_grad_norm,
-                    save_every: tr.save_every,
-                    resume: true,
-                    stop_after: None,
-                    init: super::train::Init::Weights,
-                    distill_from: tr.distill.map(|_| source.to_string_lossy().into_owned()),
-                    distill_weight: tr.distill.map_or(1.0, |d| d.weight),
-                    distill_temperature: tr.distill.map_or(1.0, |d| d.temperature),
-                    dtype: recipe.model.dtype.clone(),
-                    seed: tr.seed,
-                },
-                offline,
-                device,
-            )
-            .context("train stage")?;
-            mark_done(&train_dir)?;
-        }
-        stages.push(Stage {
-            name: "train",
-            seconds: t.elapsed().as_secs_f64(),
-            skipped,
-        });
+        let proportions = match &resolved.train_weights {
+            Some(_) => tr.proportions.to_string(),
+            None => final_pruning_weights(&prune_dir, &data.domains())?,
+        };
+        stages.push(stage.train(
+            "train",
+            &train_dir,
+            &pruned,
+            TrainPlan::continued(tr, proportions, &recipe.dynamic.update_rule),
+        )?);
         train_dir.join("model")
     } else {
         pruned.clone()
@@ -219,7 +178,6 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
 
     // 4. Evaluation of the source, the pruned and the final model.
     let t = Instant::now();
-    let e = &recipe.eval;
     let mut metrics = serde_json::Map::new();
     for (name, dir) in [
         ("source", &source),
@@ -229,30 +187,24 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         if name == "final" && !tr.enabled {
             continue;
         }
-        let (losses, scores) = super::eval::evaluate::<B>(
-            dir,
-            Some(&data_dir),
-            Split::Eval,
-            &e.tasks,
-            e.batch,
-            e.max_sequences,
-            device,
-        )
-        .with_context(|| format!("eval stage ({name})"))?;
-        let params = LlamaConfig::from_file(dir)?.param_counts().total();
-        metrics.insert(
-            name.into(),
-            serde_json::json!({ "params": params, "domains": losses, "tasks": scores }),
-        );
+        metrics.insert(name.into(), stage.eval(name, dir)?);
     }
     stages.push(Stage {
         name: "eval",
         seconds: t.elapsed().as_secs_f64(),
         skipped: false,
     });
+
+    // 5. Baselines (--compare).
+    let compare = if args.compare {
+        let c = super::compare::run(&stage, &args.out, &prune_dir, &metrics, &mut stages)?;
+        Some(c)
+    } else {
+        None
+    };
     let run = serde_json::json!({
         "shear_version": env!("CARGO_PKG_VERSION"),
-        "recipe_file": args.recipe,
+        "recipe_file": recipe_path,
         "recipe": recipe,
         "source": source,
         "target": {
@@ -272,17 +224,29 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
             "train": if tr.enabled {
                 tr.steps * tr.batch * tr.grad_accum * data.manifest.seq_len
             } else { 0 },
+            "scratch": compare.as_ref().map(|c| {
+                c["scratch_steps"].as_u64().unwrap_or(0) as usize
+                    * tr.batch * tr.grad_accum * data.manifest.seq_len
+            }),
+            "static prune": compare.as_ref().map(|_| {
+                recipe.prune.steps * recipe.prune.batch * recipe.prune.grad_accum
+                    * data.manifest.seq_len
+            }),
+            "static train": compare.as_ref().filter(|_| tr.enabled).map(|_| {
+                tr.steps * tr.batch * tr.grad_accum * data.manifest.seq_len
+            }),
         },
         "stages": stages,
         "wall_seconds": started.elapsed().as_secs_f64(),
         "metrics": metrics,
+        "compare": compare,
         "final_model": final_model,
     });
     let path = args.out.join("run.json");
     shear_model::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&run)?.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     let report_path = shear_train::report::write_report(&args.out, &run)?;
-    print_summary(&metrics);
+    print_summary(&metrics, compare.as_ref());
     println!("report: {}", report_path.display());
     println!(
         "-> {} (run.json, {})",
@@ -316,10 +280,18 @@ fn final_pruning_weights(prune_dir: &Path, domains: &[String]) -> anyhow::Result
     Ok(Proportions::Explicit(map).to_string())
 }
 
-fn print_summary(metrics: &serde_json::Map<String, serde_json::Value>) {
+fn print_summary(
+    metrics: &serde_json::Map<String, serde_json::Value>,
+    compare: Option<&serde_json::Value>,
+) {
     println!("{:<8} {:>14} {:>10}", "model", "parameters", "mean loss");
-    for name in ["source", "pruned", "final"] {
-        let Some(m) = metrics.get(name) else {
+    let baselines = ["scratch", "static"].map(|k| (k, compare.map(|c| &c[k])));
+    let rows = ["source", "pruned", "final"]
+        .map(|k| (k, metrics.get(k)))
+        .into_iter()
+        .chain(baselines);
+    for (name, m) in rows {
+        let Some(m) = m.filter(|m| m.is_object()) else {
             continue;
         };
         let losses: Vec<f64> = m["domains"]
@@ -327,6 +299,188 @@ fn print_summary(metrics: &serde_json::Map<String, serde_json::Value>) {
             .map(|a| a.iter().filter_map(|d| d["loss"].as_f64()).collect())
             .unwrap_or_default();
         let mean = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
-        println!("{name:<8} {:>14} {mean:>10.4}", m["params"]);
+        println!(
+            "{name:<8} {:>14} {mean:>10.4}",
+            m["params"].as_u64().unwrap_or(0)
+        );
+    }
+}
+
+/// Everything a stage needs, and the stages themselves (the main run and the baselines share
+/// them).
+pub struct StageRunner<'a, B: Backend> {
+    pub recipe: &'a Recipe,
+    pub resolved: &'a shear_train::recipe::Resolved,
+    pub data_dir: PathBuf,
+    /// As `--reference` reads it.
+    pub reference: String,
+    pub source: PathBuf,
+    pub offline: bool,
+    pub device: &'a B::Device,
+}
+
+/// One training stage's settings (continued pre-training, or a from-scratch baseline).
+pub struct TrainPlan {
+    pub init: super::train::Init,
+    pub steps: usize,
+    pub lr: f64,
+    pub warmup: Option<usize>,
+    pub proportions: String,
+    pub update_rule: String,
+}
+
+impl TrainPlan {
+    /// The recipe's continued pre-training.
+    pub fn continued(
+        tr: &shear_train::recipe::TrainSection,
+        proportions: String,
+        update_rule: &str,
+    ) -> Self {
+        TrainPlan {
+            init: super::train::Init::Weights,
+            steps: tr.steps,
+            lr: tr.lr,
+            warmup: tr.warmup,
+            proportions,
+            update_rule: update_rule.to_string(),
+        }
+    }
+}
+
+impl<B: Backend> StageRunner<'_, B> {
+    fn feed(&self, proportions: String, update_every: usize, update_rule: &str) -> DataArgs {
+        DataArgs {
+            data: self.data_dir.clone(),
+            seq: None,
+            proportions,
+            update_rule: update_rule.to_string(),
+            update_every: Some(update_every),
+            reference: self.reference.clone(),
+            eval_batch: self.recipe.dynamic.eval_batch,
+            eval_sequences: self.recipe.dynamic.eval_sequences,
+        }
+    }
+
+    /// Prunes the source into `dir` (masks, log, materialized `model/`), unless already done.
+    pub fn prune(
+        &self,
+        name: &'static str,
+        dir: &Path,
+        update_rule: &str,
+    ) -> anyhow::Result<Stage> {
+        let t = Instant::now();
+        let skipped = done(dir);
+        if !skipped {
+            let p = &self.recipe.prune;
+            let target = &self.resolved.target;
+            super::prune::run::<B>(
+                super::prune::Args {
+                    model: self.source.to_string_lossy().into_owned(),
+                    target: Some(format!(
+                        "layers={},hidden={},heads={},intermediate={}",
+                        target.layers, target.hidden, target.heads, target.intermediate
+                    )),
+                    preset: None,
+                    feed: self.feed(p.proportions.to_string(), p.update_every, update_rule),
+                    out: dir.to_path_buf(),
+                    steps: p.steps,
+                    batch: p.batch,
+                    grad_accum: p.grad_accum,
+                    lr_weights: p.lr_weights,
+                    lr_masks: p.lr_masks,
+                    lr_lambda: p.lr_lambda,
+                    lr_warmup: p.lr_warmup,
+                    lagrangian_warmup: p.lagrangian_warmup,
+                    save_every: p.save_every,
+                    resume: true,
+                    stop_after: None,
+                    dtype: self.recipe.model.dtype.clone(),
+                    seed: p.seed,
+                    layer_masks: match self.recipe.model.layer_masks.as_str() {
+                        "head-layer-mlp" => super::prune::LayerMaskArg::HeadLayerMlp,
+                        _ => super::prune::LayerMaskArg::Layer,
+                    },
+                },
+                self.offline,
+                self.device,
+            )
+            .with_context(|| format!("{name} stage"))?;
+            mark_done(dir)?;
+        }
+        Ok(Stage {
+            name,
+            seconds: t.elapsed().as_secs_f64(),
+            skipped,
+        })
+    }
+
+    /// Trains `model` into `dir` as `plan` says, unless already done.
+    pub fn train(
+        &self,
+        name: &'static str,
+        dir: &Path,
+        model: &Path,
+        plan: TrainPlan,
+    ) -> anyhow::Result<Stage> {
+        let t = Instant::now();
+        let skipped = done(dir);
+        if !skipped {
+            let tr = &self.recipe.train;
+            super::train::run::<B>(
+                super::train::Args {
+                    model: model.to_string_lossy().into_owned(),
+                    feed: self.feed(plan.proportions, tr.update_every, &plan.update_rule),
+                    out: dir.to_path_buf(),
+                    steps: plan.steps,
+                    batch: tr.batch,
+                    grad_accum: tr.grad_accum,
+                    lr: plan.lr,
+                    warmup: plan.warmup,
+                    min_lr_ratio: tr.min_lr_ratio,
+                    weight_decay: tr.weight_decay,
+                    max_grad_norm: tr.max_grad_norm,
+                    save_every: tr.save_every,
+                    resume: true,
+                    stop_after: None,
+                    init: plan.init,
+                    distill_from: match plan.init {
+                        super::train::Init::Weights => tr
+                            .distill
+                            .map(|_| self.source.to_string_lossy().into_owned()),
+                        super::train::Init::Random => None,
+                    },
+                    distill_weight: tr.distill.map_or(1.0, |d| d.weight),
+                    distill_temperature: tr.distill.map_or(1.0, |d| d.temperature),
+                    dtype: self.recipe.model.dtype.clone(),
+                    seed: tr.seed,
+                },
+                self.offline,
+                self.device,
+            )
+            .with_context(|| format!("{name} stage"))?;
+            mark_done(dir)?;
+        }
+        Ok(Stage {
+            name,
+            seconds: t.elapsed().as_secs_f64(),
+            skipped,
+        })
+    }
+
+    /// Per-domain eval losses (and task scores) of the model in `dir`, as run.json holds them.
+    pub fn eval(&self, name: &str, dir: &Path) -> anyhow::Result<serde_json::Value> {
+        let e = &self.recipe.eval;
+        let (losses, scores) = super::eval::evaluate::<B>(
+            dir,
+            Some(&self.data_dir),
+            Split::Eval,
+            &e.tasks,
+            e.batch,
+            e.max_sequences,
+            self.device,
+        )
+        .with_context(|| format!("eval stage ({name})"))?;
+        let params = LlamaConfig::from_file(dir)?.param_counts().total();
+        Ok(serde_json::json!({ "params": params, "domains": losses, "tasks": scores }))
     }
 }

@@ -23,6 +23,8 @@ pub struct Recipe {
     pub train: TrainSection,
     #[serde(default)]
     pub eval: EvalSection,
+    #[serde(default)]
+    pub compare: CompareSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -216,6 +218,45 @@ impl Default for EvalSection {
     }
 }
 
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().trim().replace('\n', " ")
+}
+
+/// Applies one `KEY=VALUE` override (dotted key into tables, created when missing).
+fn set_key(table: &mut toml::Table, assignment: &str) -> Result<(), String> {
+    let (key, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE"))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, path) = parts.split_last().expect("split yields one part");
+    let mut t = table;
+    for p in path {
+        t = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("--set {assignment}: `{p}` is not a table"))?;
+    }
+    t.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// The baselines `shear run --compare` adds (the paper's claims in miniature): the target shape
+/// trained from scratch on as many tokens as pruning + continued training used, and the same
+/// pruning + continued training with a static mixture instead of dynamic batch loading.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareSection {
+    /// Peak learning rate of the from-scratch baseline (default: `train.lr`).
+    pub scratch_lr: Option<f64>,
+    /// Its warm-up steps (default: 3 % of its steps).
+    pub scratch_warmup: Option<usize>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {msg}", path.display())]
 pub struct RecipeError {
@@ -238,20 +279,43 @@ pub struct Resolved {
 impl Recipe {
     /// Parses a recipe; relative paths (data, tasks, a local source) become relative to it.
     pub fn from_toml_file(path: &Path) -> Result<Self, RecipeError> {
+        Self::from_toml_file_with(path, &[])
+    }
+
+    /// As [`Recipe::from_toml_file`], with `KEY=VALUE` overrides applied first (`prune.steps=20`,
+    /// `model.target="layers=2,..."`; a value that is not TOML is taken as a string).
+    pub fn from_toml_file_with(path: &Path, overrides: &[String]) -> Result<Self, RecipeError> {
         let err = |msg: String| RecipeError {
             path: path.to_path_buf(),
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Self::from_toml_str(&text, path.parent().unwrap_or(Path::new("."))).map_err(|e| err(e.msg))
+        let base = path.parent().unwrap_or(Path::new("."));
+        if overrides.is_empty() {
+            return Self::from_toml_str(&text, base).map_err(|e| err(e.msg));
+        }
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(one_line(&e)))?;
+        for o in overrides {
+            set_key(&mut table, o).map_err(err)?;
+        }
+        let r: Recipe = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| err(format!("with --set: {}", one_line(&e))))?;
+        Ok(r.relative_to(base))
     }
 
     /// Parses recipe text whose relative paths are relative to `base`.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, RecipeError> {
-        let mut r: Recipe = toml::from_str(text).map_err(|e| RecipeError {
+        let r: Recipe = toml::from_str(text).map_err(|e| RecipeError {
             path: PathBuf::new(),
-            msg: e.to_string().trim().replace('\n', " "),
+            msg: one_line(&e),
         })?;
+        Ok(r.relative_to(base))
+    }
+
+    /// Makes relative paths (data, tasks, a local source) relative to `base`.
+    fn relative_to(mut self, base: &Path) -> Self {
+        let r = &mut self;
         for d in &mut r.data.domains {
             for p in &mut d.paths {
                 if p.is_relative() {
@@ -268,7 +332,7 @@ impl Recipe {
         if Path::new(&r.model.source).is_relative() && local.exists() {
             r.model.source = local.to_string_lossy().into_owned();
         }
-        Ok(r)
+        self
     }
 
     /// Checks the recipe against the source's config and resolves the target, the initial

@@ -523,6 +523,9 @@ fn markdown(run: &Value, charts: &[(String, PathBuf)], run_dir: &Path) -> String
             }
         );
     }
+    if run["compare"].is_object() {
+        compare_markdown(&mut s, run, &domains);
+    }
     if !charts.is_empty() {
         let _ = writeln!(s, "\n## Charts\n");
         for (title, path) in charts {
@@ -531,4 +534,133 @@ fn markdown(run: &Value, charts: &[(String, PathBuf)], run_dir: &Path) -> String
         }
     }
     s
+}
+
+/// Per-domain eval losses of one model in run.json.
+fn losses(model: &Value) -> Vec<f64> {
+    model["domains"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| d["loss"].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// The largest gap to the reference loss over domains (the quantity dynamic batch loading
+/// tries to shrink, SPEC §6).
+pub fn largest_gap(losses: &[f64], reference: &[f64]) -> f64 {
+    losses
+        .iter()
+        .zip(reference)
+        .map(|(l, r)| l - r)
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The mini reproduction (`shear run --compare`): pruned + continued vs from scratch, dynamic vs
+/// static loading, and the shape reached.
+fn compare_markdown(s: &mut String, run: &Value, domains: &[String]) {
+    let c = &run["compare"];
+    let m = &run["metrics"];
+    let ours = losses(&m["final"]);
+    let ours = if ours.is_empty() {
+        losses(&m["pruned"])
+    } else {
+        ours
+    };
+    let scratch = losses(&c["scratch"]);
+    let fixed = losses(&c["static"]);
+    let reference: Vec<f64> = c["reference"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect())
+        .unwrap_or_default();
+    let _ = writeln!(s, "\n## Mini reproduction\n");
+    let _ = writeln!(
+        s,
+        "### Pruned + continued vs from scratch ({} tokens each)\n\n| domain | pruned + continued | from scratch |\n|---|---|---|",
+        c["tokens"]
+    );
+    for (i, d) in domains.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {d} | {:.4} | {:.4} |",
+            ours.get(i).copied().unwrap_or(f64::NAN),
+            scratch.get(i).copied().unwrap_or(f64::NAN)
+        );
+    }
+    let (a, b) = (mean(&ours), mean(&scratch));
+    let _ = writeln!(s, "| **mean** | **{a:.4}** | **{b:.4}** |\n");
+    let _ = writeln!(
+        s,
+        "Pruned + continued is {} than from scratch by {:.4} nats of mean eval loss.",
+        if a <= b { "lower" } else { "higher" },
+        (a - b).abs()
+    );
+    let _ = writeln!(
+        s,
+        "\n### Dynamic vs static loading (same budget)\n\nLoss (gap to the reference loss).\n\n| domain | reference | dynamic | static |\n|---|---|---|---|"
+    );
+    let cell = |l: &[f64], i: usize| {
+        let x = l.get(i).copied().unwrap_or(f64::NAN);
+        let r = reference.get(i).copied().unwrap_or(f64::NAN);
+        format!("{x:.4} ({:+.4})", x - r)
+    };
+    for (i, d) in domains.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "| {d} | {:.4} | {} | {} |",
+            reference.get(i).copied().unwrap_or(f64::NAN),
+            cell(&ours, i),
+            cell(&fixed, i)
+        );
+    }
+    let (gd, gs) = (
+        largest_gap(&ours, &reference),
+        largest_gap(&fixed, &reference),
+    );
+    let _ = writeln!(
+        s,
+        "| **largest gap** | | **{gd:+.4}** | **{gs:+.4}** |\n| **mean loss** | {:.4} | {:.4} | {:.4} |\n",
+        mean(&reference),
+        mean(&ours),
+        mean(&fixed)
+    );
+    let _ = writeln!(
+        s,
+        "Dynamic loading's largest gap is {} than static loading's by {:.4}.",
+        if gd <= gs { "smaller" } else { "larger" },
+        (gd - gs).abs()
+    );
+    let sh = &c["shape"];
+    let t = &run["target"];
+    let _ = writeln!(
+        s,
+        "\n### Target shape\n\n| | layers | hidden | heads | intermediate | parameters |\n|---|---|---|---|---|---|"
+    );
+    for (name, x) in [("target", t), ("materialized", sh)] {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} |",
+            x["layers"], x["hidden"], x["heads"], x["intermediate"], x["params"]
+        );
+    }
+    let fe: Vec<String> = sh["final_expected"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| format!("{:.2}", x.as_f64().unwrap_or(f64::NAN)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "\nReached exactly: **{}**. Expected shape (layers, hidden, heads, intermediate) at the last pruning step: ({}); its trajectory is the chart \"pruning: expected shape\" below.",
+        if sh["reached"].as_bool() == Some(true) { "yes" } else { "no" },
+        fe.join(", ")
+    );
 }

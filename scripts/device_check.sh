@@ -28,5 +28,13 @@ python3 scripts/check_transformers.py /tmp/saved-gqa tests/fixtures/llama-gqa-ti
 # Throughput on the GPU: the README shape, then a larger one.
 $SHEAR --device cuda bench --steps 10 --warmup 3 || fail=1
 $SHEAR --device cuda bench --layers 8 --hidden 1024 --heads 16 --intermediate 2752 --seq 512 --batch 8 --steps 10 --warmup 3 || fail=1
+$SHEAR --device cuda bench --layers 8 --hidden 1024 --heads 16 --intermediate 2752 --seq 512 --batch 8 --steps 10 --warmup 3 --precision bf16 || fail=1
+# Mixed precision: the embedded default's pipeline with bf16 products against f32 (a short run
+# each; the final mean eval losses should agree to about 1e-2).
+for prec in f32 bf16; do
+  $SHEAR --device cuda run --out /tmp/run-$prec --set model.precision=$prec --set prune.steps=40 \
+    --set train.steps=80 --set prune.save_every=0 --set train.save_every=0 || fail=1
+  python3 -c "import json;m=json.load(open('/tmp/run-$prec/run.json'))['metrics']['final']['domains'];print('$prec', 'final mean eval loss', sum(d['loss'] for d in m)/len(m))"
+done
 echo "device_check: $([ $fail = 0 ] && echo PASSED || echo FAILED)"
 exit $fail

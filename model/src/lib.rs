@@ -12,6 +12,7 @@ pub mod llama;
 pub mod masks;
 pub mod masks_file;
 pub mod materialize;
+pub mod precision;
 pub mod rope;
 pub mod weights;
 

@@ -12,6 +12,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::cache::{KvCache, LayerCache};
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::precision::{self, matmul};
 use crate::rope::Rotary;
 use crate::weights::WeightSource;
 
@@ -136,9 +137,12 @@ impl<B: Backend> Attention<B> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = rope.apply(split(self.q_proj.forward(x.clone()), h), start); // [b, h, s, hd]
-        let k = rope.apply(split(self.k_proj.forward(x.clone()), kvh), start); // [b, kvh, s, hd]
-        let v = split(self.v_proj.forward(x), kvh); // [b, kvh, s, hd]
+        let q = rope.apply(split(precision::linear(&self.q_proj, x.clone()), h), start); // [b, h, s, hd]
+        let k = rope.apply(
+            split(precision::linear(&self.k_proj, x.clone()), kvh),
+            start,
+        ); // [b, kvh, s, hd]
+        let v = split(precision::linear(&self.v_proj, x), kvh); // [b, kvh, s, hd]
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v),
             None => (k, v),
@@ -167,8 +171,7 @@ impl<B: Backend> Attention<B> {
             Some(z) => ctx * z.clone().reshape([1, h, 1, 1]),
             None => ctx,
         };
-        self.o_proj
-            .forward(ctx.swap_dims(1, 2).reshape([b, s, h * hd]))
+        precision::linear(&self.o_proj, ctx.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 
     /// `[b, kvh, t, hd] -> [b, h, t, hd]`: query head i reads key/value head i / (h / kvh).
@@ -195,13 +198,13 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// `[batch, seq, d] -> [batch, seq, d]`
     pub fn forward(&self, x: Tensor<B, 3>, z_intermediate: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
-        let g = silu(self.gate_proj.forward(x.clone()));
-        let p = self.up_proj.forward(x);
+        let g = silu(precision::linear(&self.gate_proj, x.clone()));
+        let p = precision::linear(&self.up_proj, x);
         let p = match z_intermediate {
             Some(z) => p * z.clone().unsqueeze::<3>(),
             None => p,
         };
-        self.down_proj.forward(g * p)
+        precision::linear(&self.down_proj, g * p)
     }
 }
 
@@ -384,8 +387,8 @@ impl<B: Backend> Llama<B> {
     /// Hidden states to logits: `[batch, seq, d] -> [batch, seq, vocab]`.
     pub fn lm_logits(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.embed_tokens.weight.val().transpose().unsqueeze::<3>()),
+            Some(head) => precision::linear(head, h),
+            None => matmul(h, self.embed_tokens.weight.val().transpose()),
         }
     }
 

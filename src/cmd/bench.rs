@@ -31,9 +31,13 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// `f32`, or `bf16` (mixed precision: bf16 matrix products, f32 weights and optimizer).
+    #[arg(long, default_value = "f32")]
+    pub precision: shear_model::precision::Compute,
 }
 
 pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
+    let _precision = shear_model::precision::autocast(args.precision);
     let model = LlamaConfig::new(
         args.vocab,
         args.hidden,

@@ -74,6 +74,10 @@ pub struct Args {
     /// (separate attention and FFN masks; layers are still removed whole).
     #[arg(long, value_enum, default_value_t = LayerMaskArg::Layer)]
     pub layer_masks: LayerMaskArg,
+    /// Matrix products in bf16 with f32 weights, norms, loss, gradients and optimizer (mixed
+    /// precision, for GPUs; on the CPU backend bf16 is slower than f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: shear_model::precision::Compute,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -83,6 +87,7 @@ pub enum LayerMaskArg {
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
+    let _precision = shear_model::precision::autocast(args.precision);
     // Everything that can be refused is checked before the model is loaded.
     let dir = super::resolve(&args.model, offline)?;
     let config = LlamaConfig::from_file(&dir)?;

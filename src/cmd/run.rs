@@ -396,6 +396,7 @@ impl<B: Backend> StageRunner<'_, B> {
                     stop_after: None,
                     dtype: self.recipe.model.dtype.clone(),
                     seed: p.seed,
+                    precision: self.recipe.model.precision,
                     layer_masks: match self.recipe.model.layer_masks.as_str() {
                         "head-layer-mlp" => super::prune::LayerMaskArg::HeadLayerMlp,
                         _ => super::prune::LayerMaskArg::Layer,
@@ -453,6 +454,7 @@ impl<B: Backend> StageRunner<'_, B> {
                     distill_temperature: tr.distill.map_or(1.0, |d| d.temperature),
                     dtype: self.recipe.model.dtype.clone(),
                     seed: tr.seed,
+                    precision: self.recipe.model.precision,
                 },
                 self.offline,
                 self.device,

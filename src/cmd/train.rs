@@ -75,6 +75,10 @@ pub struct Args {
     pub dtype: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Matrix products in bf16 with f32 weights, norms, loss, gradients and optimizer (mixed
+    /// precision, for GPUs; on the CPU backend bf16 is slower than f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: shear_model::precision::Compute,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -110,6 +114,7 @@ impl<B: burn::tensor::backend::AutodiffBackend> TrainData<B> for StreamData<'_, 
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
+    let _precision = shear_model::precision::autocast(args.precision);
     type AD<B> = Autodiff<B>;
     let dir = super::resolve(&args.model, offline)?;
     let config = LlamaConfig::from_file(&dir)?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use shear_data::prepare::PrepareRecipe;
 use shear_data::{Proportions, ReferenceLoss, UpdateRule};
 use shear_model::masks::TargetShape;
+use shear_model::precision::Compute;
 use shear_model::LlamaConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +45,10 @@ pub struct ModelSection {
     /// `layer` (default) or `head-layer-mlp`.
     #[serde(default = "default_layer_masks")]
     pub layer_masks: String,
+    /// Compute precision of pruning and training: `f32` (default) or `bf16` (mixed precision:
+    /// bf16 matrix products, f32 weights and optimizer; for GPUs).
+    #[serde(default)]
+    pub precision: Compute,
 }
 
 fn default_layer_masks() -> String {

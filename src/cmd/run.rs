@@ -306,6 +306,25 @@ fn print_summary(
     }
 }
 
+/// Runs `work` unless `dir` holds a completion marker; marks it complete after.
+fn run_stage(
+    name: &'static str,
+    dir: &Path,
+    work: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Stage> {
+    let t = Instant::now();
+    let skipped = done(dir);
+    if !skipped {
+        work().with_context(|| format!("{name} stage"))?;
+        mark_done(dir)?;
+    }
+    Ok(Stage {
+        name,
+        seconds: t.elapsed().as_secs_f64(),
+        skipped,
+    })
+}
+
 /// Everything a stage needs, and the stages themselves (the main run and the baselines share
 /// them).
 pub struct StageRunner<'a, B: Backend> {
@@ -368,9 +387,7 @@ impl<B: Backend> StageRunner<'_, B> {
         dir: &Path,
         update_rule: &str,
     ) -> anyhow::Result<Stage> {
-        let t = Instant::now();
-        let skipped = done(dir);
-        if !skipped {
+        run_stage(name, dir, || {
             let p = &self.recipe.prune;
             let target = &self.resolved.target;
             super::prune::run::<B>(
@@ -405,13 +422,6 @@ impl<B: Backend> StageRunner<'_, B> {
                 self.offline,
                 self.device,
             )
-            .with_context(|| format!("{name} stage"))?;
-            mark_done(dir)?;
-        }
-        Ok(Stage {
-            name,
-            seconds: t.elapsed().as_secs_f64(),
-            skipped,
         })
     }
 
@@ -423,9 +433,7 @@ impl<B: Backend> StageRunner<'_, B> {
         model: &Path,
         plan: TrainPlan,
     ) -> anyhow::Result<Stage> {
-        let t = Instant::now();
-        let skipped = done(dir);
-        if !skipped {
+        run_stage(name, dir, || {
             let tr = &self.recipe.train;
             super::train::run::<B>(
                 super::train::Args {
@@ -459,13 +467,6 @@ impl<B: Backend> StageRunner<'_, B> {
                 self.offline,
                 self.device,
             )
-            .with_context(|| format!("{name} stage"))?;
-            mark_done(dir)?;
-        }
-        Ok(Stage {
-            name,
-            seconds: t.elapsed().as_secs_f64(),
-            skipped,
         })
     }
 

@@ -59,15 +59,9 @@ fn pruned_and_continued_beats_scratch_on_a_reduced_budget() {
     ] {
         assert!(out.join("inputs").join(f).is_file(), "{f}");
     }
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let run = read_run_json(&out);
     assert_eq!(run["recipe"]["prune"]["steps"], 16);
-    let stages: Vec<&str> = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let stages = stage_names(&run);
     assert_eq!(
         stages,
         [

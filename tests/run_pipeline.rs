@@ -113,14 +113,8 @@ tasks = [{tasks:?}]
         assert!((a - b).abs() < 1e-12);
     }
 
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
-    let stages: Vec<&str> = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let run = read_run_json(&out);
+    let stages = stage_names(&run);
     assert_eq!(stages, ["data", "prune", "train", "eval"]);
     for m in ["source", "pruned", "final"] {
         let metrics = &run["metrics"][m];
@@ -168,8 +162,7 @@ tasks = [{tasks:?}]
     // Again: data, prune and train are complete and skipped.
     let o = run_shear(&args, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let run: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let run = read_run_json(&out);
     let skipped: Vec<bool> = run["stages"]
         .as_array()
         .unwrap()

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use burn::tensor::backend::Backend;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use shear_data::PreparedData;
 use shear_model::LlamaConfig;
 
@@ -24,7 +24,6 @@ pub fn run<B: Backend>(
     stage: &StageRunner<B>,
     out: &Path,
     prune_dir: &Path,
-    metrics: &Map<String, Value>,
     stages: &mut Vec<Stage>,
 ) -> anyhow::Result<Value> {
     let recipe = stage.recipe;
@@ -74,16 +73,11 @@ pub fn run<B: Backend>(
     };
     let static_eval = stage.eval("static", &static_final)?;
 
-    // The reference the gaps are measured against: the recipe's, or the source's eval losses.
-    let reference: Vec<f64> = match &stage.resolved.reference {
-        Some(r) => r.clone(),
-        None => metrics["source"]["domains"]
-            .as_array()
-            .context("run.json: no source eval losses")?
-            .iter()
-            .map(|d| d["loss"].as_f64().unwrap_or(f64::NAN))
-            .collect(),
-    };
+    // The reference the gaps are measured against: what the stages used.
+    let reference = stage
+        .reference_losses
+        .clone()
+        .context("--compare needs reference losses per domain")?;
 
     // (c) The materialized shape against the target, and the last expected shape.
     let target = &stage.resolved.target;

@@ -111,6 +111,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         .map_err(|e| anyhow::anyhow!("{}: {e}", recipe_path.display()))?;
 
     // The reference losses as something `--reference` reads.
+    let mut source_reference = None;
     let reference = match &recipe.dynamic.reference {
         // Every stage (pruning, continued training, the baselines) measures its gaps against
         // the source model, not against the model it trains: evaluate the source once here
@@ -126,6 +127,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
                 device,
             )
             .context("reference losses: evaluating the source model")?;
+            source_reference = Some(losses.iter().map(|l| l.loss).collect());
             losses
                 .iter()
                 .map(|l| format!("{}={}", l.domain, l.loss))
@@ -147,6 +149,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         resolved: &resolved,
         data_dir: data_dir.clone(),
         reference,
+        reference_losses: resolved.reference.clone().or(source_reference),
         source: source.clone(),
         offline,
         device,
@@ -197,7 +200,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
 
     // 5. Baselines (--compare).
     let compare = if args.compare {
-        let c = super::compare::run(&stage, &args.out, &prune_dir, &metrics, &mut stages)?;
+        let c = super::compare::run(&stage, &args.out, &prune_dir, &mut stages)?;
         Some(c)
     } else {
         None
@@ -333,6 +336,9 @@ pub struct StageRunner<'a, B: Backend> {
     pub data_dir: PathBuf,
     /// As `--reference` reads it.
     pub reference: String,
+    /// The reference losses every stage uses, per domain (known before the stages when they
+    /// are the recipe's numbers or the source's losses; `None` for a scaling law).
+    pub reference_losses: Option<Vec<f64>>,
     pub source: PathBuf,
     pub offline: bool,
     pub device: &'a B::Device,

@@ -210,3 +210,18 @@ pub fn tiny_llama2_vocab_model(dir: &Path) -> shear_model::Llama<B> {
     .unwrap();
     model
 }
+
+/// `DIR/run.json` of a `shear run`.
+pub fn read_run_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// The stage names recorded in a run.json, in order.
+pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}

@@ -1,13 +1,14 @@
-//! `shear`: the command-line program. Argument parsing, progress and printing only; the work is
-//! done by the `shear-model`, `shear-data` and `shear-train` crates.
+//! `shear`: the command-line program. Arguments become typed jobs, progress is rendered and
+//! results printed; the work is done by the `shear-pipeline` library and the crates below it.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod backend;
 mod cmd;
-mod embedded;
+mod progress;
 
 use backend::DeviceKind;
 
@@ -53,8 +54,22 @@ enum Command {
     Bench(cmd::bench::Args),
 }
 
+/// The ids of the subcommand's arguments that were given on the command line (a resumed run
+/// refuses those that conflict with its checkpoint).
+fn explicit_args(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return vec![];
+    };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let explicit = explicit_args(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let offline = cli.offline || shear_model::hub::offline_from_env();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args, offline),
@@ -67,10 +82,10 @@ fn main() -> ExitCode {
             |B, device| cmd::convert::run::<B>(args, offline, &device)
         ),
         Command::Prune(args) => backend::dispatch!(cli.device, |B, device| cmd::prune::run::<B>(
-            args, offline, &device
+            args, explicit, offline, &device
         )),
         Command::Train(args) => backend::dispatch!(cli.device, |B, device| cmd::train::run::<B>(
-            args, offline, &device
+            args, explicit, offline, &device
         )),
         Command::Run(args) => {
             backend::dispatch!(cli.device, |B, device| cmd::run::run::<B>(

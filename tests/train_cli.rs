@@ -37,6 +37,10 @@ fn run(data: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
         "--lr",
         "1e-3",
     ];
+    // The reference losses are those of the model this one came from (here: itself).
+    if !extra.contains(&"--reference") {
+        args.extend(["--reference-model", model.to_str().unwrap()]);
+    }
     args.extend_from_slice(extra);
     if !extra.contains(&"--steps") {
         args.extend(["--steps", "6"]);
@@ -113,11 +117,68 @@ fn train_refuses_bad_inputs() {
     let teacher = fixture("pruning/source");
     assert_error_line(
         &run(&d, &out, &["--distill-from", teacher.to_str().unwrap()]),
-        &["--distill-from", "vocabulary 500", "1000"],
+        &["teacher", "vocabulary 500", "1000"],
     );
     assert_error_line(
         &run(&d, &out, &["--proportions", "x=0.2,y=0.2"]),
         &["sum to 0.4"],
     );
-    assert_error_line(&run(&d, &out, &["--steps", "0"]), &["--steps"]);
+    assert_error_line(&run(&d, &out, &["--steps", "0"]), &["steps 0"]);
+}
+
+/// Defect fixed: `--reference source` (the default) evaluated the model being trained as its
+/// own reference, so every gap started at 0. It now needs the source model, or is refused.
+#[test]
+fn train_needs_the_source_model_for_a_source_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let out = tmp.path().join("o");
+    let o = run(&d, &out, &["--reference", "source"]);
+    assert_error_line(&o, &["reference `source`", "--reference-model"]);
+    assert!(
+        !out.join("train_log.jsonl").exists(),
+        "refused before any work"
+    );
+    // With the source named, its eval losses are the reference: here another random model of
+    // the same shape, so the first gaps are the trained model's losses minus that model's.
+    use burn::tensor::backend::Backend;
+    let other = tmp.path().join("other");
+    let config = shear_model::LlamaConfig::from_file(fixture("llama-mha")).unwrap();
+    B::seed(&device(), 99);
+    let m = shear_model::Llama::<B>::from_source(
+        &config,
+        &mut shear_model::RandomInit::default(),
+        &device(),
+    )
+    .unwrap();
+    shear_model::save_llama(&m, &other, shear_model::Dtype::F32).unwrap();
+    let o = run(
+        &d,
+        &out,
+        &[
+            "--reference",
+            "source",
+            "--reference-model",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let first = &log(&out)[0]["eval_first_update"];
+    let prepared = shear_data::PreparedData::open(&d).unwrap();
+    let want = shear_train::eval::eval_domains(
+        &m,
+        None,
+        &prepared.domains(),
+        &prepared.shards(shear_data::Split::Eval).unwrap(),
+        8,
+        None,
+    );
+    for (r, w) in f64s(&first["reference"]).iter().zip(&want) {
+        assert!((r - w.loss).abs() < 1e-6, "reference {r} vs {}", w.loss);
+    }
+    assert!(
+        f64s(&first["gaps"]).iter().all(|g| g.abs() > 1e-4),
+        "not zero by construction"
+    );
 }

@@ -97,10 +97,7 @@ pub fn save_tokenizer(tokenizer: &tokenizers::Tokenizer, dir: &Path) -> Result<(
     });
     let config = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
     for (name, text) in [("tokenizer.json", json), ("tokenizer_config.json", config)] {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        shear_io::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }

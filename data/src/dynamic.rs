@@ -88,16 +88,6 @@ impl DynamicLoader {
 
     /// A loader that continues from `state` (saved by [`DynamicLoader::state`]).
     pub fn restore(shards: Vec<Shard>, batch_size: usize, state: LoaderState) -> Result<Self> {
-        let k = state.domains.len();
-        if shards.len() != k || state.weights.len() != k || state.cursors.len() != k {
-            return Err(DataError::Weights(format!(
-                "{} domains, {} shards, {} weights, {} cursors",
-                k,
-                shards.len(),
-                state.weights.len(),
-                state.cursors.len()
-            )));
-        }
         if batch_size == 0 {
             return Err(DataError::Recipe("batch size 0".into()));
         }
@@ -107,21 +97,41 @@ impl DynamicLoader {
                 msg: "shards of one loader must have the same sequence length".into(),
             });
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(state.seed);
-        rng.set_word_pos(state.rng_word_pos);
+        let k = shards.len();
         let mut loader = DynamicLoader {
             orders: vec![Vec::new(); k],
             shards,
             batch_size,
-            state,
-            rng,
+            rng: ChaCha8Rng::seed_from_u64(state.seed),
+            state: state.clone(),
             events: Vec::new(),
         };
-        loader.set_weights(loader.state.weights.clone())?;
-        for d in 0..k {
-            loader.orders[d] = loader.order(d, loader.state.cursors[d].pass);
-        }
+        loader.set_state(state)?;
         Ok(loader)
+    }
+
+    /// Continues from `state` over the same shards (what a checkpoint restores).
+    pub fn set_state(&mut self, state: LoaderState) -> Result<()> {
+        let k = state.domains.len();
+        if self.shards.len() != k || state.weights.len() != k || state.cursors.len() != k {
+            return Err(DataError::Weights(format!(
+                "{} domains, {} shards, {} weights, {} cursors",
+                k,
+                self.shards.len(),
+                state.weights.len(),
+                state.cursors.len()
+            )));
+        }
+        self.rng = ChaCha8Rng::seed_from_u64(state.seed);
+        self.rng.set_word_pos(state.rng_word_pos);
+        let weights = state.weights.clone();
+        self.state = state;
+        self.set_weights(weights)?;
+        self.orders = (0..k)
+            .map(|d| self.order(d, self.state.cursors[d].pass))
+            .collect();
+        self.events.clear();
+        Ok(())
     }
 
     /// The shuffled order of domain `d` in pass `pass`: a function of (seed, d, pass) only.

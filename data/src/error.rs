@@ -30,6 +30,8 @@ pub enum DataError {
     Recipe(String),
     #[error("tokenizer: {0}")]
     Encode(String),
+    #[error(transparent)]
+    File(#[from] shear_io::IoError),
 }
 
 impl DataError {

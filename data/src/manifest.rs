@@ -90,18 +90,7 @@ impl Manifest {
 
     /// Writes `dir/manifest.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(MANIFEST);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".manifest-")
-            .tempfile_in(dir)
-            .map_err(DataError::io(dir))?;
-        serde_json::to_writer_pretty(tmp.as_file_mut(), self).map_err(|e| DataError::Invalid {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        tmp.persist(&path)
-            .map_err(|e| DataError::io(&path)(e.error))?;
-        Ok(())
+        Ok(shear_io::write_json_atomic(&dir.join(MANIFEST), self)?)
     }
 
     pub fn domain_names(&self) -> Vec<String> {

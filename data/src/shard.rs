@@ -40,13 +40,9 @@ impl TokenWidth {
 pub fn write_shard(path: &Path, tokens: &[u32], width: TokenWidth) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(DataError::io(dir))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".shard-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(DataError::io(dir))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+    shear_io::write_atomic_path(path, |tmp| -> Result<()> {
+        let file = std::fs::File::create(tmp).map_err(DataError::io(tmp))?;
+        let mut w = std::io::BufWriter::new(file);
         for &t in tokens {
             let r = match width {
                 TokenWidth::U16 => w.write_all(&(t as u16).to_le_bytes()),
@@ -54,12 +50,8 @@ pub fn write_shard(path: &Path, tokens: &[u32], width: TokenWidth) -> Result<()>
             };
             r.map_err(DataError::io(path))?;
         }
-        w.flush().map_err(DataError::io(path))?;
-    }
-    tmp.as_file().sync_all().map_err(DataError::io(path))?;
-    tmp.persist(path)
-        .map_err(|e| DataError::io(path)(e.error))?;
-    Ok(())
+        w.flush().map_err(DataError::io(path))
+    })
 }
 
 /// A memory-mapped shard: random access to sequence `i` without reading the rest.

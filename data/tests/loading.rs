@@ -2,12 +2,10 @@
 //! scaling-law reference losses against SPEC §6.4, and the loader's sampling, weight changes,
 //! determinism and resumption.
 
-mod common;
-
-use common::{f64s, l0_fixture, write_prepared, B};
 use shear_data::reference::{ScalingLaw, LLAMA2_LOSSES, LLAMA2_PARAMS};
 use shear_data::{DynamicLoader, LoaderEvent, PreparedData, Proportions, ReferenceLoss, Split};
 use shear_data::{LoaderState, UpdateRule};
+use shear_testkit::*;
 
 #[test]
 fn update_rules_reproduce_the_fixture() {
@@ -327,11 +325,11 @@ fn same_seed_same_batches_and_exact_resume() {
 }
 
 #[test]
-fn target_parameter_counts_match_spec() {
+fn target_parameter_counts_match_the_scaling_rows() {
     // SPEC §6.4 evaluates the scaling law at the targets' total parameter counts.
     let llama2_7b = shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
     for (preset, (n, _)) in ["sheared-1.3b", "sheared-2.7b", "370m"].iter().zip(ROWS) {
-        let t = shear_model::masks::TargetShape::preset(preset, &llama2_7b).unwrap();
+        let t = shear_model::TargetShape::preset(preset, &llama2_7b).unwrap();
         assert_eq!(
             t.config(&llama2_7b).param_counts().total() as f64,
             n,

@@ -2,66 +2,16 @@
 //! per-domain shards with a manifest; re-runs are no-ops; bad inputs are clear errors that
 //! leave nothing behind.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 
-use common::{assert_one_line_error, fixture, run_shear};
 use shear_data::prepare::{prepare, DomainSpec, PrepareRecipe};
 use shear_data::shard::TokenWidth;
 use shear_data::{PreparedData, Split, Tokenizer};
+use shear_testkit::*;
 
 fn tokenizer() -> Tokenizer {
     Tokenizer::from_file(fixture("llama2-tokenizer")).unwrap()
-}
-
-/// A document that names itself: `<<d017>>` repeated, so any complete marker in a decoded
-/// sequence says which document it came from.
-fn doc(domain: usize, i: usize) -> String {
-    let m = format!("<<d{domain}{i:03}>> ");
-    format!("{} words of document {i}.", m.repeat(12))
-}
-
-fn jsonl(docs: &[String]) -> String {
-    docs.iter()
-        .map(|d| serde_json::json!({ "text": d, "id": 0 }).to_string() + "\n")
-        .collect()
-}
-
-/// Domain 0 (`web`): a .jsonl and a .jsonl.gz file; domain 1 (`code`): a folder with a
-/// .jsonl.zst file, two .txt files and a file of another type (skipped).
-fn corpus(root: &Path) -> Vec<DomainSpec> {
-    let web: Vec<String> = (0..30).map(|i| doc(0, i)).collect();
-    std::fs::write(root.join("web-a.jsonl"), jsonl(&web[..15])).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(
-        std::fs::File::create(root.join("web-b.jsonl.gz")).unwrap(),
-        flate2::Compression::fast(),
-    );
-    gz.write_all(jsonl(&web[15..]).as_bytes()).unwrap();
-    gz.finish().unwrap();
-    let code_dir = root.join("code");
-    std::fs::create_dir_all(code_dir.join("sub")).unwrap();
-    let code: Vec<String> = (0..30).map(|i| doc(1, i)).collect();
-    let zst = ruzstd::encoding::compress_to_vec(
-        jsonl(&code[..28]).as_bytes(),
-        ruzstd::encoding::CompressionLevel::Fastest,
-    );
-    std::fs::write(code_dir.join("a.jsonl.zst"), zst).unwrap();
-    std::fs::write(code_dir.join("sub/b.txt"), &code[28]).unwrap();
-    std::fs::write(code_dir.join("sub/c.txt"), &code[29]).unwrap();
-    std::fs::write(code_dir.join("README.md"), "not a corpus file").unwrap();
-    vec![
-        DomainSpec {
-            name: "web".into(),
-            paths: vec![root.join("web-a.jsonl"), root.join("web-b.jsonl.gz")],
-        },
-        DomainSpec {
-            name: "code".into(),
-            paths: vec![code_dir],
-        },
-    ]
 }
 
 fn recipe(domains: Vec<DomainSpec>) -> PrepareRecipe {
@@ -90,7 +40,7 @@ fn markers(text: &str) -> BTreeSet<String> {
 fn prepare_packs_disjoint_splits_and_reruns_as_a_no_op() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("data");
-    let r = recipe(corpus(tmp.path()));
+    let r = recipe(write_corpus(tmp.path()));
     let tok = tokenizer();
     let report = prepare(&r, &tok, &out, &mut |_| {}).unwrap();
     assert!(!report.up_to_date);
@@ -194,7 +144,13 @@ fn prepare_packs_disjoint_splits_and_reruns_as_a_no_op() {
 fn shards_of_another_tokenizer_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("data");
-    prepare(&recipe(corpus(tmp.path())), &tokenizer(), &out, &mut |_| {}).unwrap();
+    prepare(
+        &recipe(write_corpus(tmp.path())),
+        &tokenizer(),
+        &out,
+        &mut |_| {},
+    )
+    .unwrap();
     // The same tokenizer with two vocabulary entries swapped.
     let mut json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("llama2-tokenizer/tokenizer.json")).unwrap(),
@@ -233,7 +189,7 @@ fn refused(r: &PrepareRecipe, needles: &[&str]) {
 #[test]
 fn bad_inputs_are_clear_errors_and_leave_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut domains = corpus(tmp.path());
+    let mut domains = write_corpus(tmp.path());
     let r = |domains: &[DomainSpec]| recipe(domains.to_vec());
 
     // A missing file.
@@ -285,67 +241,4 @@ fn bad_inputs_are_clear_errors_and_leave_nothing() {
     // Two domains with one name.
     domains[1].name = "web".into();
     refused(&r(&domains), &["`web` given twice"]);
-}
-
-#[test]
-fn cli_prepares_from_a_recipe_and_reports_one_line_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    corpus(tmp.path());
-    let recipe = tmp.path().join("data.toml");
-    std::fs::write(
-        &recipe,
-        r#"[data]
-seq_len = 64
-eval_sequences = 2
-seed = 1
-
-[[data.domain]]
-name = "web"
-paths = ["web-a.jsonl", "web-b.jsonl.gz"]
-
-[[data.domain]]
-name = "code"
-paths = ["code"]
-"#,
-    )
-    .unwrap();
-    let out = tmp.path().join("shards");
-    let tok = fixture("llama2-tokenizer/tokenizer.json");
-    let args = [
-        "data",
-        "prepare",
-        "--recipe",
-        recipe.to_str().unwrap(),
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let o = run_shear(&args, &[]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("tokens/s"), "{stdout}");
-    let m = PreparedData::open(&out).unwrap().manifest;
-    assert_eq!(m.seq_len, 64);
-    assert_eq!(m.domains[1].splits[&Split::Eval].sequences, 2);
-    let o = run_shear(&args, &[]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("up to date"));
-
-    // Flags instead of a recipe, with a bad JSON line.
-    let bad = tmp.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"text\": \"a\"}\nnot json\n").unwrap();
-    let o = run_shear(
-        &[
-            "data",
-            "prepare",
-            "--domain",
-            &format!("web={}", bad.display()),
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--out",
-            tmp.path().join("x").to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_one_line_error(&o, &["bad.jsonl:2:", "invalid JSON"]);
 }

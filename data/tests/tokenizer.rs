@@ -1,9 +1,7 @@
 //! The Llama-2 tokenizer against the ids of the Python `tokenizers` library.
 
-mod common;
-
-use common::fixture;
 use shear_data::Tokenizer;
+use shear_testkit::fixture;
 
 #[test]
 fn llama2_tokenizer_reproduces_python_ids_and_decodes_back() {

@@ -20,6 +20,7 @@ use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{io_err, ModelError, Result};
 use crate::llama::Llama;
+use crate::names::{self, LayerTensor};
 use crate::weights::{transpose, HfTensors};
 
 const INDEX: &str = "model.safetensors.index.json";
@@ -191,7 +192,7 @@ impl SafetensorsSource {
     /// `lm_head.weight` and rotary `inv_freq` buffers excepted).
     pub fn finish(&self, arch: &str) -> Result<()> {
         for (name, info) in &self.tensors {
-            let ignorable = name.ends_with("rotary_emb.inv_freq") || name == "lm_head.weight";
+            let ignorable = name.ends_with("rotary_emb.inv_freq") || name == names::LM_HEAD;
             if !self.used.contains(name) && !ignorable {
                 return Err(ModelError::UnexpectedTensor {
                     path: self.files[info.file].0.clone(),
@@ -290,60 +291,41 @@ pub(crate) fn named_tensors<B: Backend>(
         ));
     };
     push(
-        "model.embed_tokens.weight".into(),
+        names::EMBED.into(),
         model.embed_tokens.weight.val(),
         false,
         false,
     );
     for (i, l) in model.layers.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        let a = &l.self_attn;
-        for (n, lin) in [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-            ("mlp.gate_proj", &l.mlp.gate_proj),
-            ("mlp.up_proj", &l.mlp.up_proj),
-            ("mlp.down_proj", &l.mlp.down_proj),
-        ] {
-            push(format!("{p}.{n}.weight"), lin.weight.val(), true, false);
-        }
-        for (n, norm) in [
-            ("input_layernorm", &l.input_layernorm),
-            ("post_attention_layernorm", &l.post_attention_layernorm),
-        ] {
-            push(
-                format!("{p}.{n}.weight"),
-                norm.weight.val().unsqueeze(),
-                false,
-                true,
-            );
+        let (a, f) = (&l.self_attn, &l.mlp);
+        for t in LayerTensor::ALL {
+            let (weight, linear) = match t {
+                LayerTensor::QProj => (a.q_proj.weight.val(), true),
+                LayerTensor::KProj => (a.k_proj.weight.val(), true),
+                LayerTensor::VProj => (a.v_proj.weight.val(), true),
+                LayerTensor::OProj => (a.o_proj.weight.val(), true),
+                LayerTensor::GateProj => (f.gate_proj.weight.val(), true),
+                LayerTensor::UpProj => (f.up_proj.weight.val(), true),
+                LayerTensor::DownProj => (f.down_proj.weight.val(), true),
+                LayerTensor::InputNorm => (l.input_layernorm.weight.val().unsqueeze(), false),
+                LayerTensor::PostNorm => {
+                    (l.post_attention_layernorm.weight.val().unsqueeze(), false)
+                }
+            };
+            // Linear weights are transposed back to `[out, in]`; norms are vectors.
+            push(names::layer(i, t), weight, linear, !linear);
         }
     }
     push(
-        "model.norm.weight".into(),
+        names::NORM.into(),
         model.norm.weight.val().unsqueeze(),
         false,
         true,
     );
     if let Some(head) = &model.lm_head {
-        push("lm_head.weight".into(), head.weight.val(), true, false);
+        push(names::LM_HEAD.into(), head.weight.val(), true, false);
     }
     out
-}
-
-/// Writes `bytes` to `path` through a temporary name, so `path` is either absent or complete.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_name(path);
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 /// Saves `model` as a Hugging Face checkpoint in `dir` (created if needed): `model.safetensors`
@@ -352,15 +334,15 @@ fn tmp_name(path: &Path) -> PathBuf {
 pub fn save_llama<B: Backend>(model: &Llama<B>, dir: &Path, dtype: Dtype) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let weights = dir.join(SINGLE);
-    let tmp = tmp_name(&weights);
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(named_tensors(model, dtype), Some(metadata), &tmp).map_err(
-        |e| ModelError::Safetensors {
-            path: tmp.clone(),
-            msg: e.to_string(),
-        },
-    )?;
-    std::fs::rename(&tmp, &weights).map_err(io_err(&weights))?;
+    shear_io::write_atomic_path(&weights, |tmp| {
+        safetensors::serialize_to_file(named_tensors(model, dtype), Some(metadata), tmp).map_err(
+            |e| ModelError::Safetensors {
+                path: tmp.to_path_buf(),
+                msg: e.to_string(),
+            },
+        )
+    })?;
     // A stale index would make loaders look for shards instead of the file just written.
     let stale = dir.join(INDEX);
     if stale.exists() {
@@ -368,7 +350,10 @@ pub fn save_llama<B: Backend>(model: &Llama<B>, dir: &Path, dtype: Dtype) -> Res
     }
     let config = serde_json::to_string_pretty(&model.config.to_hf_json(dtype))
         .expect("a JSON value serializes");
-    write_atomic(&dir.join("config.json"), config.as_bytes())
+    Ok(shear_io::write_atomic(
+        &dir.join("config.json"),
+        config.as_bytes(),
+    )?)
 }
 
 /// Copies the tokenizer and generation files that exist in `from` into `to`.
@@ -377,7 +362,7 @@ pub fn copy_tokenizer_files(from: &Path, to: &Path) -> Result<()> {
         let src = from.join(name);
         if src.is_file() {
             let bytes = std::fs::read(&src).map_err(io_err(&src))?;
-            write_atomic(&to.join(name), &bytes)?;
+            shear_io::write_atomic(&to.join(name), &bytes)?;
         }
     }
     Ok(())

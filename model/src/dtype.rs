@@ -105,3 +105,5 @@ impl fmt::Display for Dtype {
         })
     }
 }
+
+crate::masks::kinds::serde_as_string!(Dtype);

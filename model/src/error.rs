@@ -61,6 +61,10 @@ pub enum ModelError {
     Hub { id: String, msg: String },
     #[error("invalid model shape: {0}")]
     InvalidShape(String),
+    #[error("{what} is {value}: pruning needs finite values")]
+    NonFinite { what: String, value: f64 },
+    #[error(transparent)]
+    File(#[from] shear_io::IoError),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,5 +1,6 @@
 //! shear-model: LLaMA as burn modules (generic over the backend), Hugging Face config and
-//! checkpoint I/O, hub resolution and generation. Pruning masks join here (SPEC §1–§5).
+//! checkpoint I/O, hub resolution and generation, and the pruning masks, target shapes and
+//! materialization (docs/algorithm.md §1–§5, §11).
 
 pub mod cache;
 pub mod checkpoint;
@@ -12,8 +13,10 @@ pub mod llama;
 pub mod masks;
 pub mod masks_file;
 pub mod materialize;
+pub mod names;
 pub mod precision;
 pub mod rope;
+pub mod target;
 pub mod weights;
 
 pub use cache::KvCache;
@@ -23,6 +26,9 @@ pub use dtype::Dtype;
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateConfig, Sampling};
 pub use llama::{cross_entropy, next_token_loss, LayerZ, Llama, ZMasks};
-pub use masks::{HardConcrete, L0Masks, Mask, PerType, TargetShape};
+pub use masks::{
+    ExpectedShape, HardConcrete, L0Masks, LayerMasks, Mask, MaskType, PerType, PruneModules,
+};
 pub use materialize::{materialize, DeterministicMasks};
+pub use target::TargetShape;
 pub use weights::{RandomInit, WeightSource};

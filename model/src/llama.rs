@@ -12,6 +12,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::cache::{KvCache, LayerCache};
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::names::{self, LayerTensor};
 use crate::precision::{self, matmul};
 use crate::rope::Rotary;
 use crate::weights::WeightSource;
@@ -31,7 +32,7 @@ impl<B: Backend> RmsNorm<B> {
         x * inv * self.weight.val().unsqueeze::<3>()
     }
 
-    /// Masked RMSNorm (SPEC §1.2): the variance is taken over the kept dimensions
+    /// Masked RMSNorm (docs/algorithm.md §1.2): the variance is taken over the kept dimensions
     /// (`z_hidden ≠ 0`) only, and the output is multiplied by `z_hidden [d]`.
     /// `[batch, seq, d] -> [batch, seq, d]`
     pub fn forward_masked(&self, x: Tensor<B, 3>, z_hidden: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
@@ -46,7 +47,7 @@ impl<B: Backend> RmsNorm<B> {
     }
 }
 
-/// Mask values of one layer for the masked forward (SPEC §1.2); `None` leaves that part unmasked.
+/// Mask values of one layer for the masked forward (docs/algorithm.md §1.2); `None` leaves that part unmasked.
 #[derive(Clone, Debug, Default)]
 pub struct LayerZ<B: Backend> {
     /// `[d]`, shared by all layers.
@@ -61,7 +62,7 @@ pub struct LayerZ<B: Backend> {
     pub mlp: Option<Tensor<B, 1>>,
 }
 
-/// Mask values for the whole model, as sampled during pruning or deterministic (SPEC §1.2, §0.2).
+/// Mask values for the whole model, as sampled during pruning or deterministic (docs/algorithm.md §1.2, §0.2).
 #[derive(Clone, Debug, Default)]
 pub struct ZMasks<B: Backend> {
     /// `[d]`
@@ -155,10 +156,9 @@ impl<B: Backend> Attention<B> {
         } else if t == s {
             (None, true)
         } else {
-            let data: Vec<bool> = (0..s)
-                .flat_map(|i| (0..t).map(move |j| j > t - s + i))
-                .collect();
-            let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(data, [s, t]), &q.device());
+            // True above the diagonal shifted by the cached positions: key j is hidden from
+            // query i when j > (t − s) + i.
+            let mask = Tensor::<B, 2, Bool>::tril_mask([s, t], (t - s) as i64, &q.device());
             (Some(mask.unsqueeze::<4>()), false)
         };
         let options = AttentionModuleOptions {
@@ -298,37 +298,36 @@ impl<B: Backend> Llama<B> {
             weight: Param::from_tensor(w),
             eps: c.rms_norm_eps,
         };
-        let embed = source.embedding("model.embed_tokens.weight", c.vocab_size, d, device)?;
+        let embed = source.embedding(names::EMBED, c.vocab_size, d, device)?;
         let embed_tokens = Embedding {
             weight: Param::from_tensor(embed),
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let mut lin = |n: &str, i: usize, o: usize| -> Result<Linear<B>> {
+            let mut lin = |t: LayerTensor, d_in: usize, d_out: usize| -> Result<Linear<B>> {
                 Ok(linear(source.linear(
-                    &format!("{p}.{n}.weight"),
-                    i,
-                    o,
+                    &names::layer(i, t),
+                    d_in,
+                    d_out,
                     device,
                 )?))
             };
             let self_attn = Attention {
-                q_proj: lin("self_attn.q_proj", d, q)?,
-                k_proj: lin("self_attn.k_proj", d, kv)?,
-                v_proj: lin("self_attn.v_proj", d, kv)?,
-                o_proj: lin("self_attn.o_proj", q, d)?,
+                q_proj: lin(LayerTensor::QProj, d, q)?,
+                k_proj: lin(LayerTensor::KProj, d, kv)?,
+                v_proj: lin(LayerTensor::VProj, d, kv)?,
+                o_proj: lin(LayerTensor::OProj, q, d)?,
                 n_heads: c.num_attention_heads,
                 n_kv_heads: c.num_key_value_heads,
                 head_dim: c.head_dim,
             };
             let mlp = Mlp {
-                gate_proj: lin("mlp.gate_proj", d, m)?,
-                up_proj: lin("mlp.up_proj", d, m)?,
-                down_proj: lin("mlp.down_proj", m, d)?,
+                gate_proj: lin(LayerTensor::GateProj, d, m)?,
+                up_proj: lin(LayerTensor::UpProj, d, m)?,
+                down_proj: lin(LayerTensor::DownProj, m, d)?,
             };
-            let ln1 = source.norm(&format!("{p}.input_layernorm.weight"), d, device)?;
-            let ln2 = source.norm(&format!("{p}.post_attention_layernorm.weight"), d, device)?;
+            let ln1 = source.norm(&names::layer(i, LayerTensor::InputNorm), d, device)?;
+            let ln2 = source.norm(&names::layer(i, LayerTensor::PostNorm), d, device)?;
             layers.push(Block {
                 input_layernorm: rms(ln1),
                 self_attn,
@@ -336,12 +335,12 @@ impl<B: Backend> Llama<B> {
                 mlp,
             });
         }
-        let norm = rms(source.norm("model.norm.weight", d, device)?);
+        let norm = rms(source.norm(names::NORM, d, device)?);
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
             Some(linear(source.linear(
-                "lm_head.weight",
+                names::LM_HEAD,
                 d,
                 c.vocab_size,
                 device,
@@ -368,9 +367,10 @@ impl<B: Backend> Llama<B> {
         let seq = input_ids.dims()[1];
         let z_hidden = z.and_then(|z| z.hidden.as_ref());
         let mut x = self.embed_tokens.forward(input_ids);
-        // SPEC §0.2: the embedding output is masked too, so that the masked model and the
-        // materialized one agree exactly.
-        if let Some(h) = z_hidden {
+        // docs/algorithm.md §0.2: with an untied head the embedding output is masked too, so that
+        // the masked model and the materialized one agree exactly; a tied embedding stays
+        // unmasked (it is also the head) and is only sliced at materialization.
+        if let (Some(h), Some(_)) = (z_hidden, &self.lm_head) {
             x = x * h.clone().unsqueeze::<3>();
         }
         for (i, layer) in self.layers.iter().enumerate() {
@@ -414,7 +414,7 @@ impl<B: Backend> Llama<B> {
         self.loss_masked(input_ids, None)
     }
 
-    /// Masked forward (SPEC §1.2 with §0.2): `[batch, seq] -> [batch, seq, vocab]`.
+    /// Masked forward (docs/algorithm.md §1.2 with §0.2): `[batch, seq] -> [batch, seq, vocab]`.
     pub fn forward_masked(&self, input_ids: Tensor<B, 2, Int>, z: &ZMasks<B>) -> Tensor<B, 3> {
         self.lm_logits(self.hidden(input_ids, None, Some(z)))
     }

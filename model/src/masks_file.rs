@@ -1,7 +1,9 @@
-//! The pruning checkpoint's mask file (`masks.safetensors`): every `log_alpha`, the Lagrange
-//! multipliers and the step, with the target shape in the metadata. `shear materialize` reads
-//! it, or a file of deterministic mask values (`z_hidden`, `z_head`, `z_intermediate`,
-//! `z_layer`).
+//! The pruning run's mask file (`masks.safetensors`): every `log_alpha` (`log_alpha.{type}`),
+//! the Lagrange multipliers (`lambda_1`, `lambda_2`, one entry per mask type in
+//! `MaskType::ALL` order), and in the metadata the step, the target shape and the hard-concrete
+//! temperature the masks were trained with (docs/algorithm.md §2.1), so that deterministic masks
+//! computed from the file use it. `shear materialize` reads it, or a file of deterministic mask
+//! values (`z_hidden`, `z_head`, `z_intermediate`, `z_layer`, optionally `z_kv_head`, `z_mlp`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,43 +13,41 @@ use burn::prelude::*;
 use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{ModelError, Result};
-use crate::masks::{HardConcrete, L0Masks, Mask, TargetShape};
+use crate::masks::{HardConcrete, L0Masks, Mask, MaskType, PerType};
 use crate::materialize::DeterministicMasks;
+use crate::target::TargetShape;
+
+const FORMAT: &str = "shear-masks";
 
 /// Everything in a mask file besides the masks themselves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskState {
     pub step: usize,
     pub target: TargetShape,
-    /// Per mask type, in the order of `masks::MASK_TYPES`.
-    pub lambda_1: [f64; 5],
-    pub lambda_2: [f64; 5],
+    pub lambda_1: PerType<f64>,
+    pub lambda_2: PerType<f64>,
 }
 
-fn host<B: Backend>(m: &Mask<B>) -> (Vec<usize>, Vec<f32>) {
-    let t = m.log_alpha.val();
-    let [r, n] = t.dims();
-    let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().expect("f32");
-    (if r == 1 { vec![n] } else { vec![r, n] }, v)
+fn all_types(v: &PerType<f64>) -> Vec<f32> {
+    MaskType::ALL
+        .iter()
+        .map(|k| v.get(*k).copied().unwrap_or(0.0) as f32)
+        .collect()
 }
 
-/// Writes `masks` and `state` to `path` (through a temporary name).
+/// Writes `masks` and `state` to `path` (atomically).
 pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState) -> Result<()> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, m) in [
-        ("layer", Some(&masks.layer)),
-        ("hidden", Some(&masks.hidden)),
-        ("head", Some(&masks.head)),
-        ("intermediate", Some(&masks.intermediate)),
-        ("mlp", masks.mlp.as_ref()),
-    ] {
-        let Some(m) = m else { continue };
-        let (shape, v) = host(m);
-        tensors.push((format!("log_alpha.{name}"), shape, Dtype::F32.encode(&v)));
+    for k in masks.types() {
+        let t = masks.get(k).expect("present").log_alpha.val();
+        let [r, n] = t.dims();
+        let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().expect("f32");
+        let shape = if r == 1 { vec![n] } else { vec![r, n] };
+        tensors.push((format!("log_alpha.{k}"), shape, Dtype::F32.encode(&v)));
     }
-    for (name, v) in [("lambda_1", state.lambda_1), ("lambda_2", state.lambda_2)] {
-        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        tensors.push((name.to_string(), vec![5], Dtype::F32.encode(&v)));
+    for (name, v) in [("lambda_1", &state.lambda_1), ("lambda_2", &state.lambda_2)] {
+        let v = all_types(v);
+        tensors.push((name.to_string(), vec![v.len()], Dtype::F32.encode(&v)));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
@@ -57,17 +57,12 @@ pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState
             (n.clone(), view)
         })
         .collect();
-    let t = state.target;
+    let hc = masks.hard_concrete();
     let metadata = HashMap::from([
-        ("format".to_string(), "shear-masks".to_string()),
+        ("format".to_string(), FORMAT.to_string()),
         ("step".to_string(), state.step.to_string()),
-        (
-            "target".to_string(),
-            format!(
-                "layers={},hidden={},heads={},intermediate={}",
-                t.layers, t.hidden, t.heads, t.intermediate
-            ),
-        ),
+        ("target".to_string(), state.target.to_string()),
+        ("temperature".to_string(), hc.temperature.to_string()),
         ("head_dim".to_string(), masks.head_dim.to_string()),
     ]);
     let bytes =
@@ -75,7 +70,7 @@ pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
-    crate::checkpoint::write_atomic(path, &bytes)
+    Ok(shear_io::write_atomic(path, &bytes)?)
 }
 
 /// What a mask file holds.
@@ -106,17 +101,22 @@ pub fn load_masks<B: Backend>(
             DeterministicMasks::from_safetensors(path, config)?,
         ));
     }
-    if !names.contains(&"log_alpha.hidden") {
+    if !names.iter().any(|n| n.starts_with("log_alpha.")) {
         return Err(bad(
             "neither a pruning mask file (log_alpha.*) nor deterministic masks (z_*)".into(),
         ));
     }
-    let (l, d, h, m) = (
-        config.num_hidden_layers,
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-    );
+    let meta = meta.metadata().clone().unwrap_or_default();
+    // Files written before the temperature was recorded used the default.
+    let temperature = match meta.get("temperature") {
+        Some(t) => t
+            .parse::<f64>()
+            .map_err(|_| bad(format!("metadata `temperature`: `{t}` is not a number")))?,
+        None => HardConcrete::default().temperature,
+    };
+    let hc = HardConcrete::with_temperature(temperature);
+    hc.validate()
+        .map_err(|e| bad(format!("metadata `temperature`: {e}")))?;
     let get = |name: &str, rows: usize, n: usize| -> Result<Tensor<B, 2>> {
         let t = st.tensor(name).map_err(|_| ModelError::MissingTensor {
             dir: path.to_path_buf(),
@@ -136,28 +136,43 @@ pub fn load_masks<B: Backend>(
             device,
         ))
     };
-    let hc = HardConcrete::default();
+    let (l, d, h, g, m) = (
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.intermediate_size,
+    );
+    let mask = |k: MaskType, rows: usize, n: usize| -> Result<Option<Mask<B>>> {
+        let name = format!("log_alpha.{k}");
+        if !names.contains(&name.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(Mask::from_log_alpha(get(&name, rows, n)?, hc)))
+    };
     let masks = L0Masks {
-        layer: Mask::from_log_alpha(get("log_alpha.layer", 1, l)?, hc),
-        mlp: if names.contains(&"log_alpha.mlp") {
-            Some(Mask::from_log_alpha(get("log_alpha.mlp", 1, l)?, hc))
-        } else {
-            None
-        },
-        hidden: Mask::from_log_alpha(get("log_alpha.hidden", 1, d)?, hc),
-        head: Mask::from_log_alpha(get("log_alpha.head", l, h)?, hc),
-        intermediate: Mask::from_log_alpha(get("log_alpha.intermediate", l, m)?, hc),
+        layer: mask(MaskType::Layer, 1, l)?,
+        mlp: mask(MaskType::Mlp, 1, l)?,
+        hidden: mask(MaskType::Hidden, 1, d)?,
+        head: mask(MaskType::Head, l, h)?,
+        kv_head: mask(MaskType::KvHead, l, g)?,
+        intermediate: mask(MaskType::Intermediate, l, m)?,
+        source: TargetShape::of(config),
         head_dim: config.head_dim,
     };
-    let lam = |name: &str| -> Result<[f64; 5]> {
-        let v: Vec<f32> = get(name, 1, 5)?
+    let types = masks.types();
+    let lam = |name: &str| -> Result<PerType<f64>> {
+        let v: Vec<f32> = get(name, 1, MaskType::ALL.len())?
             .into_data()
             .convert::<f32>()
             .to_vec()
             .expect("f32");
-        Ok(std::array::from_fn(|i| v[i] as f64))
+        Ok(types
+            .iter()
+            .copied()
+            .map(|k| (k, v[k.index()] as f64))
+            .collect())
     };
-    let meta = meta.metadata().clone().unwrap_or_default();
     let target: TargetShape = meta
         .get("target")
         .ok_or_else(|| bad("no `target` in the metadata".into()))?

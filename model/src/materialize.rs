@@ -1,6 +1,17 @@
-//! Materialization (SPEC §5 with the §0.2 decision): deterministic masks folded into the weights
-//! once, zeros sliced away, removed layers dropped and the rest renumbered, giving a dense
-//! smaller LLaMA whose logits equal the masked model's.
+//! Materialization (docs/algorithm.md §5, with the §0.2 decision and §11 for grouped-query
+//! attention): deterministic masks folded into the weights once, zeros sliced away, removed
+//! layers dropped and the rest renumbered, giving a dense smaller LLaMA whose logits equal the
+//! masked model's.
+//!
+//! Where each mask is folded:
+//! - `z_hidden`: into the norm weights and the output rows of `o_proj` and `down_proj`; into the
+//!   embedding too when the head is untied (the masked forward then masks the embedding output),
+//!   never into a tied embedding, which therefore stays tied (§0.2).
+//! - `z_head`: into the rows of `v_proj` under multi-head attention (as the reference does); into
+//!   the input columns of `o_proj` when query heads share key/value heads, with the group mask
+//!   `z_kv_head` folded into `v_proj`'s rows (§11).
+//! - `z_layer` / `z_mlp`: into the output rows of `o_proj` / `down_proj`.
+//! - `z_intermediate`: into the rows of `up_proj`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,15 +23,19 @@ use crate::config::LlamaConfig;
 use crate::dtype::Dtype;
 use crate::error::{ModelError, Result};
 use crate::llama::{Llama, ZMasks};
+use crate::names::{self, LayerTensor};
 use crate::weights::HfTensors;
 
-/// Deterministic mask values (exact zeros for removed units, soft values for kept ones).
+/// Deterministic mask values (exact zeros for removed units, soft values for kept ones; 1 for a
+/// dimension that was not pruned).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeterministicMasks {
     /// `[d]`
     pub hidden: Vec<f64>,
-    /// `[layers][heads]`
+    /// `[layers][heads]`: query heads.
     pub head: Vec<Vec<f64>>,
+    /// `[layers][kv_heads]`: key/value groups of a grouped-query source (§11).
+    pub kv_head: Option<Vec<Vec<f64>>>,
     /// `[layers][intermediate]`
     pub intermediate: Vec<Vec<f64>>,
     /// `[layers]`: both sub-blocks, or only attention (`head_layer`) when `mlp` is set.
@@ -50,9 +65,22 @@ fn read_f32(
 }
 
 impl DeterministicMasks {
+    /// All ones: the unpruned model.
+    pub fn ones(config: &LlamaConfig) -> Self {
+        let l = config.num_hidden_layers;
+        DeterministicMasks {
+            hidden: vec![1.0; config.hidden_size],
+            head: vec![vec![1.0; config.num_attention_heads]; l],
+            kv_head: None,
+            intermediate: vec![vec![1.0; config.intermediate_size]; l],
+            layer: vec![1.0; l],
+            mlp: None,
+        }
+    }
+
     /// Reads `z_hidden [d]`, `z_head [L, H]`, `z_intermediate [L, m]`, `z_layer [L]` and, if
-    /// present, `z_mlp [L]` from a safetensors file (other tensors are ignored) and checks them
-    /// against `config`.
+    /// present, `z_kv_head [L, G]` and `z_mlp [L]` from a safetensors file (other tensors are
+    /// ignored) and checks them against `config`; every value must be finite and in [0, 1].
     pub fn from_safetensors(path: &Path, config: &LlamaConfig) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(crate::error::io_err(path))?;
         let st =
@@ -60,9 +88,10 @@ impl DeterministicMasks {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
             })?;
-        let (l, h, m, d) = (
+        let (l, h, g, m, d) = (
             config.num_hidden_layers,
             config.num_attention_heads,
+            config.num_key_value_heads,
             config.intermediate_size,
             config.hidden_size,
         );
@@ -76,20 +105,49 @@ impl DeterministicMasks {
                     expected,
                 });
             }
+            if let Some(bad) = v.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+                return Err(ModelError::NonFinite {
+                    what: format!("{}: mask `{name}`", path.display()),
+                    value: *bad,
+                });
+            }
             Ok(v)
         };
         let rows = |v: Vec<f64>, n: usize| v.chunks(n).map(<[f64]>::to_vec).collect();
+        let has = |n: &str| st.names().contains(&n);
         Ok(DeterministicMasks {
             hidden: get("z_hidden", vec![d])?,
             head: rows(get("z_head", vec![l, h])?, h),
+            kv_head: if has("z_kv_head") {
+                Some(rows(get("z_kv_head", vec![l, g])?, g))
+            } else {
+                None
+            },
             intermediate: rows(get("z_intermediate", vec![l, m])?, m),
             layer: get("z_layer", vec![l])?,
-            mlp: if st.names().contains(&"z_mlp") {
+            mlp: if has("z_mlp") {
                 Some(get("z_mlp", vec![l])?)
             } else {
                 None
             },
         })
+    }
+
+    /// Query-head values times their group's value `[layers][heads]`: the factor each head's
+    /// context is multiplied by in the masked forward.
+    pub fn effective_heads(&self) -> Vec<Vec<f64>> {
+        match &self.kv_head {
+            None => self.head.clone(),
+            Some(kv) => self
+                .head
+                .iter()
+                .zip(kv)
+                .map(|(h, g)| {
+                    let per = h.len() / g.len();
+                    h.iter().enumerate().map(|(i, x)| x * g[i / per]).collect()
+                })
+                .collect(),
+        }
     }
 
     /// The masks as tensors for [`Llama::forward_masked`].
@@ -105,7 +163,7 @@ impl DeterministicMasks {
         };
         ZMasks {
             hidden: Some(v1(&self.hidden)),
-            head: Some(v2(&self.head)),
+            head: Some(v2(&self.effective_heads())),
             intermediate: Some(v2(&self.intermediate)),
             layer: Some(v1(&self.layer)),
             mlp: self.mlp.as_deref().map(v1),
@@ -118,8 +176,8 @@ struct MapSource {
     tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
-impl MapSource {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+impl HfTensors for MapSource {
+    fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (s, v) = self
             .tensors
             .remove(name)
@@ -136,12 +194,6 @@ impl MapSource {
             });
         }
         Ok(v)
-    }
-}
-
-impl HfTensors for MapSource {
-    fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.take(name, shape)
     }
 }
 
@@ -183,14 +235,61 @@ impl Mat {
             v,
         }
     }
+    fn all_rows(&self) -> Vec<usize> {
+        (0..self.rows).collect()
+    }
 }
 
 fn nonzero(v: &[f64]) -> Vec<usize> {
     (0..v.len()).filter(|&i| v[i] != 0.0).collect()
 }
 
-/// Folds `z` into `model` and slices it to the kept units (SPEC §5, §0.2). Every kept layer must
-/// keep the same number of heads and intermediate channels, so the result is a uniform LLaMA.
+/// Each of `units` (e.g. heads) repeated `width` times (e.g. its `head_dim` rows).
+fn expand(units: &[f64], width: usize) -> Vec<f64> {
+    units
+        .iter()
+        .flat_map(|&s| std::iter::repeat_n(s, width))
+        .collect()
+}
+
+fn rows_of(units: &[usize], width: usize) -> Vec<usize> {
+    units
+        .iter()
+        .flat_map(|&u| u * width..(u + 1) * width)
+        .collect()
+}
+
+/// A count that must be the same in every kept layer for the result to be a uniform model.
+struct Uniform {
+    what: &'static str,
+    seen: Option<usize>,
+}
+
+impl Uniform {
+    fn check(&mut self, layer: usize, kept: usize) -> Result<()> {
+        if kept == 0 {
+            return Err(ModelError::InvalidShape(format!(
+                "layer {layer} keeps no {}",
+                self.what
+            )));
+        }
+        match self.seen {
+            Some(k) if k != kept => Err(ModelError::InvalidShape(format!(
+                "layer {layer} keeps {kept} {}, an earlier layer {k}: not a uniform model",
+                self.what
+            ))),
+            _ => {
+                self.seen = Some(kept);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Folds `z` into `model` and slices it to the kept units (docs/algorithm.md §5, §0.2, §11).
+/// Every kept layer must keep the same number of heads, key/value groups and intermediate
+/// channels, and every kept group the same number of query heads, so the result is a uniform
+/// Hugging Face Llama.
 pub fn materialize<B: Backend>(
     model: &Llama<B>,
     z: &DeterministicMasks,
@@ -198,12 +297,8 @@ pub fn materialize<B: Backend>(
 ) -> Result<Llama<B>> {
     let c = &model.config;
     let bad = |m: String| ModelError::InvalidShape(m);
-    if c.num_key_value_heads != c.num_attention_heads {
-        return Err(bad(
-            "materializing grouped-query attention models is not supported yet".into(),
-        ));
-    }
     let hd = c.head_dim;
+    let per_group = c.num_attention_heads / c.num_key_value_heads;
     let mut src: HashMap<String, Mat> = named_tensors(model, Dtype::F32)
         .into_iter()
         .map(|(name, t)| {
@@ -220,7 +315,6 @@ pub fn materialize<B: Backend>(
     let mut take = |name: &str| src.remove(name).expect("every model tensor is named");
     let zh = &z.hidden;
     let keep_d = nonzero(zh);
-    let all = |n: usize| (0..n).collect::<Vec<_>>();
     let mut out: HashMap<String, (Vec<usize>, Vec<f32>)> = HashMap::new();
     let mut put = |name: String, m: Mat, vector: bool| {
         let shape = if vector {
@@ -231,43 +325,47 @@ pub fn materialize<B: Backend>(
         out.insert(name, (shape, m.v));
     };
 
-    let embed = take("model.embed_tokens.weight");
-    let vocab = embed.rows;
-    // The LM head input is not scaled: z_hidden is folded into the final norm only (§0.2). A
-    // tied head therefore becomes untied, since the embedding itself is scaled.
-    let head = match &model.lm_head {
-        Some(_) => take("lm_head.weight"),
-        None => Mat {
-            rows: embed.rows,
-            cols: embed.cols,
-            v: embed.v.clone(),
-        },
-    };
+    let tied = model.lm_head.is_none();
+    let embed = take(names::EMBED);
+    let vocab = embed.all_rows();
+    if tied {
+        // The masked forward leaves a tied embedding unmasked (§0.2): slice it, fold nothing.
+        put(names::EMBED.into(), embed.select(&vocab, &keep_d), false);
+    } else {
+        // The LM head input is not scaled: z_hidden is folded into the final norm only.
+        let head = take(names::LM_HEAD);
+        put(names::LM_HEAD.into(), head.select(&vocab, &keep_d), false);
+        let embed = embed.scale_cols(zh).select(&vocab, &keep_d);
+        put(names::EMBED.into(), embed, false);
+    }
     put(
-        "lm_head.weight".into(),
-        head.select(&all(vocab), &keep_d),
-        false,
-    );
-    put(
-        "model.embed_tokens.weight".into(),
-        embed.scale_cols(zh).select(&all(vocab), &keep_d),
-        false,
-    );
-    put(
-        "model.norm.weight".into(),
-        take("model.norm.weight")
-            .scale_cols(zh)
-            .select(&[0], &keep_d),
+        names::NORM.into(),
+        take(names::NORM).scale_cols(zh).select(&[0], &keep_d),
         true,
     );
 
-    let (mut heads_kept, mut inter_kept) = (None, None);
+    let mut heads_kept = Uniform {
+        what: "attention heads",
+        seen: None,
+    };
+    let mut groups_kept = Uniform {
+        what: "key/value heads",
+        seen: None,
+    };
+    let mut per_group_kept = Uniform {
+        what: "query heads in a key/value group",
+        seen: None,
+    };
+    let mut inter_kept = Uniform {
+        what: "intermediate channels",
+        seen: None,
+    };
+    let z_heads = z.effective_heads();
     let mut new_l = 0;
     for l in 0..c.num_hidden_layers {
         // Per-layer scalars of the attention and FFN sub-blocks (the same with one layer mask).
         let zl = z.layer[l];
         let zf = z.mlp.as_ref().map_or(zl, |m| m[l]);
-        let p = format!("model.layers.{l}");
         if zl == 0.0 && zf == 0.0 {
             continue;
         }
@@ -278,68 +376,75 @@ pub fn materialize<B: Backend>(
                 if zl == 0.0 { "attention" } else { "FFN" }
             )));
         }
-        let q = format!("model.layers.{new_l}");
-        let n = |s: &str| format!("{p}.{s}.weight");
-        let o = |s: &str| format!("{q}.{s}.weight");
-        // Attention: head mask into V's rows, layer and hidden masks into o_proj's rows.
-        let zhead = &z.head[l];
-        let heads: Vec<usize> = (0..zhead.len()).filter(|&h| zhead[h] * zl != 0.0).collect();
-        let head_rows: Vec<usize> = heads.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect();
-        let v_scale: Vec<f64> = zhead
-            .iter()
-            .flat_map(|&s| std::iter::repeat_n(s, hd))
+        let n = |t: LayerTensor| names::layer(l, t);
+        let o = |t: LayerTensor| names::layer(new_l, t);
+
+        // Attention. Kept query heads, and kept groups (a group is kept when one of its query
+        // heads is; under multi-head attention groups are heads).
+        let heads = nonzero(&z_heads[l]);
+        let groups: Vec<usize> = (0..c.num_key_value_heads)
+            .filter(|g| heads.iter().any(|h| h / per_group == *g))
             .collect();
-        let o_scale: Vec<f64> = zh.iter().map(|&s| s * zl).collect();
-        for name in ["q_proj", "k_proj"] {
-            let m = take(&n(&format!("self_attn.{name}"))).select(&head_rows, &keep_d);
-            put(o(&format!("self_attn.{name}")), m, false);
+        heads_kept.check(l, heads.len())?;
+        groups_kept.check(l, groups.len())?;
+        for g in &groups {
+            let n_in = heads.iter().filter(|h| *h / per_group == *g).count();
+            per_group_kept.check(l, n_in)?;
         }
-        let vproj = take(&n("self_attn.v_proj")).scale_rows(&v_scale);
+        let (v_scale, o_cols) = match &z.kv_head {
+            // Multi-head attention: each head's value rows carry its mask.
+            None if per_group == 1 => (
+                expand(&z.head[l], hd),
+                vec![1.0; c.num_attention_heads * hd],
+            ),
+            // Grouped: the group mask into the value rows, the query-head mask into o_proj.
+            None => (
+                vec![1.0; c.num_key_value_heads * hd],
+                expand(&z.head[l], hd),
+            ),
+            Some(kv) => (expand(&kv[l], hd), expand(&z.head[l], hd)),
+        };
+        let (q_rows, kv_rows) = (rows_of(&heads, hd), rows_of(&groups, hd));
         put(
-            o("self_attn.v_proj"),
-            vproj.select(&head_rows, &keep_d),
+            o(LayerTensor::QProj),
+            take(&n(LayerTensor::QProj)).select(&q_rows, &keep_d),
             false,
         );
-        let oproj = take(&n("self_attn.o_proj")).scale_rows(&o_scale);
         put(
-            o("self_attn.o_proj"),
-            oproj.select(&keep_d, &head_rows),
+            o(LayerTensor::KProj),
+            take(&n(LayerTensor::KProj)).select(&kv_rows, &keep_d),
             false,
         );
-        // MLP: intermediate mask into up_proj's rows, layer and hidden masks into down_proj's.
+        let vproj = take(&n(LayerTensor::VProj)).scale_rows(&v_scale);
+        put(
+            o(LayerTensor::VProj),
+            vproj.select(&kv_rows, &keep_d),
+            false,
+        );
+        let o_rows: Vec<f64> = zh.iter().map(|&s| s * zl).collect();
+        let oproj = take(&n(LayerTensor::OProj))
+            .scale_rows(&o_rows)
+            .scale_cols(&o_cols);
+        put(o(LayerTensor::OProj), oproj.select(&keep_d, &q_rows), false);
+
+        // FFN: intermediate mask into up_proj's rows, layer and hidden masks into down_proj's.
         let zint = &z.intermediate[l];
         let chans: Vec<usize> = (0..zint.len()).filter(|&i| zint[i] * zf != 0.0).collect();
-        let gate = take(&n("mlp.gate_proj")).select(&chans, &keep_d);
-        put(o("mlp.gate_proj"), gate, false);
-        let up = take(&n("mlp.up_proj"))
+        inter_kept.check(l, chans.len())?;
+        let gate = take(&n(LayerTensor::GateProj)).select(&chans, &keep_d);
+        put(o(LayerTensor::GateProj), gate, false);
+        let up = take(&n(LayerTensor::UpProj))
             .scale_rows(zint)
             .select(&chans, &keep_d);
-        put(o("mlp.up_proj"), up, false);
-        let f_scale: Vec<f64> = zh.iter().map(|&s| s * zf).collect();
-        let down = take(&n("mlp.down_proj"))
-            .scale_rows(&f_scale)
+        put(o(LayerTensor::UpProj), up, false);
+        let f_rows: Vec<f64> = zh.iter().map(|&s| s * zf).collect();
+        let down = take(&n(LayerTensor::DownProj))
+            .scale_rows(&f_rows)
             .select(&keep_d, &chans);
-        put(o("mlp.down_proj"), down, false);
-        for norm in ["input_layernorm", "post_attention_layernorm"] {
+        put(o(LayerTensor::DownProj), down, false);
+        for norm in [LayerTensor::InputNorm, LayerTensor::PostNorm] {
             let w = take(&n(norm)).scale_cols(zh).select(&[0], &keep_d);
             put(o(norm), w, true);
-        }
-        for (what, kept, seen) in [
-            ("heads", heads.len(), &mut heads_kept),
-            ("intermediate channels", chans.len(), &mut inter_kept),
-        ] {
-            match seen {
-                Some(k) if *k != kept => {
-                    return Err(bad(format!(
-                        "layer {l} keeps {kept} {what}, an earlier layer {k}: not a uniform model"
-                    )))
-                }
-                Some(_) => {}
-                None => *seen = Some(kept),
-            }
-            if kept == 0 {
-                return Err(bad(format!("layer {l} keeps no {what}")));
-            }
         }
         new_l += 1;
     }
@@ -351,9 +456,8 @@ pub fn materialize<B: Backend>(
     let mut config = c.clone();
     config.hidden_size = keep_d.len();
     config.num_hidden_layers = new_l;
-    config.num_attention_heads = heads_kept.unwrap_or(0);
-    config.num_key_value_heads = config.num_attention_heads;
-    config.intermediate_size = inter_kept.unwrap_or(0);
-    config.tie_word_embeddings = false;
+    config.num_attention_heads = heads_kept.seen.unwrap_or(0);
+    config.num_key_value_heads = groups_kept.seen.unwrap_or(0);
+    config.intermediate_size = inter_kept.seen.unwrap_or(0);
     Llama::from_source(&config, &mut MapSource { tensors: out }, device)
 }

@@ -1,13 +1,11 @@
 //! Hard-concrete masks, the masked forward and materialization against the reference
 //! (tests/fixtures/l0_and_loading.json and tests/fixtures/pruning/, made with transformers).
 
-mod common;
-
 use burn::prelude::*;
-use common::*;
-use shear_model::masks::deterministic_row;
+use shear_model::masks::hard_concrete::deterministic_row;
 use shear_model::materialize::DeterministicMasks;
 use shear_model::{load_llama, materialize, HardConcrete, LlamaConfig, Mask, ZMasks};
+use shear_testkit::*;
 
 fn assert_rel(got: &[f64], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -67,7 +65,7 @@ fn scores_samples_and_deterministic_mask_match_the_reference() {
         "deterministic_keep_5",
     );
     // The same from the mask module (log_alpha stored in f32).
-    let from_mask = mask.deterministic(Some(5));
+    let from_mask = mask.deterministic("head", Some(5)).unwrap();
     assert_eq!(from_mask.len(), 1);
     assert_rel(&from_mask[0], &det, 1e-6, "deterministic (mask module)");
 }

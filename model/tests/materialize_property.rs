@@ -1,52 +1,88 @@
-//! Property: for random sources and random deterministic masks of any valid target, the masked
-//! forward and the materialized model give the same logits.
-
-mod common;
+//! Property: for random sources — multi-head or grouped-query attention, tied or untied
+//! embeddings — and random deterministic masks of any valid target, the masked forward and the
+//! materialized model give the same logits (≤ 1e-4), and the materialized config is a valid
+//! Hugging Face Llama of exactly the target shape (tied sources stay tied).
 
 use burn::prelude::*;
-use common::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use shear_model::{materialize, DeterministicMasks, Llama, LlamaConfig, RandomInit};
+use shear_model::{materialize, DeterministicMasks, Llama, LlamaConfig, RandomInit, TargetShape};
+use shear_testkit::*;
 
-/// `rows` rows of length `n`, each keeping exactly `keep` random entries with soft values in
-/// (0.5, 1] (`keep_all` rows keep everything, for masks that must not remove a unit).
+/// A row of length `n` keeping exactly `keep` random entries with soft values in (0.5, 1].
+fn random_row(rng: &mut StdRng, n: usize, keep: usize) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(rng);
+    let mut row = vec![0.0; n];
+    for &i in &idx[..keep] {
+        row[i] = rng.random_range(0.5..=1.0);
+    }
+    row
+}
+
 fn random_rows(rng: &mut StdRng, rows: usize, n: usize, keep: usize) -> Vec<Vec<f64>> {
-    (0..rows)
-        .map(|_| {
-            let mut idx: Vec<usize> = (0..n).collect();
-            idx.shuffle(rng);
-            let mut row = vec![0.0; n];
-            for &i in &idx[..keep] {
-                row[i] = rng.random_range(0.5..=1.0);
-            }
-            row
-        })
-        .collect()
+    (0..rows).map(|_| random_row(rng, n, keep)).collect()
+}
+
+/// The rules transformers' `LlamaConfig` and `LlamaAttention` rely on.
+fn assert_valid_llama(c: &LlamaConfig, case: u64) {
+    assert!(
+        c.num_attention_heads > 0 && c.num_key_value_heads > 0,
+        "case {case}"
+    );
+    assert_eq!(
+        c.num_attention_heads % c.num_key_value_heads,
+        0,
+        "case {case}: heads must be a multiple of kv heads"
+    );
+    let json = c.to_hf_json(shear_model::Dtype::F32);
+    // head_dim is written whenever hidden / heads would give another value.
+    if c.hidden_size != c.num_attention_heads * c.head_dim {
+        assert_eq!(json["head_dim"], c.head_dim, "case {case}");
+    }
+    assert_eq!(
+        json["tie_word_embeddings"], c.tie_word_embeddings,
+        "case {case}"
+    );
+    c.validate().unwrap();
 }
 
 #[test]
 fn masked_logits_equal_materialized_logits_for_random_cases() {
     let mut rng = StdRng::seed_from_u64(2024);
-    for case in 0..10 {
-        let layers = rng.random_range(1..=4);
-        let heads = rng.random_range(1..=4);
+    let mut seen = [[false; 2]; 2]; // [grouped][tied]
+    for case in 0..24u64 {
+        let layers = rng.random_range(1..=3);
+        let kv = rng.random_range(1..=3);
+        let per_group = if rng.random_bool(0.5) {
+            1
+        } else {
+            rng.random_range(2..=3)
+        };
+        let heads = kv * per_group;
         let head_dim = 2 * rng.random_range(2..=4);
         let hidden = rng.random_range(8..=24);
         let inter = rng.random_range(8..=40);
         let vocab = 50;
-        let mut config = LlamaConfig::new(vocab, hidden, inter, layers, heads, heads);
+        let mut config = LlamaConfig::new(vocab, hidden, inter, layers, heads, kv);
         config.head_dim = head_dim;
         config.tie_word_embeddings = rng.random_bool(0.5);
+        seen[usize::from(per_group > 1)][usize::from(config.tie_word_embeddings)] = true;
         B::seed(&device(), case);
         let model: Llama<B> =
             Llama::from_source(&config, &mut RandomInit { std: 0.2 }, &device()).unwrap();
         let t_layers = rng.random_range(1..=layers);
-        let t_heads = rng.random_range(1..=heads);
-        let t_hidden = rng.random_range(1..=hidden);
-        let t_inter = rng.random_range(1..=inter);
-        let layer = random_rows(&mut rng, 1, layers, t_layers).remove(0);
+        let t_kv = rng.random_range(1..=kv);
+        let t_per_group = rng.random_range(1..=per_group);
+        let t = TargetShape {
+            layers: t_layers,
+            hidden: rng.random_range(1..=hidden),
+            heads: t_kv * t_per_group,
+            kv_heads: t_kv,
+            intermediate: rng.random_range(1..=inter),
+        };
+        let layer = random_row(&mut rng, layers, t_layers);
         // Half of the cases use separate head_layer / mlp masks (same layers removed, other
         // soft values for the FFN).
         let mlp = rng.random_bool(0.5).then(|| {
@@ -61,10 +97,25 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
                 })
                 .collect()
         });
+        // Multi-head sources take one head mask; grouped ones a group mask and, inside each
+        // group, a query-head mask keeping the same number in every group.
+        let (head, kv_head) = if per_group == 1 {
+            (random_rows(&mut rng, layers, heads, t.heads), None)
+        } else {
+            let head = (0..layers)
+                .map(|_| {
+                    (0..kv)
+                        .flat_map(|_| random_row(&mut rng, per_group, t_per_group))
+                        .collect()
+                })
+                .collect();
+            (head, Some(random_rows(&mut rng, layers, kv, t_kv)))
+        };
         let z = DeterministicMasks {
-            hidden: random_rows(&mut rng, 1, hidden, t_hidden).remove(0),
-            head: random_rows(&mut rng, layers, heads, t_heads),
-            intermediate: random_rows(&mut rng, layers, inter, t_inter),
+            hidden: random_row(&mut rng, hidden, t.hidden),
+            head,
+            kv_head,
+            intermediate: random_rows(&mut rng, layers, inter, t.intermediate),
             layer,
             mlp,
         };
@@ -77,22 +128,28 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
             .unwrap();
         let small = materialize(&model, &z, &device()).unwrap();
         let c = &small.config;
+        assert_eq!(TargetShape::of(c), t, "case {case}: shape");
+        assert_eq!(c.head_dim, head_dim, "case {case}: head_dim is kept");
         assert_eq!(
-            (
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.num_attention_heads,
-                c.intermediate_size,
-                c.head_dim
-            ),
-            (t_layers, t_hidden, t_heads, t_inter, head_dim),
-            "case {case}: shape"
+            c.tie_word_embeddings, config.tie_word_embeddings,
+            "case {case}: tie"
         );
+        assert_eq!(
+            small.lm_head.is_none(),
+            config.tie_word_embeddings,
+            "case {case}"
+        );
+        assert_eq!(
+            c.param_counts().total(),
+            t.config(&config).param_counts().total(),
+            "case {case}: parameters of the target"
+        );
+        assert_valid_llama(c, case);
         let dense: Vec<f32> = small.forward(ids).into_data().to_vec().unwrap();
         let diff = max_abs_diff(&masked, &dense);
-        let scale = masked.iter().fold(0f32, |m, x| m.max(x.abs()));
         eprintln!(
-            "case {case}: mlp {} diff {diff:e} max |logit| {scale}",
+            "case {case}: {t} tied {} mlp {} diff {diff:e}",
+            config.tie_word_embeddings,
             z.mlp.is_some()
         );
         assert!(
@@ -100,4 +157,5 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
             "case {case}: masked vs materialized logits differ by {diff}"
         );
     }
+    assert_eq!(seen, [[true; 2]; 2], "every kind of source was drawn");
 }

@@ -1,11 +1,9 @@
 //! Logits, loss and greedy generation against Hugging Face transformers' outputs
 //! (tests/fixtures/*/expected.safetensors and generate.json).
 
-mod common;
-
 use burn::prelude::*;
-use common::*;
 use shear_model::{generate, load_llama, next_token_loss, GenerateConfig, Sampling};
+use shear_testkit::*;
 
 fn check_logits(rel: &str, logits_tol: f32) {
     let dir = fixture(rel);
@@ -90,45 +88,6 @@ fn mha_greedy_generation_matches_with_and_without_cache() {
 #[test]
 fn gqa_greedy_generation_matches_with_and_without_cache() {
     check_greedy("llama-gqa-tied-bf16-sharded");
-}
-
-#[test]
-fn cli_generate_ids_only_prints_the_continuation() {
-    let g: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("llama-mha/generate.json")).unwrap())
-            .unwrap();
-    let join = |k: &str, sep: &str| {
-        g[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join(sep)
-    };
-    let dir = fixture("llama-mha");
-    let prompt = join("prompt_ids", ",");
-    let out = run_shear(
-        &[
-            "generate",
-            dir.to_str().unwrap(),
-            "--prompt-ids",
-            &prompt,
-            "--max-new-tokens",
-            "20",
-            "--greedy",
-            "--ids-only",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        format!("{}\n", join("greedy_continuation", " "))
-    );
 }
 
 #[test]

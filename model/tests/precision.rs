@@ -3,15 +3,13 @@
 //! steps under autocast lower the loss. (On CUDA the same code runs the products on tensor cores;
 //! that path is exercised by scripts/device_check.sh on a lent GPU.)
 
-mod common;
-
 use burn::backend::Autodiff;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::DType;
-use common::*;
 use shear_model::precision::{autocast, compute, Compute};
 use shear_model::{load_llama, Llama};
+use shear_testkit::*;
 
 type AD = Autodiff<B>;
 

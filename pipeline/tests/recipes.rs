@@ -3,16 +3,14 @@
 
 use std::path::Path;
 
-use shear_train::recipe::Recipe;
+use shear_pipeline::recipe::Recipe;
 
 fn llama2_7b() -> shear_model::LlamaConfig {
     shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32)
 }
 
 fn recipe(name: &str) -> Recipe {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets/recipes")
-        .join(name);
+    let path = shear_testkit::assets().join("recipes").join(name);
     Recipe::from_toml_file(&path).unwrap()
 }
 
@@ -138,8 +136,8 @@ fn overrides_apply_and_bad_ones_name_the_key() {
     assert_eq!(r.prune.steps, 20);
     assert_eq!(r.train.lr, 3e-3);
     assert_eq!(
-        r.model.dtype.as_deref(),
-        Some("bf16"),
+        r.model.dtype,
+        Some(shear_model::Dtype::BF16),
         "a bare word is a string"
     );
     assert_eq!(r.compare.scratch_lr, Some(0.01));

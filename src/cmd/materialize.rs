@@ -1,11 +1,11 @@
+//! `shear materialize`: a source and a mask file to the smaller dense model
+//! (`shear_pipeline::materialize::materialize_masks`).
+
 use std::path::PathBuf;
 
-use anyhow::Context;
 use burn::tensor::backend::Backend;
-use shear_model::checkpoint::copy_tokenizer_files;
-use shear_model::masks::TargetShape;
-use shear_model::masks_file::{load_masks, MaskFile};
-use shear_model::{materialize, Dtype, LlamaConfig};
+use shear_model::{Dtype, TargetShape};
+use shear_pipeline::prune::shape_line;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,7 +13,7 @@ pub struct Args {
     #[arg(long)]
     pub source: String,
     /// A pruning mask file (masks.safetensors) or deterministic masks (z_hidden, z_head,
-    /// z_intermediate, z_layer).
+    /// z_intermediate, z_layer; optionally z_kv_head, z_mlp).
     #[arg(long)]
     pub masks: PathBuf,
     /// Output directory for the smaller Hugging Face checkpoint.
@@ -29,37 +29,22 @@ pub struct Args {
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
     let dtype: Dtype = args.dtype.parse()?;
-    let dir = super::resolve(&args.source, offline)?;
-    let config = LlamaConfig::from_file(&dir)?;
-    let masks = load_masks::<B>(&args.masks, &config, device)?;
-    let z = match masks {
-        MaskFile::Deterministic(z) => z,
-        MaskFile::LogAlpha(l0, state) => {
-            let target: TargetShape = match &args.target {
-                Some(t) => t
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("--target {t}: {e}"))?,
-                None => state.target,
-            };
-            target
-                .validate(&config)
-                .map_err(|e| anyhow::anyhow!("invalid target ({target}): {e}"))?;
-            l0.clamp_log_alpha().deterministic(Some(&target))
-        }
+    let target: Option<TargetShape> = match &args.target {
+        Some(t) => Some(
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("--target {t}: {e}"))?,
+        ),
+        None => None,
     };
-    let model = shear_model::load_llama::<B>(&dir, device)
-        .with_context(|| format!("cannot load model {}", dir.display()))?;
-    let small = materialize(&model, &z, device).context("cannot materialize")?;
-    shear_model::save_llama(&small, &args.out, dtype)?;
-    copy_tokenizer_files(&dir, &args.out)?;
-    let c = &small.config;
-    println!(
-        "materialized layers {} hidden {} heads {} intermediate {} -> {}",
-        c.num_hidden_layers,
-        c.hidden_size,
-        c.num_attention_heads,
-        c.intermediate_size,
-        args.out.display()
-    );
+    let dir = super::resolve(&args.source, offline)?;
+    let c = shear_pipeline::materialize::materialize_masks::<B>(
+        &dir,
+        &args.masks,
+        target,
+        &args.out,
+        dtype,
+        device,
+    )?;
+    println!("materialized {} -> {}", shape_line(&c), args.out.display());
     Ok(())
 }

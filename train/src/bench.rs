@@ -5,11 +5,14 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use shear_model::{Llama, LlamaConfig, RandomInit};
+
+use crate::driver::Stepper;
+use crate::prune::{PruneConfig, PruneRun};
+use crate::trainer::{TrainConfig, Trainer};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -70,7 +73,7 @@ pub fn run<B: AutodiffBackend>(
     device: &B::Device,
 ) -> shear_model::Result<BenchReport> {
     B::seed(device, cfg.seed);
-    let mut model: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
+    let model: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
     let ids: Tensor<B, 2, Int> = Tensor::<B, 2>::random(
         [cfg.batch, cfg.seq],
         Distribution::Uniform(0.0, cfg.model.vocab_size as f64),
@@ -93,49 +96,37 @@ pub fn run<B: AutodiffBackend>(
         B::sync(device).expect("device sync");
     });
 
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.0)
-        .init::<B, Llama<B>>();
-    // A plain training step as continued pre-training runs it (SPEC §7): global-norm clip 1.0.
+    // A plain training step as continued pre-training runs it (docs/algorithm.md §7): the
+    // trainer's own step (global-norm clip 1.0, AdamW), at a constant learning rate.
+    let tcfg = TrainConfig::new(1_000_000)
+        .with_warmup(Some(0))
+        .with_min_lr_ratio(1.0);
+    let mut trainer = Trainer::new(model, tcfg, None);
+    let batches = [ids.clone()];
     let mut train_step = || {
-        let loss = model.loss(ids.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let (grads, _) = crate::grads::clip_global_norm::<B, _>(grads, &model, 1.0);
-        model = optim.step(1e-4, model.clone(), grads);
+        trainer
+            .step(&batches)
+            .expect("finite loss on random weights");
         B::sync(device).expect("device sync");
     };
 
-    // A pruning step on the same shape, towards a target of half of every dimension.
+    // The pruning loop's own step on the same shape, towards half of every dimension.
     let c = &cfg.model;
+    let half = |n: usize| (n / 2).max(1);
+    let groups = c.num_attention_heads / c.num_key_value_heads;
     let target = shear_model::TargetShape {
-        layers: (c.num_hidden_layers / 2).max(1),
-        hidden: (c.hidden_size / 2).max(1),
-        heads: (c.num_attention_heads / 2).max(1),
-        intermediate: (c.intermediate_size / 2).max(1),
+        layers: half(c.num_hidden_layers),
+        hidden: half(c.hidden_size),
+        heads: half(c.num_key_value_heads) * groups,
+        kv_heads: half(c.num_key_value_heads),
+        intermediate: half(c.intermediate_size),
     };
-    let pcfg = crate::prune::PruneConfig::new(target, 1000);
     let source: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
-    let mut pruner = Some(crate::prune::Pruner {
-        l0: shear_model::L0Masks::new(c, pcfg.hard_concrete, device),
-        lagrangian: crate::lagrangian::Lagrangian::new(device),
-        model: source,
-    });
-    let mut popt = crate::prune::PruneOptimizers::new(cfg.seed);
-    let batches = [ids.clone()];
-    let mut step_no = 0;
+    let mut pruner = PruneRun::new(source, PruneConfig::new(target, 1_000_000));
     let mut prune_step = || {
-        let (p, _) = crate::prune::prune_step(
-            pruner.take().expect("set"),
-            &mut popt,
-            &pcfg,
-            step_no,
-            &batches,
-        );
-        pruner = Some(p);
-        step_no += 1;
+        pruner
+            .step(&batches)
+            .expect("finite loss on random weights");
         B::sync(device).expect("device sync");
     };
     // The two steps alternate, so that both see the same machine state; medians of each.

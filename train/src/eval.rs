@@ -1,4 +1,4 @@
-//! Per-domain evaluation (SPEC §6.2): token-averaged next-token cross-entropy and perplexity of
+//! Per-domain evaluation (docs/algorithm.md §6.2): token-averaged next-token cross-entropy and perplexity of
 //! each domain's eval split, batched. Used by the pruning loop (masked model, deterministic
 //! masks) for dynamic batch loading, and by `shear eval`.
 

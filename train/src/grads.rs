@@ -1,5 +1,5 @@
 //! Gradient bookkeeping across parameter groups: moving one module's gradients out of a joint
-//! set, scaling them, and the global L2 norm used for clipping (SPEC §4.2: norm 1.0 over the
+//! set, scaling them, and the global L2 norm used for clipping (docs/algorithm.md §4.2: norm 1.0 over the
 //! whole model, masks and multipliers included).
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -70,7 +70,7 @@ pub fn sumsq<B: AutodiffBackend, M: Module<B>>(grads: &GradientsParams, module: 
         .unwrap_or(0.0)
 }
 
-/// Global-norm clipping of a module's gradients (SPEC §4.2, §7: max norm 1.0): returns the
+/// Global-norm clipping of a module's gradients (docs/algorithm.md §4.2, §7: max norm 1.0): returns the
 /// gradients, scaled by `max_norm / (norm + 1e-6)` when the norm exceeds `max_norm` (0: no
 /// clipping), and the norm before clipping.
 pub fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(

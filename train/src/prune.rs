@@ -1,61 +1,108 @@
-//! The pruning loop (SPEC §4): weights, masks and Lagrange multipliers trained jointly —
-//! `min over (θ, z) max over λ` of `CE(masked model) + Lagrangian(expected sparsity, target)`.
+//! The pruning step (docs/algorithm.md §4): weights, masks and Lagrange multipliers trained
+//! jointly — `min over (θ, z) max over λ` of `CE(masked model) + Lagrangian(expected sparsity,
+//! target)` — and the pruned model at the target shape (§5). The loop around the step is the
+//! shared one ([`crate::driver`]).
 
+use std::path::Path;
+
+use burn::config::Config;
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
-use shear_model::masks::{LayerMasks, TargetShape, MASK_TYPES};
-use shear_model::{HardConcrete, L0Masks, Llama};
-
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use shear_data::UpdateRecord;
+use shear_io::Stepped;
+use shear_model::masks_file::{save_masks, MaskState};
+use shear_model::{
+    ExpectedShape, HardConcrete, L0Masks, LayerMasks, Llama, LlamaConfig, PerType, PruneModules,
+    TargetShape,
+};
 
-use crate::dynamic::DataReport;
+use crate::checkpoint::{load_module, load_record, save_module, save_record};
+use crate::driver::Stepper;
+use crate::error::TrainError;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
+use crate::optim::adamw;
 use crate::schedule::{target_warmup, warmup_cosine};
-pub use crate::trainer::CheckpointError;
+use crate::source::{DataReport, EvalView};
 
-/// Hyper-parameters of a pruning run (defaults: SPEC §4.2–4.3, scaled by `steps`).
-#[derive(Clone, Debug)]
+/// Hyper-parameters of a pruning run (defaults: docs/algorithm.md §4.2–§4.3, scaled by `steps`).
+#[derive(Config, Debug, PartialEq)]
 pub struct PruneConfig {
     pub target: TargetShape,
     pub steps: usize,
-    /// Learning-rate warm-up (SPEC: 10 % of the steps).
-    pub lr_warmup_steps: usize,
-    /// Target-sparsity warm-up (SPEC: 20 % of the steps).
-    pub lagrangian_warmup_steps: usize,
+    /// Learning-rate warm-up steps (default: 10 % of the steps).
+    pub lr_warmup: Option<usize>,
+    /// Target-sparsity warm-up steps (default: 20 % of the steps).
+    pub lagrangian_warmup: Option<usize>,
+    #[config(default = 1e-4)]
     pub lr_weights: f64,
+    #[config(default = 1.0)]
     pub lr_masks: f64,
+    #[config(default = 1.0)]
     pub lr_lambda: f64,
     /// Global gradient-norm clip (0: off).
+    #[config(default = 1.0)]
     pub max_grad_norm: f64,
     /// Micro-batches per optimizer step.
+    #[config(default = 1)]
     pub grad_accum: usize,
+    #[config(default = 0)]
     pub seed: u64,
-    pub hard_concrete: HardConcrete,
-    /// One `layer` mask (default) or separate `head_layer` + `mlp` masks.
+    /// Hard-concrete temperature β (2/3: the reference code; 0.83: the paper).
+    #[config(default = "2.0 / 3.0")]
+    pub temperature: f64,
+    /// One `layer` mask per block, or separate `head_layer` + `mlp` masks.
+    #[config(default = "LayerMasks::Layer")]
     pub layer_masks: LayerMasks,
+    /// The dimensions to prune (the others have no mask).
+    #[config(default = "PruneModules::default()")]
+    pub prune: PruneModules,
 }
 
 impl PruneConfig {
-    pub fn new(target: TargetShape, steps: usize) -> Self {
-        PruneConfig {
-            target,
-            steps,
-            lr_warmup_steps: steps / 10,
-            lagrangian_warmup_steps: steps / 5,
-            lr_weights: 1e-4,
-            lr_masks: 1.0,
-            lr_lambda: 1.0,
-            max_grad_norm: 1.0,
-            grad_accum: 1,
-            seed: 0,
-            hard_concrete: HardConcrete::default(),
-            layer_masks: LayerMasks::Layer,
+    pub fn lr_warmup_steps(&self) -> usize {
+        self.lr_warmup.unwrap_or(self.steps / 10)
+    }
+
+    pub fn lagrangian_warmup_steps(&self) -> usize {
+        self.lagrangian_warmup.unwrap_or(self.steps / 5)
+    }
+
+    pub fn hard_concrete(&self) -> HardConcrete {
+        HardConcrete::with_temperature(self.temperature)
+    }
+
+    /// Checks every setting against the source before any work; the message names the setting.
+    pub fn validate(&self, source: &LlamaConfig) -> crate::Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        self.target
+            .validate(source, self.prune)
+            .or_else(|e| bad(format!("target ({}): {e}", self.target)))?;
+        for (name, v) in [("steps", self.steps), ("grad_accum", self.grad_accum)] {
+            if v == 0 {
+                return bad(format!("{name} 0: must be positive"));
+            }
         }
+        for (name, v) in [
+            ("lr_weights", self.lr_weights),
+            ("lr_masks", self.lr_masks),
+            ("lr_lambda", self.lr_lambda),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("{name} {v}: must be a finite number ≥ 0"));
+            }
+        }
+        self.hard_concrete()
+            .validate()
+            .or_else(|e| bad(format!("hard-concrete {e}")))?;
+        Ok(())
     }
 }
 
@@ -68,63 +115,31 @@ pub struct Pruner<B: Backend> {
 }
 
 /// One line of the pruning log (JSONL).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct StepLog {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneLog {
     pub step: usize,
     pub lr_mult: f64,
     pub ce_loss: f64,
     pub lagrangian: f64,
     pub grad_norm: f64,
-    /// Per mask type in `MASK_TYPES` order (layer, hidden, head, intermediate, mlp).
-    pub lambda_1: [f64; 5],
-    pub lambda_2: [f64; 5],
-    /// layers, hidden, heads per layer, intermediate per layer.
-    pub expected_shape: [f64; 4],
-    /// The mask types of this run, in `MASK_TYPES` order.
-    pub mask_types: Vec<&'static str>,
-    /// Per mask type of `mask_types` (mean over layers for head and intermediate).
-    pub expected_sparsity: Vec<f64>,
-    pub target_sparsity: Vec<f64>,
+    /// Tokens in this step (all micro-batches).
+    pub tokens: usize,
+    pub lambda_1: PerType<f64>,
+    pub lambda_2: PerType<f64>,
+    /// After this step's update.
+    pub expected_shape: ExpectedShape,
+    /// Per mask type (mean over layers for the per-layer types), after this step's update.
+    pub expected_sparsity: PerType<f64>,
+    /// The warmed-up target the Lagrangian used at this step (docs/algorithm.md §4.1).
+    pub target_sparsity: PerType<f64>,
     pub expected_params: f64,
-    /// Dynamic batch loading: the weight update after this step, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain_update: Option<shear_data::UpdateRecord>,
-    /// Domains that ran out during this step and started a new pass.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub loader_events: Vec<shear_data::LoaderEvent>,
-    /// The data loader's state after this step (saved with checkpoints, not logged).
-    #[serde(skip)]
-    pub loader_state: Option<shear_data::LoaderState>,
+    #[serde(flatten)]
+    pub data: DataReport,
 }
 
-/// Where the pruning loop's batches come from.
-pub trait PruneData<B: AutodiffBackend> {
-    /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
-    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int>;
-    /// Called after every optimizer step with the updated pruner (dynamic batch loading
-    /// updates its domain weights here).
-    fn after_step(&mut self, _step: usize, _pruner: &Pruner<B>) -> DataReport {
-        DataReport::default()
-    }
-}
-
-/// A plain function of (step, micro-batch) as the data source.
-pub struct FnBatches<F>(pub F);
-
-impl<B: AutodiffBackend, F: FnMut(usize, usize) -> Tensor<B, 2, Int>> PruneData<B>
-    for FnBatches<F>
-{
-    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
-        (self.0)(step, micro)
-    }
-}
-
-impl<B: AutodiffBackend, D: PruneData<B> + ?Sized> PruneData<B> for &mut D {
-    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
-        (**self).batch(step, micro)
-    }
-    fn after_step(&mut self, step: usize, pruner: &Pruner<B>) -> DataReport {
-        (**self).after_step(step, pruner)
+impl Stepped for PruneLog {
+    fn step(&self) -> usize {
+        self.step
     }
 }
 
@@ -132,357 +147,320 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f64>()
 }
 
-/// The optimizers of the three groups (AdamW β (0.9, 0.95), ε 1e-8, no weight decay) and the
-/// mask-sampling random stream: the loop's state besides the trained module.
-pub struct PruneOptimizers<B: AutodiffBackend> {
-    weights: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Llama<B>, B>,
-    masks: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, L0Masks<B>, B>,
-    lambdas: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Lagrangian<B>, B>,
-    /// The uniform draws of hard-concrete sampling (host side, so it can be saved).
+type Adam<M, B> = OptimizerAdaptor<AdamW, M, B>;
+
+/// A pruning run in progress: the trained module, the optimizers of the three groups, the
+/// mask-sampling random stream, and the steps done. Saved and restored whole for an exact
+/// resume (docs/algorithm.md §9).
+pub struct PruneRun<B: AutodiffBackend> {
+    /// `None` only while a step owns it (so no second reference keeps the old weights alive
+    /// while the optimizers update them).
+    pruner: Option<Pruner<B>>,
+    pub cfg: PruneConfig,
+    pub step: usize,
+    weights: Adam<Llama<B>, B>,
+    masks: Adam<L0Masks<B>, B>,
+    lambdas: Adam<Lagrangian<B>, B>,
+    /// The uniform draws of hard-concrete sampling (host side, so it can be saved). Stream 1 of
+    /// the seed: the data loader draws from stream 0.
     rng: rand_chacha::ChaCha8Rng,
 }
 
-impl<B: AutodiffBackend> PruneOptimizers<B> {
-    /// Fresh optimizers; `seed` starts the mask-sampling random stream.
-    pub fn new(seed: u64) -> Self {
-        let adamw = || {
-            AdamWConfig::new()
-                .with_beta_1(0.9)
-                .with_beta_2(0.95)
-                .with_epsilon(1e-8)
-                .with_weight_decay(0.0)
-        };
-        PruneOptimizers {
-            weights: adamw().init(),
-            masks: adamw().init(),
-            lambdas: adamw().init(),
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
-        }
-    }
-}
-
-/// One optimizer step at `step` on the micro-batches `batches` (`[batch, seq]` token ids each).
-pub fn prune_step<B: AutodiffBackend>(
-    pruner: Pruner<B>,
-    optim: &mut PruneOptimizers<B>,
-    cfg: &PruneConfig,
-    step: usize,
-    batches: &[Tensor<B, 2, Int>],
-) -> (Pruner<B>, StepLog) {
-    let target = cfg.target.sparsity(&pruner.model.config);
-    let t_now = target
-        .clone()
-        .map(|t| target_warmup(t, step, cfg.lagrangian_warmup_steps));
-    let pruner = Pruner {
-        l0: pruner.l0.clamp_log_alpha(),
-        ..pruner
-    };
-    let n = batches.len().max(1) as f64;
-    let mut acc = GradientsAccumulator::<Pruner<B>>::new();
-    let mut single: Option<GradientsParams> = None;
-    let (mut ce_sum, mut lag_sum) = (0.0, 0.0);
-    for ids in batches {
-        // A fresh mask sample per forward (SPEC §1.2), from the run's saved random stream.
-        let z = pruner.l0.sample_from(&mut optim.rng);
-        let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
-        let lag = pruner
-            .lagrangian
-            .value(&pruner.l0.expected_sparsity(), &t_now);
-        ce_sum += scalar(ce.clone().detach());
-        lag_sum += scalar(lag.clone().detach());
-        let total = (ce + lag) / n;
-        let grads = GradientsParams::from_grads(total.backward(), &pruner);
-        if batches.len() == 1 {
-            // No accumulation: skip the accumulator's copy of every gradient.
-            single = Some(grads);
-        } else {
-            acc.accumulate(&pruner, grads);
-        }
-    }
-    let mut all = single.unwrap_or_else(|| acc.grads());
-    // Global norm over every group, then clip.
-    let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
-    let clip = if cfg.max_grad_norm > 0.0 && norm > cfg.max_grad_norm {
-        cfg.max_grad_norm / (norm + 1e-6)
-    } else {
-        1.0
-    };
-    let Pruner {
-        model,
-        l0,
-        lagrangian,
-    } = pruner;
-    let g_model = grads::take::<B, _>(&mut all, &model, clip);
-    let g_masks = grads::take::<B, _>(&mut all, &l0, clip);
-    // Gradient ascent for the multipliers: Adam is sign-equivariant, so negating the gradient
-    // equals a negative learning rate (SPEC §4.2).
-    let g_lambda = grads::take::<B, _>(&mut all, &lagrangian, -clip);
-    let mult = warmup_cosine(step, cfg.lr_warmup_steps, cfg.steps, 0.1);
-    let pruner = Pruner {
-        model: optim.weights.step(cfg.lr_weights * mult, model, g_model),
-        l0: optim.masks.step(cfg.lr_masks * mult, l0, g_masks),
-        lagrangian: optim
-            .lambdas
-            .step(cfg.lr_lambda * mult, lagrangian, g_lambda),
-    };
-    let log = step_log(&pruner, step, mult, ce_sum / n, lag_sum / n, norm, &target);
-    (pruner, log)
-}
-
-fn step_log<B: Backend>(
-    p: &Pruner<B>,
-    step: usize,
-    lr_mult: f64,
-    ce_loss: f64,
-    lagrangian: f64,
-    grad_norm: f64,
-    target: &shear_model::PerType<f64>,
-) -> StepLog {
-    let l0 = p.l0.clone().clamp_log_alpha();
-    let (lambda_1, lambda_2) = p.lagrangian.values();
-    let e = l0.expected_sparsity().map(|t| scalar(t.mean())).entries();
-    StepLog {
-        step,
-        lr_mult,
-        ce_loss,
-        lagrangian,
-        grad_norm,
-        lambda_1,
-        lambda_2,
-        expected_shape: l0.expected_shape(),
-        mask_types: e.iter().map(|(k, _)| MASK_TYPES[*k]).collect(),
-        target_sparsity: e
-            .iter()
-            .map(|(k, _)| *target.get(*k).expect("target"))
-            .collect(),
-        expected_sparsity: e.iter().map(|(_, v)| *v).collect(),
-        expected_params: scalar(l0.expected_params()),
-        domain_update: None,
-        loader_events: Vec::new(),
-        loader_state: None,
-    }
-}
-
-/// A pruning run in progress: the trained module, the optimizers and random stream, and the
-/// number of steps done. Saved and restored whole for an exact resume.
-pub struct PruneRun<B: AutodiffBackend> {
-    pub pruner: Pruner<B>,
-    pub optim: PruneOptimizers<B>,
-    pub step: usize,
-}
-
-/// `state.json` of a pruning checkpoint.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PruneCheckpoint {
-    step: usize,
+/// `loop_state` of a pruning checkpoint.
+#[derive(Serialize, Deserialize)]
+struct PruneLoopState {
     rng_word_pos: u128,
-    target: String,
-    layer_masks: String,
+    /// The source's config.json.
     model_config: serde_json::Value,
-    loader: Option<shear_data::LoaderState>,
 }
 
-fn layer_masks_name(k: LayerMasks) -> &'static str {
-    match k {
-        LayerMasks::Layer => "layer",
-        LayerMasks::HeadLayerMlp => "head-layer-mlp",
-    }
+fn mask_rng(seed: u64) -> rand_chacha::ChaCha8Rng {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
 }
 
 impl<B: AutodiffBackend> PruneRun<B> {
-    /// A fresh run: masks initialised (SPEC §2.2) and multipliers at 0.
-    pub fn new(model: Llama<B>, cfg: &PruneConfig) -> Self {
+    /// A fresh run from `model`: masks initialised (§2.2) and multipliers at 0.
+    pub fn new(model: Llama<B>, cfg: PruneConfig) -> Self {
         let device = model.embed_tokens.weight.device();
         B::seed(&device, cfg.seed);
+        let l0 = L0Masks::new(
+            &model.config,
+            cfg.hard_concrete(),
+            cfg.prune,
+            cfg.layer_masks,
+            &device,
+        );
         PruneRun {
-            pruner: Pruner {
-                l0: L0Masks::with_layer_masks(
-                    &model.config,
-                    cfg.hard_concrete,
-                    cfg.layer_masks,
-                    &device,
-                ),
+            pruner: Some(Pruner {
+                l0,
                 lagrangian: Lagrangian::new(&device),
                 model,
-            },
-            optim: PruneOptimizers::new(cfg.seed),
+            }),
+            weights: adamw(0.0).init(),
+            masks: adamw(0.0).init(),
+            lambdas: adamw(0.0).init(),
+            rng: mask_rng(cfg.seed),
             step: 0,
+            cfg,
         }
     }
 
-    /// Writes `dir/step-NNNNNNNN` (module and optimizer records, random stream position, loader
-    /// state) under a temporary name, renamed when complete.
-    pub fn save(
-        &self,
-        dir: &std::path::Path,
-        cfg: &PruneConfig,
-        loader: Option<&shear_data::LoaderState>,
-    ) -> Result<std::path::PathBuf, CheckpointError> {
-        use burn::record::Recorder;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let final_dir = dir.join(format!("step-{:08}", self.step));
-        let tmp = dir.join(format!(".step-{:08}.tmp", self.step));
-        let io = |p: &std::path::Path| {
-            let p = p.to_path_buf();
-            move |e: std::io::Error| CheckpointError::Io { path: p, source: e }
-        };
-        let rec_err = |p: std::path::PathBuf| {
-            move |e: burn::record::RecorderError| CheckpointError::Record {
-                path: p,
+    /// Restores a run from checkpoint `dir` (written through [`Stepper::save_records`]) with the
+    /// configuration it was saved with.
+    pub fn load(
+        dir: &Path,
+        cfg: PruneConfig,
+        step: usize,
+        loop_state: serde_json::Value,
+        device: &B::Device,
+    ) -> crate::Result<Self> {
+        let state: PruneLoopState =
+            serde_json::from_value(loop_state).map_err(|e| TrainError::Checkpoint {
+                path: dir.join("state.json"),
                 msg: e.to_string(),
-            }
-        };
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        self.pruner
-            .clone()
-            .save_file(tmp.join("pruner"), &rec)
-            .map_err(rec_err(tmp.join("pruner.mpk")))?;
-        rec.record(self.optim.weights.to_record(), tmp.join("optim_weights"))
-            .map_err(rec_err(tmp.join("optim_weights.mpk")))?;
-        rec.record(self.optim.masks.to_record(), tmp.join("optim_masks"))
-            .map_err(rec_err(tmp.join("optim_masks.mpk")))?;
-        rec.record(self.optim.lambdas.to_record(), tmp.join("optim_lambdas"))
-            .map_err(rec_err(tmp.join("optim_lambdas.mpk")))?;
-        let state = PruneCheckpoint {
-            step: self.step,
-            rng_word_pos: self.optim.rng.get_word_pos(),
-            target: cfg.target.to_string(),
-            layer_masks: layer_masks_name(cfg.layer_masks).into(),
-            model_config: self.pruner.model.config.to_hf_json(shear_model::Dtype::F32),
-            loader: loader.cloned(),
-        };
-        let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-        std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
-        let _ = std::fs::remove_dir_all(&final_dir);
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        Ok(final_dir)
+            })?;
+        let config = LlamaConfig::from_json_str(&state.model_config.to_string(), dir)?;
+        let model = Llama::from_source(&config, &mut shear_model::RandomInit::default(), device)?;
+        let mut run = PruneRun::new(model, cfg);
+        let skeleton = run.pruner.take().expect("set");
+        run.pruner = Some(load_module(skeleton, dir, "pruner", device)?);
+        run.weights = run
+            .weights
+            .load_record(load_record(dir, "optim_weights", device)?);
+        run.masks = run
+            .masks
+            .load_record(load_record(dir, "optim_masks", device)?);
+        run.lambdas = run
+            .lambdas
+            .load_record(load_record(dir, "optim_lambdas", device)?);
+        run.rng.set_word_pos(state.rng_word_pos);
+        run.step = step;
+        Ok(run)
     }
 
-    /// Restores a run saved by [`PruneRun::save`] for the same target and mask kind.
-    pub fn load(
-        ckpt: &std::path::Path,
-        cfg: &PruneConfig,
-        device: &B::Device,
-    ) -> Result<(Self, Option<shear_data::LoaderState>), CheckpointError> {
-        use burn::record::Recorder;
-        let path = ckpt.join("state.json");
-        let bad = |msg: String| CheckpointError::Record {
-            path: path.clone(),
-            msg,
+    /// The model, masks and multipliers.
+    pub fn pruner(&self) -> &Pruner<B> {
+        self.pruner
+            .as_ref()
+            .expect("a step owns the pruner only while it runs")
+    }
+
+    /// The masks with `log_alpha` clamped (as every use sees them).
+    pub fn masks(&self) -> L0Masks<B> {
+        self.pruner().l0.clone().clamp_log_alpha()
+    }
+
+    /// `(lambda_1, lambda_2)` of the mask types of this run.
+    pub fn multipliers(&self) -> (PerType<f64>, PerType<f64>) {
+        let p = self.pruner();
+        p.lagrangian.values(&p.l0.types())
+    }
+
+    /// Writes the mask file (every `log_alpha`, the multipliers, the step, the target and the
+    /// temperature), as `shear materialize` reads it.
+    pub fn save_masks(&self, path: &Path) -> crate::Result<()> {
+        let (lambda_1, lambda_2) = self.multipliers();
+        let state = MaskState {
+            step: self.step,
+            target: self.cfg.target,
+            lambda_1,
+            lambda_2,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let state: PruneCheckpoint = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if state.target != cfg.target.to_string()
-            || state.layer_masks != layer_masks_name(cfg.layer_masks)
-        {
-            return Err(bad(format!(
-                "made for target ({}) with {} masks, not ({}) with {} masks",
-                state.target,
-                state.layer_masks,
-                cfg.target,
-                layer_masks_name(cfg.layer_masks)
+        Ok(save_masks(path, &self.masks(), &state)?)
+    }
+
+    /// The pruned model at exactly the target shape (§5), on the inner backend.
+    pub fn finish(&self) -> crate::Result<Llama<B::InnerBackend>> {
+        let model = self.pruner().model.valid();
+        let z = self.masks().deterministic(Some(&self.cfg.target))?;
+        let device = model.embed_tokens.weight.device();
+        Ok(shear_model::materialize(&model, &z, &device)?)
+    }
+
+    fn log_line(&self, step: usize, figures: StepFigures) -> crate::Result<PruneLog> {
+        let l0 = self.masks();
+        let (lambda_1, lambda_2) = self.multipliers();
+        let expected_sparsity = l0.expected_sparsity().map(|t| scalar(t.mean()));
+        if let Some((k, v)) = expected_sparsity.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(TrainError::Invalid(format!(
+                "step {step}: the expected sparsity of the `{k}` mask is {v}"
             )));
         }
-        let config =
-            shear_model::LlamaConfig::from_json_str(&state.model_config.to_string(), &path)
-                .map_err(|e| bad(e.to_string()))?;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let rec_err = |p: std::path::PathBuf| {
-            move |e: burn::record::RecorderError| CheckpointError::Record {
-                path: p,
-                msg: e.to_string(),
+        Ok(PruneLog {
+            step,
+            lr_mult: figures.lr_mult,
+            ce_loss: figures.ce,
+            lagrangian: figures.lagrangian,
+            grad_norm: figures.grad_norm,
+            tokens: figures.tokens,
+            lambda_1,
+            lambda_2,
+            expected_shape: l0.expected_shape(),
+            expected_sparsity,
+            target_sparsity: figures.target,
+            expected_params: scalar(l0.expected_params()),
+            data: DataReport::default(),
+        })
+    }
+}
+
+struct StepFigures {
+    lr_mult: f64,
+    ce: f64,
+    lagrangian: f64,
+    grad_norm: f64,
+    tokens: usize,
+    target: PerType<f64>,
+}
+
+impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
+    type Log = PruneLog;
+
+    fn done(&self) -> usize {
+        self.step
+    }
+
+    fn total(&self) -> usize {
+        self.cfg.steps
+    }
+
+    fn grad_accum(&self) -> usize {
+        self.cfg.grad_accum
+    }
+
+    /// One optimizer step (§4): a fresh mask sample per micro-batch, CE of the masked model
+    /// plus the Lagrangian at the warmed-up target, one global clip over the three groups, and
+    /// the three AdamW updates with the multipliers' gradients negated (ascent).
+    fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> crate::Result<PruneLog> {
+        let step = self.step;
+        let pruner = self.pruner.take().expect("set between steps");
+        let types = pruner.l0.types();
+        let target = self
+            .cfg
+            .target
+            .sparsity(&pruner.model.config)
+            .filter(|k| types.contains(&k))
+            .map(|t| target_warmup(t, step, self.cfg.lagrangian_warmup_steps()));
+        let pruner = Pruner {
+            l0: pruner.l0.clamp_log_alpha(),
+            ..pruner
+        };
+        let n = batches.len().max(1) as f64;
+        let mut acc = GradientsAccumulator::<Pruner<B>>::new();
+        let mut single: Option<GradientsParams> = None;
+        let (mut ce_sum, mut lag_sum, mut tokens) = (0.0, 0.0, 0);
+        for ids in batches {
+            let [b, s] = ids.dims();
+            tokens += b * s;
+            // A fresh mask sample per forward (§1.2), from the run's saved random stream.
+            let z = pruner.l0.sample_from(&mut self.rng);
+            let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
+            let lag = pruner
+                .lagrangian
+                .value(&pruner.l0.expected_sparsity(), &target);
+            let (ce_v, lag_v) = (scalar(ce.clone().detach()), scalar(lag.clone().detach()));
+            if !ce_v.is_finite() || !lag_v.is_finite() {
+                self.pruner = Some(pruner);
+                return Err(TrainError::Invalid(format!(
+                    "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
+                )));
             }
+            ce_sum += ce_v;
+            lag_sum += lag_v;
+            let grads = GradientsParams::from_grads(((ce + lag) / n).backward(), &pruner);
+            if batches.len() == 1 {
+                // No accumulation: skip the accumulator's copy of every gradient.
+                single = Some(grads);
+            } else {
+                acc.accumulate(&pruner, grads);
+            }
+        }
+        let mut all = single.unwrap_or_else(|| acc.grads());
+        // Global norm over every group, then clip.
+        let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
+        if !norm.is_finite() {
+            self.pruner = Some(pruner);
+            return Err(TrainError::Invalid(format!(
+                "step {step}: gradient norm is {norm}"
+            )));
+        }
+        let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
+            self.cfg.max_grad_norm / (norm + 1e-6)
+        } else {
+            1.0
         };
-        let model = Llama::from_source(&config, &mut shear_model::RandomInit::default(), device)
-            .map_err(|e| bad(e.to_string()))?;
-        let skeleton = Pruner {
-            l0: L0Masks::with_layer_masks(&config, cfg.hard_concrete, cfg.layer_masks, device),
-            lagrangian: Lagrangian::new(device),
+        let Pruner {
             model,
-        };
-        let pruner = skeleton
-            .load_file(ckpt.join("pruner"), &rec, device)
-            .map_err(rec_err(ckpt.join("pruner.mpk")))?;
-        let mut optim = PruneOptimizers::<B>::new(cfg.seed);
-        optim.weights = optim.weights.load_record(
-            rec.load(ckpt.join("optim_weights.mpk"), device)
-                .map_err(rec_err(ckpt.join("optim_weights.mpk")))?,
-        );
-        optim.masks = optim.masks.load_record(
-            rec.load(ckpt.join("optim_masks.mpk"), device)
-                .map_err(rec_err(ckpt.join("optim_masks.mpk")))?,
-        );
-        optim.lambdas = optim.lambdas.load_record(
-            rec.load(ckpt.join("optim_lambdas.mpk"), device)
-                .map_err(rec_err(ckpt.join("optim_lambdas.mpk")))?,
-        );
-        optim.rng.set_word_pos(state.rng_word_pos);
-        Ok((
-            PruneRun {
-                pruner,
-                optim,
-                step: state.step,
+            l0,
+            lagrangian,
+        } = pruner;
+        let g_model = grads::take::<B, _>(&mut all, &model, clip);
+        let g_masks = grads::take::<B, _>(&mut all, &l0, clip);
+        // Gradient ascent for the multipliers: Adam is sign-equivariant, so negating the gradient
+        // equals a negative learning rate (§4.2).
+        let g_lambda = grads::take::<B, _>(&mut all, &lagrangian, -clip);
+        let mult = warmup_cosine(step, self.cfg.lr_warmup_steps(), self.cfg.steps, 0.1);
+        self.pruner = Some(Pruner {
+            model: self
+                .weights
+                .step(self.cfg.lr_weights * mult, model, g_model),
+            l0: self.masks.step(self.cfg.lr_masks * mult, l0, g_masks),
+            lagrangian: self
+                .lambdas
+                .step(self.cfg.lr_lambda * mult, lagrangian, g_lambda),
+        });
+        self.step += 1;
+        self.log_line(
+            step,
+            StepFigures {
+                lr_mult: mult,
+                ce: ce_sum / n,
+                lagrangian: lag_sum / n,
+                grad_norm: norm,
+                tokens,
+                target,
             },
-            state.loader,
-        ))
+        )
     }
-}
 
-/// Continues `run` up to step `until` (the schedules follow `cfg.steps`); `data` supplies token
-/// ids and `on_step` sees every step's log and the run after it (to save checkpoints).
-pub fn prune_until<B: AutodiffBackend>(
-    mut run: PruneRun<B>,
-    cfg: &PruneConfig,
-    mut data: impl PruneData<B>,
-    until: usize,
-    mut on_step: impl FnMut(&StepLog, &PruneRun<B>),
-) -> PruneRun<B> {
-    while run.step < until.min(cfg.steps) {
-        let step = run.step;
-        let batches: Vec<_> = (0..cfg.grad_accum.max(1))
-            .map(|m| data.batch(step, m))
-            .collect();
-        // The pruner moves through the step (no second reference keeps the old weights alive).
-        let (p, mut log) = prune_step(run.pruner, &mut run.optim, cfg, step, &batches);
-        run.pruner = p;
-        run.step += 1;
-        let report = data.after_step(step, &run.pruner);
-        log.domain_update = report.update;
-        log.loader_events = report.events;
-        log.loader_state = report.state;
-        on_step(&log, &run);
+    /// The masked model with deterministic masks at the expected number of zeros (§10.8).
+    fn eval_view(&self) -> crate::Result<EvalView<B::InnerBackend>> {
+        let model = self.pruner().model.valid();
+        let z = self
+            .masks()
+            .deterministic(None)?
+            .to_z::<B::InnerBackend>(&model.embed_tokens.weight.device());
+        Ok(EvalView { model, z: Some(z) })
     }
-    run
-}
 
-/// Runs `cfg.steps` pruning steps from `model`; `data` supplies token ids and `on_step` sees
-/// every step's log and the pruner after it. Returns the trained pruner (its masks give the
-/// target shape through [`L0Masks::deterministic`]).
-pub fn prune<B: AutodiffBackend>(
-    model: Llama<B>,
-    cfg: &PruneConfig,
-    data: impl PruneData<B>,
-    mut on_step: impl FnMut(&StepLog, &Pruner<B>),
-) -> Pruner<B> {
-    let run = PruneRun::new(model, cfg);
-    prune_until(run, cfg, data, cfg.steps, |log, r| on_step(log, &r.pruner)).pruner
-}
+    fn attach(log: &mut PruneLog, data: DataReport, _eval_first: Option<UpdateRecord>) {
+        log.data = data;
+    }
 
-/// The pruned model at exactly the target shape (SPEC §5), on the inner backend.
-pub fn finish<B: AutodiffBackend>(
-    pruner: &Pruner<B>,
-    target: &TargetShape,
-) -> shear_model::Result<Llama<B::InnerBackend>> {
-    let model = pruner.model.valid();
-    let z = pruner
-        .l0
-        .clone()
-        .clamp_log_alpha()
-        .deterministic(Some(target));
-    let device = model.embed_tokens.weight.device();
-    shear_model::materialize(&model, &z, &device)
+    fn summary(log: &PruneLog) -> String {
+        let e = &log.expected_shape;
+        format!(
+            "ce {:.3}  shape L{:.1} d{:.0} H{:.2} m{:.0}",
+            log.ce_loss, e.layers, e.hidden, e.heads, e.intermediate
+        )
+    }
+
+    fn save_records(&self, dir: &Path) -> crate::Result<serde_json::Value> {
+        save_module(self.pruner(), dir, "pruner")?;
+        self.save_masks(&dir.join("masks.safetensors"))?;
+        save_record::<B, _>(self.weights.to_record(), dir, "optim_weights")?;
+        save_record::<B, _>(self.masks.to_record(), dir, "optim_masks")?;
+        save_record::<B, _>(self.lambdas.to_record(), dir, "optim_lambdas")?;
+        let state = PruneLoopState {
+            rng_word_pos: self.rng.get_word_pos(),
+            model_config: self
+                .pruner()
+                .model
+                .config
+                .to_hf_json(shear_model::Dtype::F32),
+        };
+        Ok(serde_json::to_value(state).expect("serialises"))
+    }
 }

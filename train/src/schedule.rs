@@ -1,4 +1,4 @@
-//! Learning-rate schedule (SPEC §4.2): linear warm-up from 0, then cosine decay to `alpha_f` of
+//! Learning-rate schedule (docs/algorithm.md §4.2): linear warm-up from 0, then cosine decay to `alpha_f` of
 //! the peak; the same multiplier applies to weights, masks and multipliers.
 
 /// Multiplier of the peak learning rate at `step` (0-based).
@@ -11,7 +11,7 @@ pub fn warmup_cosine(step: usize, warmup: usize, total: usize, alpha_f: f64) -> 
     alpha_f + (1.0 - alpha_f) * 0.5 * (1.0 + (std::f64::consts::PI * tau).cos())
 }
 
-/// Target sparsity after the linear warm-up of SPEC §4.1 (from 0).
+/// Target sparsity after the linear warm-up of docs/algorithm.md §4.1 (from 0).
 pub fn target_warmup(target: f64, step: usize, warmup: usize) -> f64 {
     if warmup == 0 {
         return target;

@@ -1,41 +1,53 @@
-//! Continued pre-training (SPEC §7): AdamW (β 0.9/0.95, ε 1e-8), warm-up + cosine to a floor,
-//! global-norm clipping, gradient accumulation, optional knowledge distillation from a teacher,
-//! and checkpoints that hold everything needed for a bit-identical resume: model and optimizer
-//! records (burn's recorder, parameter ids kept), step, and the data loader's state.
+//! Continued pre-training (docs/algorithm.md §7): AdamW (β 0.9/0.95, ε 1e-8), warm-up + cosine to
+//! a floor, global-norm clipping, gradient accumulation, and optional knowledge distillation
+//! from a teacher. The loop around the step is the shared one ([`crate::driver`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use burn::module::{AutodiffModule, Module};
+use burn::config::Config;
+use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
-use shear_data::LoaderState;
+use shear_data::UpdateRecord;
+use shear_io::Stepped;
 use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
 
-use crate::dynamic::DataReport;
+use crate::checkpoint::{load_module, load_record, save_module, save_record};
+use crate::driver::Stepper;
+use crate::error::TrainError;
 use crate::grads::clip_global_norm;
+use crate::optim::adamw;
 use crate::schedule::warmup_cosine;
+use crate::source::{DataReport, EvalView};
 
-/// Hyper-parameters of continued pre-training (defaults: SPEC §7, scaled by `steps`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7, scaled by
+/// `steps`).
+#[derive(Config, Debug, PartialEq)]
 pub struct TrainConfig {
     pub steps: usize,
     /// Peak learning rate.
+    #[config(default = 1e-4)]
     pub lr: f64,
-    /// Warm-up steps (SPEC: 3 % of the steps).
-    pub warmup_steps: usize,
-    /// The cosine ends at `lr · min_lr_ratio` (SPEC: 0.1).
+    /// Warm-up steps (default: 3 % of the steps).
+    pub warmup: Option<usize>,
+    /// The cosine ends at `lr · min_lr_ratio`.
+    #[config(default = 0.1)]
     pub min_lr_ratio: f64,
+    #[config(default = 0.0)]
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
+    #[config(default = 1.0)]
     pub max_grad_norm: f64,
     /// Micro-batches per optimizer step.
+    #[config(default = 1)]
     pub grad_accum: usize,
+    #[config(default = 0)]
+    pub seed: u64,
     /// Knowledge distillation (off when `None`).
     pub distill: Option<Distill>,
 }
@@ -49,33 +61,53 @@ pub struct Distill {
 }
 
 impl TrainConfig {
-    pub fn new(steps: usize) -> Self {
-        TrainConfig {
-            steps,
-            lr: 1e-4,
-            warmup_steps: (steps * 3).div_ceil(100),
-            min_lr_ratio: 0.1,
-            weight_decay: 0.0,
-            max_grad_norm: 1.0,
-            grad_accum: 1,
-            distill: None,
-        }
+    pub fn warmup_steps(&self) -> usize {
+        self.warmup.unwrap_or((self.steps * 3).div_ceil(100))
     }
-}
 
-/// Where the trainer's batches come from.
-pub trait TrainData<B: AutodiffBackend> {
-    /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
-    fn batch(&mut self, step: usize, micro: usize) -> Tensor<B, 2, Int>;
-    /// Called before step 0 and after every step with the current model (dynamic batch
-    /// loading evaluates and updates its weights here).
-    fn after_step(&mut self, _step: usize, _model: &Llama<B>) -> DataReport {
-        DataReport::default()
+    /// Checks every setting before any work; the message names the setting.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        for (name, v) in [("steps", self.steps), ("grad_accum", self.grad_accum)] {
+            if v == 0 {
+                return bad(format!("{name} 0: must be positive"));
+            }
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("weight_decay", self.weight_decay),
+            ("max_grad_norm", self.max_grad_norm),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(format!("{name} {v}: must be a finite number ≥ 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return bad(format!(
+                "min_lr_ratio {}: must be between 0 and 1",
+                self.min_lr_ratio
+            ));
+        }
+        if let Some(d) = self.distill {
+            if !(d.temperature.is_finite() && d.temperature > 0.0) {
+                return bad(format!(
+                    "distill temperature {}: must be a positive number",
+                    d.temperature
+                ));
+            }
+            if !(d.weight.is_finite() && d.weight >= 0.0) {
+                return bad(format!(
+                    "distill weight {}: must be a finite number ≥ 0",
+                    d.weight
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
 /// One line of the training log (JSONL).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainLog {
     pub step: usize,
     pub lr: f64,
@@ -84,32 +116,18 @@ pub struct TrainLog {
     pub ce_loss: f64,
     pub grad_norm: f64,
     pub tokens: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain_update: Option<shear_data::UpdateRecord>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub loader_events: Vec<shear_data::LoaderEvent>,
+    #[serde(flatten)]
+    pub data: DataReport,
     /// On the first step of a run from step 0: the weight update of the evaluation before
-    /// training (SPEC §6.2, `eval_first`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub eval_first_update: Option<shear_data::UpdateRecord>,
-    #[serde(skip)]
-    pub loader_state: Option<LoaderState>,
+    /// training (§6.2, `eval_first`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_first_update: Option<UpdateRecord>,
 }
 
-/// The model being trained, its optimizer, and the number of steps done.
-pub struct Trainer<B: AutodiffBackend> {
-    pub model: Llama<B>,
-    optim: OptimizerAdaptor<AdamW, Llama<B>, B>,
-    pub step: usize,
-    pub cfg: TrainConfig,
-}
-
-fn adamw(weight_decay: f64) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay as f32)
+impl Stepped for TrainLog {
+    fn step(&self) -> usize {
+        self.step
+    }
 }
 
 /// Mean over tokens of `T² · KL(softmax(t/T) ‖ softmax(s/T))`; `student`/`teacher` `[b, n, V]`.
@@ -127,14 +145,62 @@ pub fn distill_loss<B: Backend>(
     kl.sum() / (b * n) as f64 * (temperature * temperature)
 }
 
+/// The model being trained, its optimizer, the optional teacher, and the steps done.
+pub struct Trainer<B: AutodiffBackend> {
+    /// `None` only while a step owns it.
+    model: Option<Llama<B>>,
+    optim: OptimizerAdaptor<AdamW, Llama<B>, B>,
+    teacher: Option<Llama<B::InnerBackend>>,
+    pub step: usize,
+    pub cfg: TrainConfig,
+}
+
+/// `loop_state` of a training checkpoint.
+#[derive(Serialize, Deserialize)]
+struct TrainLoopState {
+    /// The model's config.json.
+    model_config: serde_json::Value,
+}
+
 impl<B: AutodiffBackend> Trainer<B> {
-    pub fn new(model: Llama<B>, cfg: TrainConfig) -> Self {
+    /// Starts training `model`; `teacher` is required by (and only used with) distillation.
+    pub fn new(model: Llama<B>, cfg: TrainConfig, teacher: Option<Llama<B::InnerBackend>>) -> Self {
         Trainer {
             optim: adamw(cfg.weight_decay).init(),
-            model,
+            model: Some(model),
+            teacher,
             step: 0,
             cfg,
         }
+    }
+
+    /// Restores a trainer from checkpoint `dir` (written through [`Stepper::save_records`]).
+    pub fn load(
+        dir: &Path,
+        cfg: TrainConfig,
+        step: usize,
+        loop_state: serde_json::Value,
+        teacher: Option<Llama<B::InnerBackend>>,
+        device: &B::Device,
+    ) -> crate::Result<Self> {
+        let state: TrainLoopState =
+            serde_json::from_value(loop_state).map_err(|e| TrainError::Checkpoint {
+                path: dir.join("state.json"),
+                msg: e.to_string(),
+            })?;
+        let config = LlamaConfig::from_json_str(&state.model_config.to_string(), dir)?;
+        let skeleton = Llama::from_source(&config, &mut RandomInit::default(), device)?;
+        let model = load_module(skeleton, dir, "model", device)?;
+        let mut t = Trainer::new(model, cfg, teacher);
+        t.optim = t.optim.load_record(load_record(dir, "optim", device)?);
+        t.step = step;
+        Ok(t)
+    }
+
+    pub fn model(&self) -> &Llama<B> {
+        self.model
+            .as_ref()
+            .expect("a step owns the model only while it runs")
     }
 
     /// The learning rate of step `step` (warm-up + cosine to `min_lr_ratio`).
@@ -142,18 +208,37 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.cfg.lr
             * warmup_cosine(
                 step,
-                self.cfg.warmup_steps,
+                self.cfg.warmup_steps(),
                 self.cfg.steps,
                 self.cfg.min_lr_ratio,
             )
     }
 
-    /// One optimizer step on `batches` (one per micro-batch); `teacher` for distillation.
-    pub fn train_step(
-        &mut self,
-        batches: &[Tensor<B, 2, Int>],
-        teacher: Option<&Llama<B::InnerBackend>>,
-    ) -> TrainLog {
+    /// The trained model on the inner backend (for saving as a Hugging Face checkpoint).
+    pub fn inference_model(&self) -> Llama<B::InnerBackend> {
+        self.model().valid()
+    }
+}
+
+impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
+    type Log = TrainLog;
+
+    fn done(&self) -> usize {
+        self.step
+    }
+
+    fn total(&self) -> usize {
+        self.cfg.steps
+    }
+
+    fn grad_accum(&self) -> usize {
+        self.cfg.grad_accum
+    }
+
+    /// One optimizer step: the mean loss over the micro-batches (CE, plus the distillation term
+    /// with a teacher), one global clip, one AdamW update.
+    fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> crate::Result<TrainLog> {
+        let model = self.model.take().expect("set between steps");
         let n = batches.len().max(1) as f64;
         let mut acc = GradientsAccumulator::<Llama<B>>::new();
         let mut single = None;
@@ -162,30 +247,44 @@ impl<B: AutodiffBackend> Trainer<B> {
             let [b, s] = ids.dims();
             tokens += b * s;
             // `ce` is `Some` only with distillation; otherwise the loss is the CE (one host read).
-            let (loss, ce) = match (self.cfg.distill, teacher) {
+            let (loss, ce) = match (self.cfg.distill, &self.teacher) {
                 (Some(d), Some(t)) => {
-                    let logits = self.model.forward(ids.clone());
+                    let logits = model.forward(ids.clone());
                     let ce = next_token_loss(logits.clone(), ids.clone());
                     let t_logits = Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
                     let kd = distill_loss(logits, t_logits, d.temperature);
                     (ce.clone() + kd * d.weight, Some(ce))
                 }
-                _ => (self.model.loss(ids.clone()), None),
+                _ => (model.loss(ids.clone()), None),
             };
             let value = loss.clone().detach().into_scalar().elem::<f64>();
+            if !value.is_finite() {
+                self.model = Some(model);
+                return Err(TrainError::Invalid(format!(
+                    "step {}: loss is {value}",
+                    self.step
+                )));
+            }
             loss_sum += value;
             ce_sum += ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
-            let grads = GradientsParams::from_grads((loss / n).backward(), &self.model);
+            let grads = GradientsParams::from_grads((loss / n).backward(), &model);
             if batches.len() == 1 {
                 single = Some(grads);
             } else {
-                acc.accumulate(&self.model, grads);
+                acc.accumulate(&model, grads);
             }
         }
         let grads = single.unwrap_or_else(|| acc.grads());
-        let (grads, norm) = clip_global_norm::<B, _>(grads, &self.model, self.cfg.max_grad_norm);
+        let (grads, norm) = clip_global_norm::<B, _>(grads, &model, self.cfg.max_grad_norm);
+        if !norm.is_finite() {
+            self.model = Some(model);
+            return Err(TrainError::Invalid(format!(
+                "step {}: gradient norm is {norm}",
+                self.step
+            )));
+        }
         let lr = self.lr(self.step);
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        self.model = Some(self.optim.step(lr, model, grads));
         let log = TrainLog {
             step: self.step,
             lr,
@@ -193,181 +292,35 @@ impl<B: AutodiffBackend> Trainer<B> {
             ce_loss: ce_sum / n,
             grad_norm: norm,
             tokens,
-            domain_update: None,
-            loader_events: Vec::new(),
+            data: DataReport::default(),
             eval_first_update: None,
-            loader_state: None,
         };
         self.step += 1;
-        log
+        Ok(log)
     }
 
-    /// Writes a checkpoint folder `dir/step-NNNNNNNN` (model and optimizer records, state.json
-    /// with the step, config and loader state), under a temporary name renamed when complete.
-    pub fn save(
-        &self,
-        dir: &Path,
-        loader: Option<&LoaderState>,
-    ) -> Result<PathBuf, CheckpointError> {
-        let final_dir = dir.join(format!("step-{:08}", self.step));
-        let tmp = dir.join(format!(".step-{:08}.tmp", self.step));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| CheckpointError::io(&tmp, e))?;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.model
-            .clone()
-            .save_file(tmp.join("model"), &rec)
-            .map_err(|e| CheckpointError::Record {
-                path: tmp.join("model.mpk"),
-                msg: e.to_string(),
-            })?;
-        rec.record(self.optim.to_record(), tmp.join("optim"))
-            .map_err(|e| CheckpointError::Record {
-                path: tmp.join("optim.mpk"),
-                msg: e.to_string(),
-            })?;
-        let state = CheckpointState {
-            step: self.step,
-            config: self.cfg.clone(),
-            model_config: self.model.config.to_hf_json(shear_model::Dtype::F32),
-            loader: loader.cloned(),
-        };
-        let json = serde_json::to_vec_pretty(&state).expect("state serialises");
-        std::fs::write(tmp.join("state.json"), json).map_err(|e| CheckpointError::io(&tmp, e))?;
-        let _ = std::fs::remove_dir_all(&final_dir);
-        std::fs::rename(&tmp, &final_dir).map_err(|e| CheckpointError::io(&final_dir, e))?;
-        Ok(final_dir)
-    }
-
-    /// Restores a trainer from a checkpoint folder written by [`Trainer::save`]; returns it with
-    /// the loader state that was saved.
-    pub fn load(
-        ckpt: &Path,
-        device: &B::Device,
-    ) -> Result<(Self, Option<LoaderState>), CheckpointError> {
-        let path = ckpt.join("state.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| CheckpointError::io(&path, e))?;
-        let state: CheckpointState =
-            serde_json::from_str(&text).map_err(|e| CheckpointError::Record {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
-        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let config =
-            LlamaConfig::from_json_str(&state.model_config.to_string(), &path).map_err(|e| {
-                CheckpointError::Record {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                }
-            })?;
-        let skeleton: Llama<B> = Llama::from_source(&config, &mut RandomInit::default(), device)
-            .map_err(|e| CheckpointError::Record {
-                path: ckpt.to_path_buf(),
-                msg: e.to_string(),
-            })?;
-        let model = skeleton
-            .load_file(ckpt.join("model"), &rec, device)
-            .map_err(|e| CheckpointError::Record {
-                path: ckpt.join("model.mpk"),
-                msg: e.to_string(),
-            })?;
-        let optim_rec = rec
-            .load(ckpt.join("optim").with_extension("mpk"), device)
-            .map_err(|e| CheckpointError::Record {
-                path: ckpt.join("optim.mpk"),
-                msg: e.to_string(),
-            })?;
-        let optim = adamw(state.config.weight_decay)
-            .init::<B, Llama<B>>()
-            .load_record(optim_rec);
-        Ok((
-            Trainer {
-                model,
-                optim,
-                step: state.step,
-                cfg: state.config,
-            },
-            state.loader,
-        ))
-    }
-
-    /// The trained model on the inner backend (for saving as a Hugging Face checkpoint).
-    pub fn inference_model(&self) -> Llama<B::InnerBackend> {
-        self.model.valid()
-    }
-}
-
-/// The newest complete checkpoint folder under `dir` (`step-NNNNNNNN` with a state.json).
-pub fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-"))
-                && p.join("state.json").is_file()
+    fn eval_view(&self) -> crate::Result<EvalView<B::InnerBackend>> {
+        Ok(EvalView {
+            model: self.model().valid(),
+            z: None,
         })
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct CheckpointState {
-    step: usize,
-    config: TrainConfig,
-    /// The model's config.json.
-    model_config: serde_json::Value,
-    loader: Option<LoaderState>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {msg}", path.display())]
-    Record { path: PathBuf, msg: String },
-}
-
-impl CheckpointError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
-        CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
     }
-}
 
-/// Runs the trainer from its current step to `until` (normally `cfg.steps`; the schedule
-/// always follows `cfg.steps`): before the first step (when starting
-/// at 0) and after every step, `data.after_step` may update the domain weights; `on_step` sees
-/// every step's log and the trainer (to save checkpoints).
-pub fn train<B: AutodiffBackend>(
-    trainer: &mut Trainer<B>,
-    data: &mut dyn TrainData<B>,
-    teacher: Option<&Llama<B::InnerBackend>>,
-    until: usize,
-    mut on_step: impl FnMut(&TrainLog, &Trainer<B>),
-) {
-    // SPEC §6.2: continued pre-training evaluates before step 0 (eval_first).
-    let mut first = (trainer.step == 0)
-        .then(|| data.after_step(usize::MAX, &trainer.model).update)
-        .flatten();
-    while trainer.step < until.min(trainer.cfg.steps) {
-        let step = trainer.step;
-        let batches: Vec<_> = (0..trainer.cfg.grad_accum.max(1))
-            .map(|m| data.batch(step, m))
-            .collect();
-        let mut log = trainer.train_step(&batches, teacher);
-        let report = data.after_step(step, &trainer.model);
-        log.domain_update = report.update;
-        log.loader_events = report.events;
-        log.loader_state = report.state;
-        log.eval_first_update = first.take();
-        on_step(&log, trainer);
+    fn attach(log: &mut TrainLog, data: DataReport, eval_first: Option<UpdateRecord>) {
+        log.data = data;
+        log.eval_first_update = eval_first;
+    }
+
+    fn summary(log: &TrainLog) -> String {
+        format!("loss {:.3} lr {:.2e}", log.loss, log.lr)
+    }
+
+    fn save_records(&self, dir: &Path) -> crate::Result<serde_json::Value> {
+        save_module(self.model(), dir, "model")?;
+        save_record::<B, _>(self.optim.to_record(), dir, "optim")?;
+        let state = TrainLoopState {
+            model_config: self.model().config.to_hf_json(shear_model::Dtype::F32),
+        };
+        Ok(serde_json::to_value(state).expect("serialises"))
     }
 }

@@ -1,17 +1,35 @@
 //! Expected size, Lagrangian, gradient directions and convergence of the pruning loop.
 
-mod common;
-
 use burn::backend::Autodiff;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use common::*;
-use shear_model::masks::TargetShape;
-use shear_model::{load_llama, HardConcrete, L0Masks, LlamaConfig, Mask};
+use shear_model::{
+    load_llama, HardConcrete, L0Masks, LayerMasks, LlamaConfig, Mask, MaskType, PerType,
+    PruneModules, TargetShape,
+};
+use shear_testkit::*;
+use shear_train::driver::Stepper;
 use shear_train::lagrangian::Lagrangian;
-use shear_train::prune::{finish, prune, FnBatches, PruneConfig};
+use shear_train::prune::{PruneConfig, PruneLog, PruneRun};
 
 type AD = Autodiff<B>;
+
+/// Runs `steps` pruning steps of `cfg` on `model`, each on `batch(step)`; returns the run and
+/// its log lines.
+fn run_steps(
+    model: shear_model::Llama<AD>,
+    cfg: PruneConfig,
+    steps: usize,
+    mut batch: impl FnMut(usize) -> Tensor<AD, 2, Int>,
+) -> (PruneRun<AD>, Vec<PruneLog>) {
+    let mut run = PruneRun::new(model, cfg);
+    let logs = (0..steps).map(|s| run.step(&[batch(s)]).unwrap()).collect();
+    (run, logs)
+}
+
+fn random_ids(b: usize, s: usize) -> Tensor<AD, 2, Int> {
+    Tensor::<AD, 2>::random([b, s], Distribution::Uniform(0.0, 500.0), &device()).int()
+}
 
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
@@ -30,11 +48,13 @@ fn fixture_l0_masks() -> (L0Masks<B>, serde_json::Value) {
     let f = l0_fixture()["size_model"].clone();
     let rows = |k: &str| -> Vec<Vec<f64>> { f[k].as_array().unwrap().iter().map(f64s).collect() };
     let masks = L0Masks {
-        layer: mask(&[f64s(&f["log_alpha_layer"])]),
+        layer: Some(mask(&[f64s(&f["log_alpha_layer"])])),
         mlp: None,
-        hidden: mask(&[f64s(&f["log_alpha_hidden"])]),
-        head: mask(&rows("log_alpha_head")),
-        intermediate: mask(&rows("log_alpha_intermediate")),
+        hidden: Some(mask(&[f64s(&f["log_alpha_hidden"])])),
+        head: Some(mask(&rows("log_alpha_head"))),
+        kv_head: None,
+        intermediate: Some(mask(&rows("log_alpha_intermediate"))),
+        source: TargetShape::of(&LlamaConfig::new(500, 64, 176, 4, 4, 4)),
         head_dim: f["source"]["head_dim"].as_u64().unwrap() as usize,
     };
     (masks, f)
@@ -46,6 +66,7 @@ fn fixture_target() -> TargetShape {
         layers: 3,
         hidden: 48,
         heads: 2,
+        kv_heads: 2,
         intermediate: 96,
     }
 }
@@ -66,15 +87,19 @@ fn expected_size_sparsity_and_lagrangian_match_the_reference() {
     );
     let e = masks.expected_sparsity();
     let want = &f["expected_sparsity"];
-    let present = e.clone().entries();
     assert_eq!(
-        present.len(),
-        4,
-        "the released mask set: layer, hidden, head, intermediate"
+        e.types(),
+        [
+            MaskType::Layer,
+            MaskType::Hidden,
+            MaskType::Head,
+            MaskType::Intermediate
+        ],
+        "the released mask set"
     );
-    for (k, got) in present {
-        let name = shear_model::masks::MASK_TYPES[k];
-        let got = host(got);
+    for (k, got) in e.iter() {
+        let name = k.name();
+        let got = host(got.clone());
         let w = match &want[name] {
             serde_json::Value::Array(_) => f64s(&want[name]),
             v => vec![v.as_f64().unwrap()],
@@ -88,18 +113,23 @@ fn expected_size_sparsity_and_lagrangian_match_the_reference() {
     let source = LlamaConfig::new(500, 64, 176, 4, 4, 4);
     let target = fixture_target();
     let t = target.sparsity(&source);
-    for (k, got) in t.clone().entries().into_iter().take(4) {
-        let name = shear_model::masks::MASK_TYPES[k];
+    for k in e.types() {
+        let name = k.name();
         assert!(
-            rel(got, f["target_sparsity"][name].as_f64().unwrap()) < 1e-12,
+            rel(
+                *t.get(k).unwrap(),
+                f["target_sparsity"][name].as_f64().unwrap()
+            ) < 1e-12,
             "{name}"
         );
     }
-    // The fixture has no mlp mask: its multipliers are 0 (and unused).
-    let lam = |k: &str| -> [f64; 5] {
-        shear_model::masks::MASK_TYPES.map(|n| f[k].get(n).map_or(0.0, |v| v.as_f64().unwrap()))
+    let lam = |key: &str| -> PerType<f64> {
+        e.types()
+            .into_iter()
+            .map(|k| (k, f[key][k.name()].as_f64().unwrap()))
+            .collect()
     };
-    let lag = Lagrangian::<B>::from_values(lam("lambda_1"), lam("lambda_2"), &device());
+    let lag = Lagrangian::<B>::from_values(&lam("lambda_1"), &lam("lambda_2"), &device());
     let value = host(lag.value(&e, &t))[0];
     assert!(
         rel(value, f["lagrangian"].as_f64().unwrap()) < 1e-6,
@@ -115,7 +145,14 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
     // The gradient of the Lagrangian in λ1 is (e − t): negative while the masks are denser
     // than the target.
     let lag = Lagrangian::<AD>::new(&device());
-    let masks = L0Masks::<AD>::new(&source, HardConcrete::default(), &device()).clamp_log_alpha();
+    let masks = L0Masks::<AD>::new(
+        &source,
+        HardConcrete::default(),
+        PruneModules::default(),
+        LayerMasks::Layer,
+        &device(),
+    )
+    .clamp_log_alpha();
     let grads = lag.value(&masks.expected_sparsity(), &t).backward();
     let g: Vec<f32> = lag
         .lambda_1
@@ -125,38 +162,29 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
         .into_data()
         .to_vec()
         .unwrap();
-    assert!(g[..4].iter().all(|&x| x < 0.0), "dL/dλ1 = {g:?}");
-    assert_eq!(
-        g[4], 0.0,
-        "no mlp mask in this run: its multiplier has no gradient"
-    );
+    for k in masks.types() {
+        assert!(g[k.index()] < 0.0, "dL/dλ1 {k} = {g:?}");
+    }
+    for k in [MaskType::KvHead, MaskType::Mlp] {
+        assert_eq!(g[k.index()], 0.0, "no {k} mask in this run: no gradient");
+    }
 
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
-    let mut cfg = PruneConfig::new(target, 8);
-    cfg.lr_warmup_steps = 0;
-    cfg.lagrangian_warmup_steps = 0;
-    cfg.lr_weights = 1e-3;
-    let ids: Tensor<AD, 2, Int> =
-        Tensor::<AD, 2>::random([2, 16], Distribution::Uniform(0.0, 500.0), &device()).int();
-    let mut logs = Vec::new();
-    prune(model, &cfg, FnBatches(|_, _| ids.clone()), |log, _| {
-        logs.push(log.clone())
-    });
+    let cfg = PruneConfig::new(target, 8)
+        .with_lr_warmup(Some(0))
+        .with_lagrangian_warmup(Some(0))
+        .with_lr_weights(1e-3);
+    let ids = random_ids(2, 16);
+    let (_, logs) = run_steps(model, cfg, 8, |_| ids.clone());
     // Ascent: λ1 moved along its gradient (down), which raises the Lagrangian λ1 (e − t).
-    for k in 0..4 {
-        assert!(
-            logs[0].lambda_1[k] < 0.0,
-            "λ1 after one step: {:?}",
-            logs[0].lambda_1
-        );
+    for (k, v) in logs[0].lambda_1.iter() {
+        assert!(*v < 0.0, "λ1 {k} after one step: {v}");
     }
     // Descent for the masks: with λ1 < 0 the constraint term falls as sparsity rises.
-    let (first, last) = (
-        logs[0].expected_sparsity.clone(),
-        logs[logs.len() - 1].expected_sparsity.clone(),
-    );
-    for k in 0..4 {
-        assert!(last[k] > first[k], "sparsity[{k}]: {first:?} -> {last:?}");
+    let (first, last) = (&logs[0].expected_sparsity, &logs[7].expected_sparsity);
+    for (k, f) in first.iter() {
+        let l = last.get(k).unwrap();
+        assert!(l > f, "sparsity of {k}: {f} -> {l}");
     }
     // Descent for the weights: the masked CE on this fixed batch falls.
     let ce: Vec<f64> = logs.iter().map(|l| l.ce_loss).collect();
@@ -168,41 +196,82 @@ fn pruning_converges_to_the_target_shape() {
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
     let target = fixture_target();
     let steps = 300;
-    let mut cfg = PruneConfig::new(target, steps);
-    cfg.lr_weights = 1e-3;
-    let mut last = None;
-    let pruner = prune(
-        model,
-        &cfg,
-        FnBatches(|_, _| {
-            Tensor::<AD, 2>::random([4, 32], Distribution::Uniform(0.0, 500.0), &device()).int()
-        }),
-        |log, _| {
-            if log.step % 50 == 0 || log.step + 1 == steps {
-                eprintln!("{}", serde_json::to_string(log).unwrap());
-            }
-            last = Some(log.clone());
-        },
-    );
-    let last = last.unwrap();
-    for k in 0..4 {
-        let gap = (last.expected_sparsity[k] - last.target_sparsity[k]).abs();
-        assert!(
-            gap <= 0.02,
-            "type {k}: expected {} vs target {}",
-            last.expected_sparsity[k],
-            last.target_sparsity[k]
+    let cfg = PruneConfig::new(target, steps).with_lr_weights(1e-3);
+    let (run, logs) = run_steps(model, cfg, steps, |_| random_ids(4, 32));
+    for l in logs.iter().filter(|l| l.step % 50 == 0) {
+        eprintln!("{}", serde_json::to_string(l).unwrap());
+    }
+    let last = logs.last().unwrap();
+    for (k, e) in last.expected_sparsity.iter() {
+        let t = last.target_sparsity.get(k).unwrap();
+        assert!((e - t).abs() <= 0.02, "{k}: expected {e} vs target {t}");
+    }
+    let small = run.finish().unwrap();
+    assert_eq!(TargetShape::of(&small.config), target);
+}
+
+/// Defect fixed: the log's `target_sparsity` was the final target; it is the warmed-up target
+/// the Lagrangian used at that step (docs/algorithm.md §4.1).
+#[test]
+fn the_log_carries_the_warmed_up_target() {
+    let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
+    let source = model.config.clone();
+    let target = fixture_target();
+    let cfg = PruneConfig::new(target, 10).with_lagrangian_warmup(Some(4));
+    let ids = random_ids(1, 8);
+    let (_, logs) = run_steps(model, cfg, 6, |_| ids.clone());
+    let full = target.sparsity(&source);
+    for l in &logs {
+        let ramp = (l.step as f64 / 4.0).min(1.0);
+        for (k, t) in l.target_sparsity.iter() {
+            let want = full.get(k).unwrap() * ramp;
+            assert!(
+                (t - want).abs() < 1e-12,
+                "step {} {k}: {t} vs {want}",
+                l.step
+            );
+        }
+    }
+    assert_eq!(*logs[0].target_sparsity.get(MaskType::Head).unwrap(), 0.0);
+}
+
+/// Defect fixed: every mask type always existed. A run can prune any subset of the dimensions;
+/// the others have no mask, no multiplier term, and keep their source size.
+#[test]
+fn a_subset_of_dimensions_is_pruned_and_the_rest_keep_their_size() {
+    let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
+    let source = model.config.clone();
+    let target = TargetShape {
+        hidden: source.hidden_size,
+        intermediate: source.intermediate_size,
+        ..fixture_target()
+    };
+    let modules: PruneModules = "heads,layers".parse().unwrap();
+    let cfg = PruneConfig::new(target, 4).with_prune(modules);
+    cfg.validate(&source).unwrap();
+    let ids = random_ids(1, 8);
+    let (run, logs) = run_steps(model, cfg.clone(), 4, |_| ids.clone());
+    assert!(run.pruner().l0.hidden.is_none() && run.pruner().l0.intermediate.is_none());
+    for l in &logs {
+        assert_eq!(
+            l.expected_sparsity.types(),
+            [MaskType::Layer, MaskType::Head]
+        );
+        assert_eq!(l.lambda_1.types(), [MaskType::Layer, MaskType::Head]);
+        // Absent types count at their source size.
+        assert_eq!(l.expected_shape.hidden, source.hidden_size as f64);
+        assert_eq!(
+            l.expected_shape.intermediate,
+            source.intermediate_size as f64
         );
     }
-    let small = finish(&pruner, &target).unwrap();
-    let c = &small.config;
-    assert_eq!(
-        (
-            c.num_hidden_layers,
-            c.hidden_size,
-            c.num_attention_heads,
-            c.intermediate_size
-        ),
-        (3, 48, 2, 96)
-    );
+    // The deterministic masks of absent types are all ones.
+    let z = run.masks().deterministic(None).unwrap();
+    assert!(z.hidden.iter().all(|&v| v == 1.0));
+    let small = run.finish().unwrap();
+    assert_eq!(TargetShape::of(&small.config), target);
+    // A target that changes an unpruned dimension is refused before any work.
+    let bad = PruneConfig::new(fixture_target(), 4).with_prune(modules);
+    let e = bad.validate(&source).unwrap_err().to_string();
+    assert!(e.contains("`hidden` is not pruned"), "{e}");
 }

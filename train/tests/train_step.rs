@@ -1,14 +1,12 @@
 //! The model trains: on `Autodiff<Flex>`, AdamW steps on one batch lower the loss, and every
 //! parameter receives a gradient.
 
-mod common;
-
 use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use common::*;
 use shear_model::{load_llama, Llama};
+use shear_testkit::*;
 
 type AD = Autodiff<B>;
 

@@ -2,23 +2,51 @@
 //! teacher, and a run stopped after step k and resumed from its checkpoint gives bit-identical
 //! losses and domain weights at every later step.
 
-mod common;
-
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use common::*;
 use shear_data::{DynamicLoader, PreparedData, Split, UpdateRule};
-use shear_train::dynamic::{DynamicBatches, DynamicConfig};
-use shear_train::trainer::TrainData;
-use shear_train::trainer::{distill_loss, latest_checkpoint, train, Distill, TrainConfig, Trainer};
+use shear_io::JsonlLog;
+use shear_testkit::*;
+use shear_train::checkpoint::{read_state, Checkpoints};
+use shear_train::driver::{drive, Plan, Stepper};
+use shear_train::dynamic::{DynamicConfig, DynamicSource};
+use shear_train::source::BatchSource;
+use shear_train::trainer::{distill_loss, Distill, TrainConfig, TrainLog, Trainer};
+use shear_train::{Result, Silent};
 
 type AD = Autodiff<B>;
 
+/// The same batch at every step.
 struct Fixed(Tensor<AD, 2, Int>);
-impl TrainData<AD> for Fixed {
-    fn batch(&mut self, _: usize, _: usize) -> Tensor<AD, 2, Int> {
-        self.0.clone()
+impl BatchSource<AD> for Fixed {
+    fn batch(&mut self, _: usize, _: usize) -> Result<Tensor<AD, 2, Int>> {
+        Ok(self.0.clone())
     }
+}
+
+/// Drives `t` up to `until` steps over `source` in `dir` (checkpoint when stopping early);
+/// returns the log lines written.
+fn run(
+    t: &mut Trainer<AD>,
+    source: &mut dyn BatchSource<AD>,
+    dir: &std::path::Path,
+    until: usize,
+) -> Vec<TrainLog> {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("log.jsonl");
+    let mut log = match t.done() {
+        0 => JsonlLog::create(&path).unwrap(),
+        k => JsonlLog::resume(&path, k).unwrap(),
+    };
+    let checkpoints = Checkpoints::new(dir.join("checkpoints"));
+    let plan = Plan {
+        checkpoints: &checkpoints,
+        settings: &t.cfg.clone(),
+        save_every: 0,
+        until,
+    };
+    drive(t, source, &mut log, plan, "test", &mut Silent).unwrap();
+    shear_io::read_jsonl(&path).unwrap()
 }
 
 fn ids(n: usize, seq: usize) -> Tensor<AD, 2, Int> {
@@ -31,14 +59,13 @@ fn ids(n: usize, seq: usize) -> Tensor<AD, 2, Int> {
 #[test]
 fn loss_decreases_and_distillation_is_a_kl() {
     let model = shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
-    let mut cfg = TrainConfig::new(30);
-    cfg.lr = 3e-3;
-    cfg.grad_accum = 2;
-    let mut t = Trainer::new(model, cfg);
-    let mut losses = Vec::new();
-    train(&mut t, &mut Fixed(ids(2, 16)), None, 30, |l, _| {
-        losses.push(l.loss)
-    });
+    let cfg = TrainConfig::new(30).with_lr(3e-3).with_grad_accum(2);
+    let mut t = Trainer::new(model, cfg, None);
+    let tmp = tempfile::tempdir().unwrap();
+    let losses: Vec<f64> = run(&mut t, &mut Fixed(ids(2, 16)), tmp.path(), 30)
+        .iter()
+        .map(|l| l.loss)
+        .collect();
     assert_eq!(losses.len(), 30);
     assert!(
         losses[29] < losses[0] - 1.0,
@@ -80,16 +107,16 @@ fn loss_decreases_and_distillation_is_a_kl() {
     // reported CE is separate from the total.
     let teacher = shear_model::load_llama::<B>(&fixture("llama-mha"), &device()).unwrap();
     let student = shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
-    let mut cfg = TrainConfig::new(3);
-    cfg.distill = Some(Distill {
+    let cfg = TrainConfig::new(3).with_distill(Some(Distill {
         weight: 0.5,
         temperature: 2.0,
-    });
-    let mut t = Trainer::new(student, cfg);
-    let mut logs = Vec::new();
-    train(&mut t, &mut Fixed(ids(2, 16)), Some(&teacher), 3, |l, _| {
-        logs.push((l.loss, l.ce_loss))
-    });
+    }));
+    let mut t = Trainer::new(student, cfg, Some(teacher));
+    let tmp = tempfile::tempdir().unwrap();
+    let logs: Vec<(f64, f64)> = run(&mut t, &mut Fixed(ids(2, 16)), tmp.path(), 3)
+        .iter()
+        .map(|l| (l.loss, l.ce_loss))
+        .collect();
     assert!(
         (logs[0].0 - logs[0].1).abs() < 1e-6,
         "student = teacher at step 0: KL 0"
@@ -114,19 +141,17 @@ fn data(dir: &std::path::Path) -> PreparedData {
     PreparedData::open(dir).unwrap()
 }
 
-fn dynamic(data: &PreparedData, state: Option<shear_data::LoaderState>) -> DynamicBatches<AD> {
+fn dynamic(data: &PreparedData) -> DynamicSource<AD> {
     let shards = data.shards(Split::Train).unwrap();
-    let loader = match state {
-        Some(s) => DynamicLoader::restore(shards, 3, s).unwrap(),
-        None => DynamicLoader::new(data.domains(), shards, vec![0.5, 0.5], 3, 7).unwrap(),
-    };
+    let loader = DynamicLoader::new(data.domains(), shards, vec![0.5, 0.5], 3, 7).unwrap();
     let cfg = DynamicConfig {
         rule: UpdateRule::Code,
         every: 2,
         eval_batch: 2,
         eval_sequences: None,
+        eval_first: true,
     };
-    DynamicBatches::new(
+    DynamicSource::new(
         loader,
         data.shards(Split::Eval).unwrap(),
         vec![6.0, 7.5],
@@ -136,51 +161,56 @@ fn dynamic(data: &PreparedData, state: Option<shear_data::LoaderState>) -> Dynam
     .unwrap()
 }
 
+/// (loss bits, domain weights after the step, weights of the evaluation before step 0).
+type Trace = Vec<(u64, Option<Vec<f64>>, Option<Vec<f64>>)>;
+
+fn trace(logs: &[TrainLog]) -> Trace {
+    logs.iter()
+        .map(|l| {
+            (
+                l.loss.to_bits(),
+                l.data.domain_update.as_ref().map(|u| u.weights.clone()),
+                l.eval_first_update.as_ref().map(|u| u.weights.clone()),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_resumed_run_is_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = data(tmp.path());
-    let mut cfg = TrainConfig::new(8);
-    cfg.lr = 1e-3;
-    cfg.warmup_steps = 2;
+    let data = data(&tmp.path().join("data"));
+    let cfg = TrainConfig::new(8).with_lr(1e-3).with_warmup(Some(2));
     let model = || shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
 
     // Uninterrupted.
-    let mut whole = Vec::new();
-    let mut t = Trainer::new(model(), cfg.clone());
-    train(&mut t, &mut dynamic(&data, None), None, 8, |l, _| {
-        whole.push((l.loss, l.domain_update.as_ref().map(|u| u.weights.clone())))
-    });
-    assert!(whole.iter().filter(|w| w.1.is_some()).count() == 4);
+    let whole_dir = tmp.path().join("whole");
+    let mut t = Trainer::new(model(), cfg.clone(), None);
+    let whole = trace(&run(&mut t, &mut dynamic(&data), &whole_dir, 8));
+    assert_eq!(whole.iter().filter(|w| w.1.is_some()).count(), 4);
+    assert!(whole[0].2.is_some(), "an evaluation before the first step");
 
     // Stopped after step 5 (checkpoint), then resumed in a new trainer and loader.
-    let ckpts = tmp.path().join("ckpt");
-    let mut part = Vec::new();
-    let mut t = Trainer::new(model(), cfg.clone());
-    let mut d = dynamic(&data, None);
-    train(&mut t, &mut d, None, 5, |l, tr| {
-        part.push((l.loss, l.domain_update.as_ref().map(|u| u.weights.clone())));
-        if tr.step == 5 {
-            tr.save(&ckpts, l.loader_state.as_ref()).unwrap();
-        }
-    });
-    drop((t, d));
-    let ckpt = latest_checkpoint(&ckpts).unwrap();
+    let dir = tmp.path().join("part");
+    let mut t = Trainer::new(model(), cfg.clone(), None);
+    run(&mut t, &mut dynamic(&data), &dir, 5);
+    let ckpt = Checkpoints::new(dir.join("checkpoints")).newest().unwrap();
     assert!(ckpt.ends_with("step-00000005"));
-    let (mut t, state) = Trainer::<AD>::load(&ckpt, &device()).unwrap();
+    let state = read_state::<TrainConfig>(&ckpt).unwrap();
+    assert_eq!(state.settings, cfg);
+    let mut t = Trainer::<AD>::load(
+        &ckpt,
+        state.settings,
+        state.step,
+        state.loop_state,
+        None,
+        &device(),
+    )
+    .unwrap();
     assert_eq!(t.step, 5);
-    train(&mut t, &mut dynamic(&data, state), None, 8, |l, _| {
-        part.push((l.loss, l.domain_update.as_ref().map(|u| u.weights.clone())))
-    });
-    assert_eq!(part.len(), 8);
-    for (i, (a, b)) in whole.iter().zip(&part).enumerate() {
-        assert_eq!(
-            a.0.to_bits(),
-            b.0.to_bits(),
-            "step {i}: loss {} vs {}",
-            a.0,
-            b.0
-        );
-        assert_eq!(a.1, b.1, "step {i}: domain weights");
-    }
+    let mut d = dynamic(&data);
+    d.restore(state.loader.unwrap()).unwrap();
+    let part = trace(&run(&mut t, &mut d, &dir, 8));
+    assert_eq!(part.len(), 8, "the log holds every step once");
+    assert_eq!(whole, part, "losses and domain weights, bit for bit");
 }

@@ -1,0 +1,51 @@
+//! Errors of the pipeline: those of the crates below, a recipe or report problem, or an invalid
+//! setting, each one line naming the file, key or value; [`Context`] adds what was being done.
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Model(#[from] shear_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] shear_data::DataError),
+    #[error(transparent)]
+    Train(#[from] shear_train::TrainError),
+    #[error(transparent)]
+    File(#[from] shear_io::IoError),
+    #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    /// A setting that cannot work, named with its value.
+    #[error("{0}")]
+    Invalid(String),
+    /// `inner`, while doing `context`.
+    #[error("{context}: {inner}")]
+    Context {
+        context: String,
+        inner: Box<PipelineError>,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;
+
+/// Adds what was being done to an error.
+pub trait Context<T> {
+    fn context(self, what: impl Into<String>) -> Result<T>;
+}
+
+impl<T, E: Into<PipelineError>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl Into<String>) -> Result<T> {
+        self.map_err(|e| PipelineError::Context {
+            context: what.into(),
+            inner: Box::new(e.into()),
+        })
+    }
+}
+
+/// `Err(PipelineError::Invalid(...))` with a formatted message.
+macro_rules! invalid {
+    ($($t:tt)*) => {
+        Err($crate::error::PipelineError::Invalid(format!($($t)*)))
+    };
+}
+pub(crate) use invalid;

@@ -1,0 +1,256 @@
+//! The pruning stage as a function of a typed job: the source model pruned to a target shape
+//! over a prepared data folder (dynamic batch loading) or a token stream, then materialized
+//! (docs/algorithm.md §4, §5). Writes `OUT/prune_log.jsonl`, `OUT/checkpoints/step-N/`,
+//! `OUT/masks.safetensors`, `OUT/loader_state.json`, `OUT/checkpoint/` (the full-size model with
+//! its trained weights) and `OUT/model/` (the pruned Hugging Face checkpoint).
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use shear_data::Split;
+use shear_model::checkpoint::copy_tokenizer_files;
+use shear_model::precision::Compute;
+use shear_model::{Dtype, Llama, LlamaConfig, SafetensorsSource, TargetShape};
+use shear_train::driver::Stepper;
+use shear_train::prune::{PruneConfig, PruneRun};
+use shear_train::{Event, Observer};
+
+use crate::error::{Context, Result};
+use crate::feed::{canonical, DataOptions, Feed};
+use crate::reference::reference_losses;
+use crate::stage::{run_loop, start, Resume};
+
+/// Everything a pruning run records in its checkpoints, and `--resume` restores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneSettings {
+    /// The source model directory.
+    pub source: PathBuf,
+    #[serde(flatten)]
+    pub config: PruneConfig,
+    /// Sequences per micro-batch (`config.grad_accum` micro-batches per step).
+    pub batch: usize,
+    #[serde(flatten)]
+    pub data: DataOptions,
+    pub precision: Compute,
+}
+
+/// A pruning run to do.
+#[derive(Clone, Debug)]
+pub struct PruneJob {
+    pub settings: PruneSettings,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Checkpoint every this many steps (0: only when stopping early).
+    pub save_every: usize,
+    /// Stop after this many steps in total (the schedules still follow `config.steps`).
+    pub stop_after: Option<usize>,
+    pub resume: Resume,
+    /// Storage dtype of the outputs (default: the source's).
+    pub dtype: Option<Dtype>,
+}
+
+impl PruneJob {
+    /// Prunes `source` to `config.target` over `data`, 4 sequences per micro-batch, into `out`.
+    pub fn new(
+        source: impl Into<PathBuf>,
+        config: PruneConfig,
+        data: DataOptions,
+        out: impl Into<PathBuf>,
+    ) -> Self {
+        PruneJob {
+            settings: PruneSettings {
+                source: source.into(),
+                config,
+                batch: 4,
+                data,
+                precision: Compute::F32,
+            },
+            out: out.into(),
+            save_every: 0,
+            stop_after: None,
+            resume: Resume::Fresh,
+            dtype: None,
+        }
+    }
+
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.settings.batch = batch;
+        self
+    }
+
+    pub fn with_save_every(mut self, steps: usize) -> Self {
+        self.save_every = steps;
+        self
+    }
+
+    pub fn with_resume(mut self, resume: Resume) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
+        self.dtype = Some(dtype);
+        self
+    }
+}
+
+/// What a pruning run produced.
+#[derive(Clone, Debug)]
+pub struct PruneOutcome {
+    /// Steps done (less than `total` when stopped early).
+    pub steps: usize,
+    /// Steps of the run.
+    pub total: usize,
+    pub finished: bool,
+    /// The pruned model's directory and config (when finished).
+    pub model: Option<(PathBuf, LlamaConfig)>,
+}
+
+/// Runs `job` (see the module documentation).
+pub fn prune<B: Backend>(
+    job: &PruneJob,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<PruneOutcome> {
+    type AD<B> = Autodiff<B>;
+    let _precision = shear_model::precision::autocast(job.settings.precision);
+    let source_dir = canonical(&job.settings.source);
+    let config = LlamaConfig::from_file(&source_dir)?;
+    // Everything that can be refused is checked before the model is loaded.
+    job.settings.config.validate(&config)?;
+    let requested = PruneSettings {
+        source: source_dir.clone(),
+        data: job.settings.data.clone().canonical(),
+        ..job.settings.clone()
+    };
+    let begin = start(&job.out, requested, &job.resume)?;
+    let s = begin.settings;
+    s.config.validate(&config)?;
+    let dtype = match job.dtype {
+        Some(d) => d,
+        None => SafetensorsSource::open(&source_dir)?.stored_dtype(),
+    };
+    let (feed, warning) = Feed::open(&s.data, &source_dir, &config)?;
+    if let Some(w) = warning {
+        observer.event(Event::Message(&format!("warning: {w}")));
+    }
+    // The initial weights can be refused: before any model is loaded or evaluated.
+    feed.initial_weights(&s.data, Split::Prune)?;
+    let target_params = s.config.target.config(&config).param_counts().total() as f64;
+    std::fs::create_dir_all(&job.out).map_err(shear_io::IoError::at(&job.out))?;
+
+    observer.event(Event::Busy(&format!("loading {}", source_dir.display())));
+    let model = match begin.from {
+        // A resumed run's weights come from the checkpoint.
+        Some(_) => None,
+        None => Some(
+            shear_model::load_llama::<AD<B>>(&source_dir, device)
+                .context(format!("cannot load model {}", source_dir.display()))?,
+        ),
+    };
+    let reference = reference_losses::<B>(
+        &feed,
+        &s.data,
+        target_params,
+        &source_dir,
+        model.as_ref().map(|m| {
+            use burn::module::AutodiffModule;
+            m.valid()
+        }),
+        device,
+        observer,
+    )?;
+    let mut source = feed.source::<AD<B>>(
+        &s.data,
+        Split::Prune,
+        s.batch,
+        s.config.seed,
+        50,
+        false,
+        reference,
+        device,
+    )?;
+    let mut run = match (begin.from, model) {
+        (Some(from), _) => {
+            let run = PruneRun::<AD<B>>::load(
+                &from.dir,
+                s.config.clone(),
+                from.step,
+                from.loop_state,
+                device,
+            )?;
+            if let Some(state) = from.loader {
+                source.restore(state)?;
+            }
+            observer.event(Event::Message(&format!(
+                "resuming from {} (step {})",
+                from.dir.display(),
+                from.step
+            )));
+            run
+        }
+        (None, Some(model)) => PruneRun::new(model, s.config.clone()),
+        (None, None) => unreachable!("a fresh run loads the source"),
+    };
+    let steps = s.config.steps;
+    let until = job.stop_after.unwrap_or(steps).min(steps);
+    run_loop(
+        &mut run,
+        source.as_mut(),
+        &job.out,
+        "prune_log.jsonl",
+        &s,
+        job.save_every,
+        until,
+        "pruning",
+        observer,
+    )?;
+    if let Some(state) = source.state() {
+        shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
+    }
+    run.save_masks(&job.out.join("masks.safetensors"))?;
+    if run.done() < steps {
+        return Ok(PruneOutcome {
+            steps: run.done(),
+            total: steps,
+            finished: false,
+            model: None,
+        });
+    }
+    // The full-size model with its trained weights: with masks.safetensors it is the pruning
+    // checkpoint (`shear materialize --source OUT/checkpoint --masks OUT/masks.safetensors`).
+    let full = job.out.join("checkpoint");
+    {
+        use burn::module::AutodiffModule;
+        shear_model::save_llama(&run.pruner().model.valid(), &full, dtype)?;
+    }
+    copy_tokenizer_files(&source_dir, &full)?;
+    let small = run.finish()?;
+    let model_dir = job.out.join("model");
+    save_with_tokenizer(&small, &model_dir, dtype, &source_dir)?;
+    Ok(PruneOutcome {
+        steps,
+        total: steps,
+        finished: true,
+        model: Some((model_dir, small.config.clone())),
+    })
+}
+
+/// Saves `model` as a Hugging Face checkpoint with the tokenizer files of `tokenizer_from`.
+pub fn save_with_tokenizer<B: Backend>(
+    model: &Llama<B>,
+    dir: &Path,
+    dtype: Dtype,
+    tokenizer_from: &Path,
+) -> Result<()> {
+    shear_model::save_llama(model, dir, dtype)?;
+    copy_tokenizer_files(tokenizer_from, dir)?;
+    Ok(())
+}
+
+/// The shape line printed for a model: `layers 3 hidden 64 heads 2 (kv 2) intermediate 176`.
+pub fn shape_line(c: &LlamaConfig) -> String {
+    TargetShape::of(c).to_string()
+}

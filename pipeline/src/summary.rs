@@ -1,0 +1,117 @@
+//! `run.json`: what a `shear run` did, typed. The report reads it back.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shear_model::{ExpectedShape, LlamaConfig};
+
+use crate::eval::ModelMetrics;
+use crate::recipe::Recipe;
+
+/// A model shape with its parameter count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub intermediate: usize,
+    pub params: usize,
+}
+
+impl Shape {
+    pub fn of(c: &LlamaConfig) -> Self {
+        Shape {
+            layers: c.num_hidden_layers,
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            intermediate: c.intermediate_size,
+            params: c.param_counts().total(),
+        }
+    }
+}
+
+/// How long a stage took, and whether it was skipped as already complete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub name: String,
+    pub seconds: f64,
+    pub skipped: bool,
+    /// Tokens the stage trained on (pruning and training stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+/// The evaluations of the run's models.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub source: ModelMetrics,
+    pub pruned: ModelMetrics,
+    /// After continued pre-training (absent when the recipe has none).
+    #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
+    pub final_: Option<ModelMetrics>,
+}
+
+impl Metrics {
+    /// The last model's metrics (final, else pruned).
+    pub fn last(&self) -> &ModelMetrics {
+        self.final_.as_ref().unwrap_or(&self.pruned)
+    }
+}
+
+/// The materialized shape against the target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShapeReached {
+    #[serde(flatten)]
+    pub shape: Shape,
+    pub reached: bool,
+    /// The expected shape at the last pruning step.
+    pub final_expected: Option<ExpectedShape>,
+}
+
+/// The baselines of `shear run --compare` (the paper's claims in miniature).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompareSummary {
+    /// Tokens of pruning + continued training (what the from-scratch baseline gets).
+    pub tokens: u64,
+    pub scratch_steps: usize,
+    /// The reference losses the gaps are measured against (those the stages used).
+    pub reference: Vec<f64>,
+    pub scratch: ModelMetrics,
+    #[serde(rename = "static")]
+    pub static_: ModelMetrics,
+    pub shape: ShapeReached,
+}
+
+/// `run.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub shear_version: String,
+    pub recipe_file: PathBuf,
+    pub recipe: Recipe,
+    pub source: PathBuf,
+    pub source_shape: Shape,
+    pub target: Shape,
+    pub stages: Vec<StageTiming>,
+    pub wall_seconds: f64,
+    pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSummary>,
+    pub final_model: PathBuf,
+}
+
+impl RunSummary {
+    /// Reads `dir/run.json`.
+    pub fn read(dir: &Path) -> crate::Result<Self> {
+        let path = dir.join("run.json");
+        let text = std::fs::read_to_string(&path).map_err(shear_io::IoError::at(&path))?;
+        serde_json::from_str(&text).map_err(|e| {
+            shear_io::IoError::Json {
+                path,
+                msg: e.to_string(),
+            }
+            .into()
+        })
+    }
+}

@@ -1,0 +1,136 @@
+//! The loop skeleton shared by pruning and continued pre-training: what happens around a step.
+//! One screen, in the spirit of nanoGPT's `train.py`:
+//!
+//! ```text
+//! evaluate first?   (continued pre-training updates its domain weights before step 0)
+//! for each step up to `until`:
+//!     micro-batches   <- source
+//!     log             <- stepper.step(micro-batches)       (forward, backward, clip, optimize)
+//!     data report     <- source.after_step(model, if due)  (dynamic batch loading)
+//!     append the log line; report progress
+//!     checkpoint every `save_every` steps, and when stopping early
+//! ```
+//!
+//! What differs between the loops is only the step itself ([`Stepper`]): the pruning step has
+//! masks, a Lagrangian and three optimizers; the training step one optimizer and an optional
+//! teacher.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use shear_data::UpdateRecord;
+use shear_io::{JsonlLog, Stepped};
+
+use crate::checkpoint::Checkpoints;
+use crate::error::Result;
+use crate::observer::{Event, Observer};
+use crate::source::{BatchSource, DataReport, EvalView};
+
+/// One kind of optimizer step and the state it carries from step to step.
+pub trait Stepper<B: AutodiffBackend> {
+    /// One line of the step log.
+    type Log: Serialize + DeserializeOwned + Stepped;
+
+    /// Steps done.
+    fn done(&self) -> usize;
+    /// Steps of the whole run (the schedules follow it).
+    fn total(&self) -> usize;
+    /// Micro-batches per step.
+    fn grad_accum(&self) -> usize;
+    /// One optimizer step on `batches` (`[batch, seq]` token ids each).
+    fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> Result<Self::Log>;
+    /// The model as an evaluation for dynamic batch loading sees it.
+    fn eval_view(&self) -> Result<EvalView<B::InnerBackend>>;
+    /// Adds what the data side did during the step (and, on the first step, the update of the
+    /// evaluation before it) to the step's log line.
+    fn attach(log: &mut Self::Log, data: DataReport, eval_first: Option<UpdateRecord>);
+    /// A short line of the step's figures, for progress.
+    fn summary(log: &Self::Log) -> String;
+    /// Writes module and optimizer records into a checkpoint directory; returns the loop state
+    /// to keep in `state.json`.
+    fn save_records(&self, dir: &Path) -> Result<serde_json::Value>;
+}
+
+/// Where and how often a loop checkpoints, and the configuration each checkpoint records.
+pub struct Plan<'a, C> {
+    pub checkpoints: &'a Checkpoints,
+    /// Stored in every checkpoint (what `--resume` restores).
+    pub settings: &'a C,
+    /// Checkpoint after every this many steps (0: only when stopping early).
+    pub save_every: usize,
+    /// Stop after this many steps in total (at most the run's), with a checkpoint.
+    pub until: usize,
+}
+
+/// Runs `stepper` from its current step to `plan.until` (see the module documentation).
+pub fn drive<B, S, C>(
+    stepper: &mut S,
+    source: &mut dyn BatchSource<B>,
+    log: &mut JsonlLog<S::Log>,
+    plan: Plan<'_, C>,
+    what: &str,
+    observer: &mut dyn Observer,
+) -> Result<()>
+where
+    B: AutodiffBackend,
+    S: Stepper<B>,
+    C: Serialize,
+{
+    let total = stepper.total();
+    let until = plan.until.min(total);
+    observer.event(Event::Started {
+        what,
+        done: stepper.done(),
+        total,
+    });
+    let mut eval_first = None;
+    if stepper.done() == 0 && source.wants_eval(None) {
+        observer.event(Event::Busy("evaluating before the first step"));
+        let report = source.after_step(None, Some(stepper.eval_view()?))?;
+        if let Some(u) = &report.domain_update {
+            observer.event(Event::DomainUpdate(u));
+        }
+        eval_first = report.domain_update;
+    }
+    while stepper.done() < until {
+        let step = stepper.done();
+        let batches = (0..stepper.grad_accum().max(1))
+            .map(|m| source.batch(step, m))
+            .collect::<Result<Vec<_>>>()?;
+        let mut line = stepper.step(&batches)?;
+        let view = match source.wants_eval(Some(step)) {
+            true => Some(stepper.eval_view()?),
+            false => None,
+        };
+        let data = source.after_step(Some(step), view)?;
+        if let Some(u) = &data.domain_update {
+            observer.event(Event::DomainUpdate(u));
+        }
+        for event in &data.loader_events {
+            observer.event(Event::Loader { step, event });
+        }
+        S::attach(&mut line, data, eval_first.take());
+        log.append(&line)?;
+        observer.event(Event::Step {
+            step,
+            total,
+            summary: &S::summary(&line),
+        });
+        let done = stepper.done();
+        let stopping = done == until && until < total;
+        if (plan.save_every > 0 && done.is_multiple_of(plan.save_every) && done < total) || stopping
+        {
+            let path = plan
+                .checkpoints
+                .write(done, plan.settings, source.state(), |dir| {
+                    stepper.save_records(dir)
+                })?;
+            observer.event(Event::Checkpoint(&path));
+        }
+    }
+    observer.event(Event::Finished);
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! Errors of the training crate: checkpoints that cannot be written or read back, a resumed run
+//! whose settings conflict with its checkpoint, and a non-finite value that stops a run.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    File(#[from] shear_io::IoError),
+    /// A burn record (module or optimizer state) that cannot be written or read.
+    #[error("{}: {msg}", path.display())]
+    Record { path: PathBuf, msg: String },
+    /// A checkpoint that is not what this run needs.
+    #[error("{}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
+    /// An option given for a resumed run that differs from the value its checkpoint was made with.
+    #[error("{key} = {requested} conflicts with the checkpoint's {key} = {stored} ({}); resume without it, or start a new run in another directory", path.display())]
+    Conflict {
+        key: String,
+        requested: String,
+        stored: String,
+        path: PathBuf,
+    },
+    #[error(transparent)]
+    Model(#[from] shear_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] shear_data::DataError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

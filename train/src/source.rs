@@ -1,0 +1,99 @@
+//! Where a loop's batches come from, one trait for pruning and training: micro-batches by
+//! (step, micro-batch), an optional evaluation after a step (dynamic batch loading updates its
+//! domain weights there, docs/algorithm.md §6.2), and the state a checkpoint keeps.
+//!
+//! Two sources: [`crate::dynamic::DynamicSource`] (a prepared data folder, dynamic batch
+//! loading) and [`StreamSource`] (one token stream, random windows).
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use shear_data::stream::TokenStream;
+use shear_data::{LoaderEvent, LoaderState, UpdateRecord};
+use shear_model::{Llama, ZMasks};
+
+use crate::error::Result;
+
+/// The model a source evaluates: the plain model, or the full-size model with deterministic
+/// masks while pruning.
+pub struct EvalView<B: Backend> {
+    pub model: Llama<B>,
+    pub z: Option<ZMasks<B>>,
+}
+
+/// What the data side did during one step (part of the step's log line).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// A weight update after this step, if one happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_update: Option<UpdateRecord>,
+    /// Domains that ran out during this step and started a new pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loader_events: Vec<LoaderEvent>,
+}
+
+/// A loop's supply of token ids.
+pub trait BatchSource<B: AutodiffBackend> {
+    /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
+    fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>>;
+
+    /// Whether [`BatchSource::after_step`] wants the model after step `after` (`None`: before
+    /// the first step of a run that starts at 0).
+    fn wants_eval(&self, _after: Option<usize>) -> bool {
+        false
+    }
+
+    /// Called after every step, and once before step 0 when [`BatchSource::wants_eval`] says
+    /// so, with the model to evaluate when it was wanted.
+    fn after_step(
+        &mut self,
+        _after: Option<usize>,
+        _model: Option<EvalView<B::InnerBackend>>,
+    ) -> Result<DataReport> {
+        Ok(DataReport::default())
+    }
+
+    /// The state a checkpoint keeps to continue exactly (`None`: the batches are a function of
+    /// the step alone).
+    fn state(&self) -> Option<LoaderState> {
+        None
+    }
+
+    /// Continues from a state saved by [`BatchSource::state`].
+    fn restore(&mut self, _state: LoaderState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Random windows of one token stream, drawn with an RNG seeded by (seed, step, micro-batch):
+/// a resumed run draws what the uninterrupted one would have (docs/algorithm.md §9).
+pub struct StreamSource<B: Backend> {
+    pub stream: TokenStream,
+    pub seq: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub device: B::Device,
+}
+
+impl<B: Backend> StreamSource<B> {
+    /// `[batch, seq]` windows for micro-batch `micro` of step `step`.
+    pub fn windows(&self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
+        use rand::SeedableRng;
+        let key =
+            self.seed ^ (((step as u64) << 20) | micro as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(key);
+        let ids: Vec<i64> = self
+            .stream
+            .sample(&mut rng, self.batch, self.seq)
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), &self.device)
+    }
+}
+
+impl<B: AutodiffBackend> BatchSource<B> for StreamSource<B> {
+    fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>> {
+        Ok(self.windows(step, micro))
+    }
+}

@@ -42,6 +42,8 @@ pub fn check_cuda_driver() -> anyhow::Result<()> {
     }
 }
 
+// Unused only when every backend is compiled in.
+#[allow(dead_code)]
 pub fn not_built(kind: DeviceKind, feature: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "--device {}: this shear was built without it (rebuild with `--features {feature}`)",

@@ -116,6 +116,150 @@ fn prune_with_head_layer_and_mlp_masks_removes_whole_layers() {
     );
 }
 
+/// Defect fixed: the temperature could not be chosen. With `--temperature 0.83` (the paper's)
+/// the mask file records it, and `materialize` from that file rebuilds the same model.
+#[test]
+fn prune_with_the_papers_temperature_records_it() {
+    prune_end_to_end(
+        &["--temperature", "0.83"],
+        &["layer", "hidden", "head", "intermediate"],
+    );
+}
+
+fn small_run(tmp: &Path, extra: &[&str]) -> (std::process::Output, PathBuf) {
+    let data = token_file(tmp, 500);
+    let out = tmp.join("run");
+    let src = fixture("pruning/source");
+    let mut args = vec![
+        src.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--seq",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    (prune(&args), out)
+}
+
+/// Defect fixed: the CLI's defaults gave 4 sequences per step, not the paper's 32; a run with
+/// the defaults now trains on 32 sequences per step (4 per micro-batch, 8 micro-batches).
+#[test]
+fn prune_defaults_to_the_papers_batch_of_32_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, out) = small_run(
+        tmp.path(),
+        &[
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--steps",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(out.join("prune_log.jsonl")).unwrap();
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["tokens"], 32 * 16, "32 sequences of 16 tokens per step");
+    }
+}
+
+/// Defect fixed: every dimension was always pruned. `--prune heads,layers` prunes only those: the
+/// log has no hidden or intermediate mask, and the model keeps the source's hidden and
+/// intermediate sizes.
+#[test]
+fn prune_a_subset_of_the_dimensions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, out) = small_run(
+        tmp.path(),
+        &[
+            "--target",
+            "layers=3,hidden=64,heads=2,intermediate=176",
+            "--prune",
+            "heads,layers",
+            "--steps",
+            "3",
+            "--grad-accum",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let log = std::fs::read_to_string(out.join("prune_log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let mut types: Vec<&String> = last["expected_sparsity"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    types.sort();
+    assert_eq!(types, ["head", "layer"]);
+    let cfg = shear_model::LlamaConfig::from_file(out.join("model")).unwrap();
+    assert_eq!(
+        (
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.intermediate_size
+        ),
+        (3, 64, 2, 176)
+    );
+    // Shrinking a dimension that is not pruned is refused before any work.
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, out) = small_run(
+        tmp.path(),
+        &[
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=176",
+            "--prune",
+            "heads,layers",
+        ],
+    );
+    assert_one_line_error(&o, &["target hidden 48", "`hidden` is not pruned"]);
+    assert!(!out.exists());
+}
+
+/// Defect fixed: a mask file with non-finite values gave a NaN model; it is one clear error.
+#[test]
+fn materialize_refuses_non_finite_masks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("pruning/source");
+    let masks = tmp.path().join("masks.safetensors");
+    let mut la = [4.6f32; 4];
+    la[2] = f32::NAN;
+    let bytes: Vec<u8> = la.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert(
+        "target".to_string(),
+        "layers=3,hidden=64,heads=4,intermediate=176".to_string(),
+    );
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bytes).unwrap();
+    std::fs::write(
+        &masks,
+        safetensors::serialize([("log_alpha.layer", view)], Some(meta)).unwrap(),
+    )
+    .unwrap();
+    let out = tmp.path().join("small");
+    let o = run_shear(
+        &[
+            "materialize",
+            "--source",
+            src.to_str().unwrap(),
+            "--masks",
+            masks.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_one_line_error(
+        &o,
+        &["log_alpha of the `layer` mask, row 0, entry 2", "NaN"],
+    );
+    assert!(!out.exists(), "nothing written");
+}
+
 #[test]
 fn materialize_accepts_deterministic_masks() {
     let tmp = tempfile::tempdir().unwrap();

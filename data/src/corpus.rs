@@ -1,4 +1,4 @@
-//! Corpus files → documents (SPEC §8, ingest). A domain is a list of files or folders; folders
+//! Corpus files → documents (docs/algorithm.md §8, ingest). A domain is a list of files or folders; folders
 //! are walked recursively in name order. Supported: `.jsonl` (one JSON object per line, the text
 //! in a selectable string field), `.jsonl.gz`, `.jsonl.zst`, and `.txt` (the whole file is one
 //! document).

@@ -1,4 +1,4 @@
-//! Dynamic batch loading (SPEC §6.2): every sequence's domain is drawn from the current domain
+//! Dynamic batch loading (docs/algorithm.md §6.2): every sequence's domain is drawn from the current domain
 //! weights (multinomial, like the reference's `numpy.random.choice`), then that domain's next
 //! sequence is taken from its own shuffled order. When a domain runs out, it starts a new
 //! shuffled pass (the reference stops with an assertion) and an event says so.

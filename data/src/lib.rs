@@ -1,4 +1,4 @@
-//! shear-data: corpora, tokenization, token shards and dynamic batch loading (SPEC §6, §8).
+//! shear-data: corpora, tokenization, token shards and dynamic batch loading (docs/algorithm.md §6, §8).
 
 pub mod batch;
 pub mod bpe;

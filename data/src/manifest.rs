@@ -1,5 +1,5 @@
 //! The manifest of a prepared data folder (`manifest.json`): what each shard holds and where it
-//! came from (SPEC §8). Shards are `<split>/<domain>.bin` next to it.
+//! came from (docs/algorithm.md §8). Shards are `<split>/<domain>.bin` next to it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

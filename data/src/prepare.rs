@@ -1,4 +1,4 @@
-//! `data prepare` (SPEC §8): corpus files → tokenized, packed, split, per-domain token shards
+//! `data prepare` (docs/algorithm.md §8): corpus files → tokenized, packed, split, per-domain token shards
 //! plus a manifest.
 //!
 //! Per domain: read every document (sorted file order), tokenize in parallel (BOS as the
@@ -44,7 +44,7 @@ pub struct PrepareRecipe {
     /// JSONL field holding a document's text.
     #[serde(default = "default_text_field")]
     pub text_field: String,
-    /// Held-out sequences per domain (SPEC §8: 500 in the paper).
+    /// Held-out sequences per domain (docs/algorithm.md §8: 500 in the paper).
     #[serde(default = "default_eval_sequences")]
     pub eval_sequences: usize,
     /// Total tokens of the prune split, shared out by `proportions`; without it, each domain

@@ -1,4 +1,4 @@
-//! Domain proportions (SPEC §6.3): the initial weights of dynamic batch loading, and how the
+//! Domain proportions (docs/algorithm.md §6.3): the initial weights of dynamic batch loading, and how the
 //! prune/train token budgets of `data prepare` are shared out among domains.
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 
-/// The RedPajama (LLaMA-1) mixture used to start pruning (SPEC §6.3), by domain name.
+/// The RedPajama (LLaMA-1) mixture used to start pruning (docs/algorithm.md §6.3), by domain name.
 pub const REDPAJAMA: [(&str, f64); 7] = [
     ("cc", 0.67),
     ("github", 0.045),

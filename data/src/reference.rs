@@ -1,4 +1,4 @@
-//! Reference losses of dynamic batch loading (SPEC §6.4): given numbers, the source model's own
+//! Reference losses of dynamic batch loading (docs/algorithm.md §6.4): given numbers, the source model's own
 //! eval losses, or a per-domain scaling law `L(N) = a / N^b + c` fitted to (parameter count,
 //! loss) points and evaluated at the target's total parameter count.
 
@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 
-/// Total parameters of Llama-2 7B, 13B and 70B (SPEC §6.4).
+/// Total parameters of Llama-2 7B, 13B and 70B (docs/algorithm.md §6.4).
 pub const LLAMA2_PARAMS: [f64; 3] = [6_738_415_616.0, 13_015_864_320.0, 68_976_648_192.0];
 
-/// Per-domain validation losses of Llama-2 7B / 13B / 70B on RedPajama (SPEC §6.4), in the
+/// Per-domain validation losses of Llama-2 7B / 13B / 70B on RedPajama (docs/algorithm.md §6.4), in the
 /// order of [`LLAMA2_PARAMS`].
 pub const LLAMA2_LOSSES: [(&str, [f64; 3]); 7] = [
     ("cc", [1.7520, 1.6680, 1.4621]),
@@ -36,7 +36,7 @@ pub enum ReferenceLoss {
 }
 
 impl ReferenceLoss {
-    /// The Llama-2 scaling points of SPEC §6.4 (the paper's default reference).
+    /// The Llama-2 scaling points of docs/algorithm.md §6.4 (the paper's default reference).
     pub fn llama2_scaling() -> Self {
         ReferenceLoss::Scaling(
             LLAMA2_LOSSES

@@ -1,4 +1,4 @@
-//! Token shards (SPEC §8): a flat little-endian array of `sequences × seq_len` token ids, u16
+//! Token shards (docs/algorithm.md §8): a flat little-endian array of `sequences × seq_len` token ids, u16
 //! when the vocabulary fits in 16 bits, u32 otherwise. Written to a temporary name and renamed
 //! when complete; read through a memory map without copying the file.
 

@@ -55,7 +55,7 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// The end-of-sequence id appended to every document (SPEC §8): `eos_token` of a
+    /// The end-of-sequence id appended to every document (docs/algorithm.md §8): `eos_token` of a
     /// `tokenizer_config.json` next to `tokenizer.json` when there is one, else the first of the
     /// usual EOS tokens (`</s>`, `<|end_of_text|>`, `<|endoftext|>`, `<|im_end|>`) in the vocabulary.
     pub fn eos_id(&self) -> Option<u32> {

@@ -1,4 +1,4 @@
-//! Domain-weight updates of dynamic batch loading (SPEC §6.1, §6.2, §0.1).
+//! Domain-weight updates of dynamic batch loading (docs/algorithm.md §6.1, §6.2, §0.1).
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,10 +11,10 @@ use crate::error::{DataError, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdateRule {
-    /// The reference code (default, SPEC §6.2): `a = softmax(ln w + η (ℓ − ℓ_ref))`, then
+    /// The reference code (default, docs/algorithm.md §6.2): `a = softmax(ln w + η (ℓ − ℓ_ref))`, then
     /// `w' = (1 − c) a + c / k`, renormalised in f64. η = 1, c = 1e-4.
     Code,
-    /// The paper (SPEC §6.1): `w' ∝ w · exp(max(ℓ − ℓ_ref, 0))`.
+    /// The paper (docs/algorithm.md §6.1): `w' ∝ w · exp(max(ℓ − ℓ_ref, 0))`.
     Paper,
     /// No change: static mixture.
     Constant,

@@ -1,5 +1,5 @@
-//! Dynamic batch loading (SPEC §6): the weight-update rules against the fixture, the
-//! scaling-law reference losses against SPEC §6.4, and the loader's sampling, weight changes,
+//! Dynamic batch loading (docs/algorithm.md §6): the weight-update rules against the fixture, the
+//! scaling-law reference losses against docs/algorithm.md §6.4, and the loader's sampling, weight changes,
 //! determinism and resumption.
 
 use shear_data::reference::{ScalingLaw, LLAMA2_LOSSES, LLAMA2_PARAMS};
@@ -31,7 +31,7 @@ fn update_rules_reproduce_the_fixture() {
     assert_eq!(UpdateRule::Constant.apply(&w, &eval, &refl), w);
 }
 
-/// SPEC §6.4: total parameters of the 1.3B, 2.7B and 370M targets and the reference rows.
+/// docs/algorithm.md §6.4: total parameters of the 1.3B, 2.7B and 370M targets and the reference rows.
 const ROWS: [(f64, [f64; 7]); 3] = [
     (
         1_345_423_360.0,
@@ -57,7 +57,7 @@ fn scaling_law_reproduces_the_reference_rows() {
             assert!((g - w).abs() <= 1e-3, "{d} at N={n}: {g} vs {w}");
         }
     }
-    // The fit interpolates its three points and matches SPEC's fitted (a, b, c) for cc.
+    // The fit interpolates its three points and matches the fitted (a, b, c) for cc of docs/algorithm.md §6.4.
     let cc: Vec<[f64; 2]> = LLAMA2_PARAMS
         .iter()
         .zip(LLAMA2_LOSSES[0].1)
@@ -326,7 +326,7 @@ fn same_seed_same_batches_and_exact_resume() {
 
 #[test]
 fn target_parameter_counts_match_the_scaling_rows() {
-    // SPEC §6.4 evaluates the scaling law at the targets' total parameter counts.
+    // docs/algorithm.md §6.4 evaluates the scaling law at the targets' total parameter counts.
     let llama2_7b = shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
     for (preset, (n, _)) in ["sheared-1.3b", "sheared-2.7b", "370m"].iter().zip(ROWS) {
         let t = shear_model::TargetShape::preset(preset, &llama2_7b).unwrap();

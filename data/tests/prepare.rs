@@ -1,9 +1,8 @@
-//! `data prepare` (SPEC §8): corpus files of every supported kind → disjoint, packed,
+//! `data prepare` (docs/algorithm.md §8): corpus files of every supported kind → disjoint, packed,
 //! per-domain shards with a manifest; re-runs are no-ops; bad inputs are clear errors that
 //! leave nothing behind.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use shear_data::prepare::{prepare, DomainSpec, PrepareRecipe};
 use shear_data::shard::TokenWidth;

@@ -422,7 +422,7 @@ impl LlamaConfig {
     }
 }
 
-/// Parameter counts of a LLaMA model by component (SPEC §3.1 bookkeeping).
+/// Parameter counts of a LLaMA model by component (docs/algorithm.md §3.1 bookkeeping).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParamCounts {
     pub embedding: usize,
@@ -436,7 +436,7 @@ impl ParamCounts {
     pub fn total(&self) -> usize {
         self.embedding + self.attention + self.mlp + self.norms + self.lm_head
     }
-    /// Attention + MLP weights: what structured pruning can remove (SPEC §3.1).
+    /// Attention + MLP weights: what structured pruning can remove (docs/algorithm.md §3.1).
     pub fn prunable(&self) -> usize {
         self.attention + self.mlp
     }

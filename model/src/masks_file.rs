@@ -161,7 +161,11 @@ pub fn load_masks<B: Backend>(
         head_dim: config.head_dim,
     };
     let types = masks.types();
+    // Multipliers are state for resuming a run, not needed to materialize: 0 when absent.
     let lam = |name: &str| -> Result<PerType<f64>> {
+        if !names.contains(&name) {
+            return Ok(types.iter().map(|k| (*k, 0.0)).collect());
+        }
         let v: Vec<f32> = get(name, 1, MaskType::ALL.len())?
             .into_data()
             .convert::<f32>()

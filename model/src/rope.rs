@@ -1,6 +1,6 @@
 //! Rotary position embeddings in the Hugging Face `rotate_half` layout (the first and second half
 //! of each head's channels form the rotated pairs; burn's `RotaryEncoding` rotates interleaved
-//! pairs instead, SPEC §0.5).
+//! pairs instead, docs/algorithm.md §0.5).
 
 use burn::prelude::*;
 

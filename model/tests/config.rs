@@ -67,7 +67,7 @@ fn rope_parameters_layout_is_read() {
 
 #[test]
 fn llama2_shape_counts_match_the_paper() {
-    // SPEC §3.1: LLaMA2-7B has 6,738,415,616 parameters, 6,476,005,376 prunable.
+    // docs/algorithm.md §3.1: LLaMA2-7B has 6,738,415,616 parameters, 6,476,005,376 prunable.
     let c = LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
     assert_eq!(c.param_counts().total(), 6_738_415_616);
     assert_eq!(c.param_counts().prunable(), 6_476_005_376);

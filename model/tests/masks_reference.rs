@@ -190,3 +190,74 @@ fn materialized_model_matches_the_reference_checkpoint() {
     eprintln!("materialized logits: max |diff| = {diff:e}");
     assert!(diff <= 1e-4, "materialized logits differ by {diff}");
 }
+
+/// Defect fixed: the hard-concrete temperature was fixed at 2/3 and not recorded, so a mask file
+/// trained with another one was read back with the wrong deterministic soft values. It is now
+/// stored in `masks.safetensors` and read back.
+#[test]
+fn the_temperature_is_stored_in_the_mask_file_and_read_back() {
+    use shear_model::masks_file::{load_masks, save_masks, MaskFile, MaskState};
+    use shear_model::{L0Masks, LayerMasks, PerType, PruneModules, TargetShape};
+    let config = LlamaConfig::from_file(fixture("pruning/source")).unwrap();
+    let paper = HardConcrete::with_temperature(0.83);
+    let masks = L0Masks::<B>::new(
+        &config,
+        paper,
+        PruneModules::default(),
+        LayerMasks::Layer,
+        &device(),
+    );
+    let target: TargetShape = "layers=3,hidden=48,heads=2,intermediate=96"
+        .parse()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("masks.safetensors");
+    let state = MaskState {
+        step: 7,
+        target,
+        lambda_1: PerType::new(),
+        lambda_2: PerType::new(),
+    };
+    save_masks(&path, &masks, &state).unwrap();
+    let MaskFile::LogAlpha(back, st) = load_masks::<B>(&path, &config, &device()).unwrap() else {
+        panic!("a pruning mask file");
+    };
+    assert_eq!(st.step, 7);
+    assert_eq!(st.target, target);
+    assert_eq!(back.hard_concrete().temperature, 0.83);
+    // Deterministic soft values are sigmoid(0.8 · log_alpha / β): with β = 0.83, not 2/3.
+    let back = back.clamp_log_alpha();
+    let la = back
+        .layer
+        .as_ref()
+        .unwrap()
+        .host_log_alpha("layer")
+        .unwrap();
+    let z = back.deterministic(None).unwrap().layer;
+    drop(masks);
+    let want = 1.0 / (1.0 + (-0.8 * la[0] / 0.83).exp());
+    assert!((z[0] - want).abs() < 1e-12, "{} vs {want}", z[0]);
+    let at_two_thirds = 1.0 / (1.0 + (-0.8 * la[0] / (2.0 / 3.0)).exp());
+    assert!((z[0] - at_two_thirds).abs() > 1e-4);
+}
+
+/// Defect fixed: a non-finite `log_alpha` silently became "drop 0 units" in the deterministic
+/// masks; it is an error naming the mask and entry.
+#[test]
+fn a_non_finite_log_alpha_is_an_error() {
+    let m = mask_with(&[4.6, f32::NAN, 4.6, -4.6]);
+    let e = m.deterministic("head", None).unwrap_err().to_string();
+    assert!(
+        e.contains("`head` mask, row 0, entry 1") && e.contains("NaN"),
+        "{e}"
+    );
+    let m = mask_with(&[f32::INFINITY, 1.0]);
+    assert!(m.deterministic("layer", Some(1)).is_err());
+}
+
+fn mask_with(v: &[f32]) -> Mask<B> {
+    Mask::from_log_alpha(
+        Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &device()),
+        HardConcrete::default(),
+    )
+}

@@ -13,14 +13,13 @@ use shear_data::Split;
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, SafetensorsSource, TargetShape};
-use shear_train::driver::Stepper;
 use shear_train::prune::{PruneConfig, PruneRun};
 use shear_train::{Event, Observer};
 
 use crate::error::{Context, Result};
-use crate::feed::{canonical, DataOptions, Feed};
+use crate::feed::{canonical, DataOptions};
 use crate::reference::reference_losses;
-use crate::stage::{run_loop, start, Resume};
+use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
 
 /// Everything a pruning run records in its checkpoints, and `--resume` restores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,19 +36,7 @@ pub struct PruneSettings {
 }
 
 /// A pruning run to do.
-#[derive(Clone, Debug)]
-pub struct PruneJob {
-    pub settings: PruneSettings,
-    /// The run directory.
-    pub out: PathBuf,
-    /// Checkpoint every this many steps (0: only when stopping early).
-    pub save_every: usize,
-    /// Stop after this many steps in total (the schedules still follow `config.steps`).
-    pub stop_after: Option<usize>,
-    pub resume: Resume,
-    /// Storage dtype of the outputs (default: the source's).
-    pub dtype: Option<Dtype>,
-}
+pub type PruneJob = Job<PruneSettings>;
 
 impl PruneJob {
     /// Prunes `source` to `config.target` over `data`, 4 sequences per micro-batch, into `out`.
@@ -59,53 +46,20 @@ impl PruneJob {
         data: DataOptions,
         out: impl Into<PathBuf>,
     ) -> Self {
-        PruneJob {
-            settings: PruneSettings {
-                source: source.into(),
-                config,
-                batch: 4,
-                data,
-                precision: Compute::F32,
-            },
-            out: out.into(),
-            save_every: 0,
-            stop_after: None,
-            resume: Resume::Fresh,
-            dtype: None,
-        }
+        let settings = PruneSettings {
+            source: source.into(),
+            config,
+            batch: 4,
+            data,
+            precision: Compute::F32,
+        };
+        Job::with_settings(settings, out.into())
     }
 
     pub fn with_batch(mut self, batch: usize) -> Self {
         self.settings.batch = batch;
         self
     }
-
-    pub fn with_save_every(mut self, steps: usize) -> Self {
-        self.save_every = steps;
-        self
-    }
-
-    pub fn with_resume(mut self, resume: Resume) -> Self {
-        self.resume = resume;
-        self
-    }
-
-    pub fn with_dtype(mut self, dtype: Dtype) -> Self {
-        self.dtype = Some(dtype);
-        self
-    }
-}
-
-/// What a pruning run produced.
-#[derive(Clone, Debug)]
-pub struct PruneOutcome {
-    /// Steps done (less than `total` when stopped early).
-    pub steps: usize,
-    /// Steps of the run.
-    pub total: usize,
-    pub finished: bool,
-    /// The pruned model's directory and config (when finished).
-    pub model: Option<(PathBuf, LlamaConfig)>,
 }
 
 /// Runs `job` (see the module documentation).
@@ -113,7 +67,7 @@ pub fn prune<B: Backend>(
     job: &PruneJob,
     device: &B::Device,
     observer: &mut dyn Observer,
-) -> Result<PruneOutcome> {
+) -> Result<Outcome> {
     type AD<B> = Autodiff<B>;
     let _precision = shear_model::precision::autocast(job.settings.precision);
     let source_dir = canonical(&job.settings.source);
@@ -132,14 +86,15 @@ pub fn prune<B: Backend>(
         Some(d) => d,
         None => SafetensorsSource::open(&source_dir)?.stored_dtype(),
     };
-    let (feed, warning) = Feed::open(&s.data, &source_dir, &config)?;
-    if let Some(w) = warning {
-        observer.event(Event::Message(&format!("warning: {w}")));
-    }
-    // The initial weights can be refused: before any model is loaded or evaluated.
-    feed.initial_weights(&s.data, Split::Prune)?;
+    let feed = open_data(
+        &s.data,
+        &source_dir,
+        &config,
+        Split::Prune,
+        &job.out,
+        observer,
+    )?;
     let target_params = s.config.target.config(&config).param_counts().total() as f64;
-    std::fs::create_dir_all(&job.out).map_err(shear_io::IoError::at(&job.out))?;
 
     observer.event(Event::Busy(&format!("loading {}", source_dir.display())));
     let model = match begin.from {
@@ -173,50 +128,29 @@ pub fn prune<B: Backend>(
         device,
     )?;
     let mut run = match (begin.from, model) {
-        (Some(from), _) => {
-            let run = PruneRun::<AD<B>>::load(
-                &from.dir,
-                s.config.clone(),
-                from.step,
-                from.loop_state,
-                device,
-            )?;
-            if let Some(state) = from.loader {
-                source.restore(state)?;
-            }
-            observer.event(Event::Message(&format!(
-                "resuming from {} (step {})",
-                from.dir.display(),
-                from.step
-            )));
-            run
+        (Some(mut from), _) => {
+            resumed(&mut from, source.as_mut(), observer)?;
+            let config = s.config.clone();
+            PruneRun::<AD<B>>::load(&from.dir, config, from.step, from.loop_state, device)?
         }
         (None, Some(model)) => PruneRun::new(model, s.config.clone()),
         (None, None) => unreachable!("a fresh run loads the source"),
     };
-    let steps = s.config.steps;
-    let until = job.stop_after.unwrap_or(steps).min(steps);
-    run_loop(
+    let (steps, total) = run_loop(
         &mut run,
         source.as_mut(),
-        &job.out,
-        "prune_log.jsonl",
+        job,
         &s,
-        job.save_every,
-        until,
+        "prune_log.jsonl",
         "pruning",
         observer,
     )?;
-    if let Some(state) = source.state() {
-        shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
-    }
     run.save_masks(&job.out.join("masks.safetensors"))?;
-    if run.done() < steps {
-        return Ok(PruneOutcome {
-            steps: run.done(),
-            total: steps,
-            finished: false,
-            model: None,
+    if steps < total {
+        return Ok(Outcome {
+            steps,
+            total,
+            model_dir: None,
         });
     }
     // The full-size model with its trained weights: with masks.safetensors it is the pruning
@@ -227,14 +161,12 @@ pub fn prune<B: Backend>(
         shear_model::save_llama(&run.pruner().model.valid(), &full, dtype)?;
     }
     copy_tokenizer_files(&source_dir, &full)?;
-    let small = run.finish()?;
     let model_dir = job.out.join("model");
-    save_with_tokenizer(&small, &model_dir, dtype, &source_dir)?;
-    Ok(PruneOutcome {
+    save_with_tokenizer(&run.finish()?, &model_dir, dtype, &source_dir)?;
+    Ok(Outcome {
         steps,
-        total: steps,
-        finished: true,
-        model: Some((model_dir, small.config.clone())),
+        total,
+        model_dir: Some(model_dir),
     })
 }
 

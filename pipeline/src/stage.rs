@@ -1,20 +1,84 @@
-//! What the pruning and training stages share around their loop: starting fresh or from the
-//! newest checkpoint (with the checkpoint's settings, an explicitly conflicting option refused,
-//! docs/algorithm.md §9), the step log cut back to the checkpoint's step, and the loop itself.
+//! What the pruning and training stages share around their step: the job (settings, output
+//! directory, checkpoint cadence, resume), starting fresh or from the newest checkpoint (with the
+//! checkpoint's settings, an explicitly conflicting option refused, docs/algorithm.md §9), the
+//! training data, the step log cut back to the checkpoint's step, and the loop itself.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shear_data::LoaderState;
+use shear_data::{LoaderState, Split};
 use shear_io::JsonlLog;
+use shear_model::{Dtype, LlamaConfig};
 use shear_train::checkpoint::{read_state, reconcile, Checkpoints};
 use shear_train::driver::{drive, Plan, Stepper};
 use shear_train::source::BatchSource;
-use shear_train::Observer;
+use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Result};
+use crate::feed::{DataOptions, Feed};
+
+/// A pruning or training run to do: its `settings` (what every checkpoint records and `Resume`
+/// restores) and how to run it.
+#[derive(Clone, Debug)]
+pub struct Job<S> {
+    pub settings: S,
+    /// The run directory.
+    pub out: PathBuf,
+    /// Checkpoint every this many steps (0: only when stopping early).
+    pub save_every: usize,
+    /// Stop after this many steps in total (the schedules still follow the run's steps), with
+    /// a checkpoint.
+    pub stop_after: Option<usize>,
+    pub resume: Resume,
+    /// Storage dtype of the model written at the end (default: the input model's).
+    pub dtype: Option<Dtype>,
+}
+
+impl<S> Job<S> {
+    pub(crate) fn with_settings(settings: S, out: PathBuf) -> Self {
+        Job {
+            settings,
+            out,
+            save_every: 0,
+            stop_after: None,
+            resume: Resume::Fresh,
+            dtype: None,
+        }
+    }
+
+    pub fn with_save_every(mut self, steps: usize) -> Self {
+        self.save_every = steps;
+        self
+    }
+
+    pub fn with_stop_after(mut self, steps: Option<usize>) -> Self {
+        self.stop_after = steps;
+        self
+    }
+
+    pub fn with_resume(mut self, resume: Resume) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    pub fn with_dtype(mut self, dtype: Option<Dtype>) -> Self {
+        self.dtype = dtype;
+        self
+    }
+}
+
+/// What a run produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Steps done (fewer than `total` when stopped early).
+    pub steps: usize,
+    /// Steps of the run.
+    pub total: usize,
+    /// The model written at the end (a Hugging Face checkpoint), when the run finished.
+    pub model_dir: Option<PathBuf>,
+}
 
 /// Whether a stage starts afresh or continues from its newest checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,43 +154,75 @@ pub(crate) fn start<C: Serialize + DeserializeOwned>(
     }
 }
 
-/// Runs `stepper` in `out` up to `until` steps with checkpoints every `save_every`, appending to
-/// `out/log_name` (cut back to the starting step when resuming).
-#[allow(clippy::too_many_arguments)]
+/// Opens the training data of a stage for the model in `model_dir` and checks it, the initial
+/// domain weights of `split` included, before any model is loaded; creates the run directory.
+pub(crate) fn open_data(
+    opts: &DataOptions,
+    model_dir: &Path,
+    config: &LlamaConfig,
+    split: Split,
+    out: &Path,
+    observer: &mut dyn Observer,
+) -> Result<Feed> {
+    let (feed, warning) = Feed::open(opts, model_dir, config)?;
+    if let Some(w) = warning {
+        observer.event(Event::Message(&format!("warning: {w}")));
+    }
+    feed.initial_weights(opts, split)?;
+    std::fs::create_dir_all(out).map_err(shear_io::IoError::at(out))?;
+    Ok(feed)
+}
+
+/// Continues `source` from a checkpoint's loader state, and says so.
+pub(crate) fn resumed<B: AutodiffBackend>(
+    from: &mut FromCheckpoint,
+    source: &mut dyn BatchSource<B>,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if let Some(state) = from.loader.take() {
+        source.restore(state)?;
+    }
+    observer.event(Event::Message(&format!(
+        "resuming from {} (step {})",
+        from.dir.display(),
+        from.step
+    )));
+    Ok(())
+}
+
+/// Runs `stepper` in `job.out` up to `job.stop_after` (at most the run's steps) with checkpoints
+/// every `job.save_every`, appending to `out/log_name` (cut back to the starting step when
+/// resuming), then writes the loader's final state. Returns the steps done and the run's.
 pub(crate) fn run_loop<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
-    out: &Path,
-    log_name: &str,
+    job: &Job<C>,
     settings: &C,
-    save_every: usize,
-    until: usize,
+    log_name: &str,
     what: &str,
     observer: &mut dyn Observer,
-) -> Result<()>
+) -> Result<(usize, usize)>
 where
     B: AutodiffBackend,
     S: Stepper<B>,
     C: Serialize,
 {
-    let path = out.join(log_name);
+    let path = job.out.join(log_name);
     let mut log = match stepper.done() {
         0 => JsonlLog::create(&path)?,
         step => JsonlLog::resume(&path, step)?,
     };
-    let checkpoints = Checkpoints::new(out.join("checkpoints"));
-    drive(
-        stepper,
-        source,
-        &mut log,
-        Plan {
-            checkpoints: &checkpoints,
-            settings,
-            save_every,
-            until,
-        },
-        what,
-        observer,
-    )?;
-    Ok(())
+    let checkpoints = Checkpoints::new(job.out.join("checkpoints"));
+    let total = stepper.total();
+    let plan = Plan {
+        checkpoints: &checkpoints,
+        settings,
+        save_every: job.save_every,
+        until: job.stop_after.unwrap_or(total).min(total),
+    };
+    drive(stepper, source, &mut log, plan, what, observer)?;
+    if let Some(state) = source.state() {
+        shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
+    }
+    Ok((stepper.done(), total))
 }

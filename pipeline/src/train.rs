@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use shear_data::{ReferenceLoss, Split, UpdateRule};
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, RandomInit, SafetensorsSource};
-use shear_train::driver::Stepper;
 use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::{Event, Observer};
 
@@ -19,7 +18,7 @@ use crate::error::{invalid, Context, Result};
 use crate::feed::{canonical, DataOptions, Feed};
 use crate::prune::save_with_tokenizer;
 use crate::reference::reference_losses;
-use crate::stage::{run_loop, start, Resume};
+use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
 
 /// Where the weights start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,18 +48,7 @@ pub struct TrainSettings {
 }
 
 /// A training run to do.
-#[derive(Clone, Debug)]
-pub struct TrainJob {
-    pub settings: TrainSettings,
-    pub out: PathBuf,
-    /// Checkpoint every this many steps (0: only when stopping early).
-    pub save_every: usize,
-    /// Stop after this many steps in total (the schedule still follows `config.steps`).
-    pub stop_after: Option<usize>,
-    pub resume: Resume,
-    /// Storage dtype of the trained model (default: the model's; f32 from random weights).
-    pub dtype: Option<Dtype>,
-}
+pub type TrainJob = Job<TrainSettings>;
 
 impl TrainJob {
     /// Trains `model` over `data` into `out`, 4 sequences per micro-batch.
@@ -70,35 +58,17 @@ impl TrainJob {
         data: DataOptions,
         out: impl Into<PathBuf>,
     ) -> Self {
-        TrainJob {
-            settings: TrainSettings {
-                model: model.into(),
-                init: Init::Weights,
-                config,
-                batch: 4,
-                data,
-                distill_from: None,
-                precision: Compute::F32,
-            },
-            out: out.into(),
-            save_every: 0,
-            stop_after: None,
-            resume: Resume::Fresh,
-            dtype: None,
-        }
+        let settings = TrainSettings {
+            model: model.into(),
+            init: Init::Weights,
+            config,
+            batch: 4,
+            data,
+            distill_from: None,
+            precision: Compute::F32,
+        };
+        Job::with_settings(settings, out.into())
     }
-}
-
-/// What a training run produced.
-#[derive(Clone, Debug)]
-pub struct TrainOutcome {
-    /// Steps done (less than `total` when stopped early).
-    pub steps: usize,
-    /// Steps of the run.
-    pub total: usize,
-    pub finished: bool,
-    /// The trained model's directory (when finished).
-    pub model_dir: Option<PathBuf>,
 }
 
 /// Runs `job` (see the module documentation).
@@ -106,7 +76,7 @@ pub fn train<B: Backend>(
     job: &TrainJob,
     device: &B::Device,
     observer: &mut dyn Observer,
-) -> Result<TrainOutcome> {
+) -> Result<Outcome> {
     type AD<B> = Autodiff<B>;
     let _precision = shear_model::precision::autocast(job.settings.precision);
     let model_dir = canonical(&job.settings.model);
@@ -129,12 +99,14 @@ pub fn train<B: Backend>(
         (None, Init::Random) => Dtype::F32,
         (None, Init::Weights) => SafetensorsSource::open(&model_dir)?.stored_dtype(),
     };
-    let (feed, warning) = Feed::open(&s.data, &model_dir, &config)?;
-    if let Some(w) = warning {
-        observer.event(Event::Message(&format!("warning: {w}")));
-    }
-    // The initial weights can be refused: before any model is loaded or evaluated.
-    feed.initial_weights(&s.data, Split::Train)?;
+    let feed = open_data(
+        &s.data,
+        &model_dir,
+        &config,
+        Split::Train,
+        &job.out,
+        observer,
+    )?;
     let dynamic = matches!(feed, Feed::Prepared(_)) && s.data.update_rule != UpdateRule::Constant;
     if dynamic && s.data.reference == ReferenceLoss::Source && s.data.reference_model.is_none() {
         return invalid!(
@@ -160,7 +132,6 @@ pub fn train<B: Backend>(
         }
         None => None,
     };
-    std::fs::create_dir_all(&job.out).map_err(shear_io::IoError::at(&job.out))?;
     let n_params = config.param_counts().total() as f64;
     let reference =
         reference_losses::<B>(&feed, &s.data, n_params, &model_dir, None, device, observer)?;
@@ -175,24 +146,11 @@ pub fn train<B: Backend>(
         device,
     )?;
     let mut trainer = match begin.from {
-        Some(from) => {
-            let t = Trainer::<AD<B>>::load(
-                &from.dir,
-                s.config.clone(),
-                from.step,
-                from.loop_state,
-                teacher,
-                device,
-            )?;
-            if let Some(state) = from.loader {
-                source.restore(state)?;
-            }
-            observer.event(Event::Message(&format!(
-                "resuming from {} (step {})",
-                from.dir.display(),
-                from.step
-            )));
-            t
+        Some(mut from) => {
+            resumed(&mut from, source.as_mut(), observer)?;
+            let config = s.config.clone();
+            let (step, state) = (from.step, from.loop_state);
+            Trainer::<AD<B>>::load(&from.dir, config, step, state, teacher, device)?
         }
         None => {
             observer.event(Event::Busy(&format!("loading {}", model_dir.display())));
@@ -207,36 +165,27 @@ pub fn train<B: Backend>(
             Trainer::new(model, s.config.clone(), teacher)
         }
     };
-    let steps = s.config.steps;
-    let until = job.stop_after.unwrap_or(steps).min(steps);
-    run_loop(
+    let (steps, total) = run_loop(
         &mut trainer,
         source.as_mut(),
-        &job.out,
-        "train_log.jsonl",
+        job,
         &s,
-        job.save_every,
-        until,
+        "train_log.jsonl",
         "training",
         observer,
     )?;
-    if let Some(state) = source.state() {
-        shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
-    }
-    if trainer.done() < steps {
-        return Ok(TrainOutcome {
-            steps: trainer.done(),
-            total: steps,
-            finished: false,
+    if steps < total {
+        return Ok(Outcome {
+            steps,
+            total,
             model_dir: None,
         });
     }
     let out_model = job.out.join("model");
     save_with_tokenizer(&trainer.inference_model(), &out_model, dtype, &model_dir)?;
-    Ok(TrainOutcome {
+    Ok(Outcome {
         steps,
-        total: steps,
-        finished: true,
+        total,
         model_dir: Some(out_model),
     })
 }

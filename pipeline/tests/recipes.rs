@@ -16,7 +16,7 @@ fn recipe(name: &str) -> Recipe {
 
 #[test]
 fn paper_recipes_resolve() {
-    // SPEC §6.4 reference rows and §3.1 shapes.
+    // docs/algorithm.md §6.4 reference rows and §3.1 shapes.
     let cases = [
         (
             "llama2-7b-to-sheared-1.3b.toml",
@@ -52,7 +52,7 @@ fn paper_recipes_resolve() {
         for (g, want) in got.iter().zip(refs) {
             assert!((g - want).abs() < 1e-3, "{file}: {g} vs {want}");
         }
-        // SPEC §4.3 / §7 numbers.
+        // docs/algorithm.md §4.3 / §7 numbers.
         assert_eq!(
             (r.prune.steps, r.prune.batch * r.prune.grad_accum),
             (3200, 32)

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod materialize;
 pub mod prune;
 pub mod run;
+pub mod run_args;
 pub mod train;
 
 use std::path::PathBuf;

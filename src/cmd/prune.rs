@@ -1,13 +1,12 @@
 //! `shear prune`: arguments -> a [`PruneJob`]; the work is `shear_pipeline::prune::prune`.
 
-use std::path::PathBuf;
-
 use burn::tensor::backend::Backend;
 use shear_model::{LayerMasks, LlamaConfig, PruneModules, TargetShape};
-use shear_pipeline::prune::{prune, shape_line, PruneJob, PruneSettings};
+use shear_pipeline::prune::{prune, shape_line, PruneSettings};
 use shear_train::prune::PruneConfig;
 
 use super::data_args::DataArgs;
+use super::run_args::RunArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,10 +21,8 @@ pub struct Args {
     pub preset: Option<String>,
     #[command(flatten)]
     pub feed: DataArgs,
-    /// Output directory: `model/` (the pruned Hugging Face checkpoint), `checkpoint/` (the
-    /// full-size model with trained weights), `masks.safetensors`, `prune_log.jsonl`.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[arg(long, default_value_t = 3200)]
     pub steps: usize,
     /// Sequences per micro-batch.
@@ -54,20 +51,6 @@ pub struct Args {
     /// dimension left out has no mask and keeps its source size.
     #[arg(long, default_value = "hidden,heads,intermediate,layers")]
     pub prune: String,
-    /// Write a checkpoint (OUT/checkpoints/step-N: everything needed to resume exactly, and the
-    /// masks) every this many steps (0: only when stopping early).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: usize,
-    /// Continue from the newest checkpoint in OUT/checkpoints, with its settings.
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many steps in total (the schedules still follow --steps); a checkpoint is
-    /// written so that --resume continues.
-    #[arg(long)]
-    pub stop_after: Option<usize>,
-    /// Storage dtype of the pruned checkpoint (default: the source's).
-    #[arg(long)]
-    pub dtype: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Per-layer masks: `layer` (one per block, the released recipe) or `head-layer-mlp`
@@ -108,7 +91,6 @@ pub fn run<B: Backend>(
         .layer_masks
         .parse()
         .map_err(|e| anyhow::anyhow!("--layer-masks: {e}"))?;
-    let dtype = args.dtype.as_deref().map(str::parse).transpose()?;
     let config = PruneConfig::new(target, args.steps)
         .with_lr_warmup(args.lr_warmup)
         .with_lagrangian_warmup(args.lagrangian_warmup)
@@ -123,36 +105,28 @@ pub fn run<B: Backend>(
     if args.batch == 0 {
         anyhow::bail!("--batch must be positive");
     }
-    let job = PruneJob {
-        settings: PruneSettings {
-            source: dir,
-            config,
-            batch: args.batch,
-            data: args.feed.options(offline)?,
-            precision: args.precision,
-        },
-        out: args.out.clone(),
-        save_every: args.save_every,
-        stop_after: args.stop_after,
-        resume: super::resume(args.resume, explicit, RENAMED),
-        dtype,
+    let settings = PruneSettings {
+        source: dir,
+        config,
+        batch: args.batch,
+        data: args.feed.options(offline)?,
+        precision: args.precision,
     };
+    let job = args.run.job(settings, explicit, RENAMED)?;
     let mut progress = crate::progress::Progress::default();
     let outcome = prune::<B>(&job, device, &mut progress)?;
     drop(progress);
-    match outcome.model {
-        Some((dir, c)) => println!(
-            "pruned to {} ({} parameters) -> {}",
-            shape_line(&c),
-            c.param_counts().total(),
-            dir.display()
-        ),
-        None => println!(
-            "stopped after step {} of {}; continue with --resume (checkpoint in {})",
-            outcome.steps,
-            outcome.total,
-            args.out.join("checkpoints").display()
-        ),
+    match outcome.model_dir {
+        Some(dir) => {
+            let c = LlamaConfig::from_file(&dir)?;
+            println!(
+                "pruned to {} ({} parameters) -> {}",
+                shape_line(&c),
+                c.param_counts().total(),
+                dir.display()
+            )
+        }
+        None => println!("{}", args.run.stopped(outcome.steps, outcome.total)),
     }
     Ok(())
 }

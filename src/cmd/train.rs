@@ -1,12 +1,11 @@
 //! `shear train`: arguments -> a [`TrainJob`]; the work is `shear_pipeline::train::train`.
 
-use std::path::PathBuf;
-
 use burn::tensor::backend::Backend;
-use shear_pipeline::train::{train, Init, TrainJob, TrainSettings};
+use shear_pipeline::train::{train, Init, TrainSettings};
 use shear_train::trainer::{Distill, TrainConfig};
 
 use super::data_args::DataArgs;
+use super::run_args::RunArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,10 +14,8 @@ pub struct Args {
     pub model: String,
     #[command(flatten)]
     pub feed: DataArgs,
-    /// Output directory: `model/` (the trained Hugging Face checkpoint), `checkpoints/step-N/`
-    /// (for --resume), `train_log.jsonl`, `loader_state.json`.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
     /// Sequences per micro-batch.
@@ -41,16 +38,6 @@ pub struct Args {
     /// Global gradient-norm clip (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// Write a checkpoint every this many steps (0: only when stopping early).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: usize,
-    /// Continue from the newest checkpoint in OUT/checkpoints, with its settings.
-    #[arg(long)]
-    pub resume: bool,
-    /// Stop after this many steps in total (the schedule still follows --steps); a checkpoint
-    /// is written so that --resume continues.
-    #[arg(long)]
-    pub stop_after: Option<usize>,
     /// `weights` (the checkpoint's) or `random` (from its config: a from-scratch baseline).
     #[arg(long, value_enum, default_value_t = InitArg::Weights)]
     pub init: InitArg,
@@ -61,9 +48,6 @@ pub struct Args {
     pub distill_weight: f64,
     #[arg(long, default_value_t = 1.0)]
     pub distill_temperature: f64,
-    /// Storage dtype of the final checkpoint (default: the model's; f32 with --init random).
-    #[arg(long)]
-    pub dtype: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Matrix products in bf16 with f32 weights, norms, loss, gradients and optimizer (mixed
@@ -110,36 +94,25 @@ pub fn run<B: Backend>(
     if args.batch == 0 {
         anyhow::bail!("--batch must be positive");
     }
-    let job = TrainJob {
-        settings: TrainSettings {
-            model: dir,
-            init: match args.init {
-                InitArg::Weights => Init::Weights,
-                InitArg::Random => Init::Random,
-            },
-            config,
-            batch: args.batch,
-            data: args.feed.options(offline)?,
-            distill_from,
-            precision: args.precision,
+    let settings = TrainSettings {
+        model: dir,
+        init: match args.init {
+            InitArg::Weights => Init::Weights,
+            InitArg::Random => Init::Random,
         },
-        out: args.out.clone(),
-        save_every: args.save_every,
-        stop_after: args.stop_after,
-        resume: super::resume(args.resume, explicit, RENAMED),
-        dtype: args.dtype.as_deref().map(str::parse).transpose()?,
+        config,
+        batch: args.batch,
+        data: args.feed.options(offline)?,
+        distill_from,
+        precision: args.precision,
     };
+    let job = args.run.job(settings, explicit, RENAMED)?;
     let mut progress = crate::progress::Progress::default();
     let outcome = train::<B>(&job, device, &mut progress)?;
     drop(progress);
     match outcome.model_dir {
         Some(dir) => println!("trained {} steps -> {}", outcome.total, dir.display()),
-        None => println!(
-            "stopped after step {} of {}; continue with --resume (checkpoint in {})",
-            outcome.steps,
-            outcome.total,
-            args.out.join("checkpoints").display()
-        ),
+        None => println!("{}", args.run.stopped(outcome.steps, outcome.total)),
     }
     Ok(())
 }

@@ -34,12 +34,18 @@ pub trait Stepper<B: AutodiffBackend> {
     /// One line of the step log.
     type Log: Serialize + DeserializeOwned + Stepped;
 
+    /// Where the run stands.
+    fn position(&self) -> Position;
+
     /// Steps done.
-    fn done(&self) -> usize;
+    fn done(&self) -> usize {
+        self.position().done
+    }
+
     /// Steps of the whole run (the schedules follow it).
-    fn total(&self) -> usize;
-    /// Micro-batches per step.
-    fn grad_accum(&self) -> usize;
+    fn total(&self) -> usize {
+        self.position().total
+    }
     /// One optimizer step on `batches` (`[batch, seq]` token ids each).
     fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> Result<Self::Log>;
     /// The model as an evaluation for dynamic batch loading sees it.
@@ -52,6 +58,14 @@ pub trait Stepper<B: AutodiffBackend> {
     /// Writes module and optimizer records into a checkpoint directory; returns the loop state
     /// to keep in `state.json`.
     fn save_records(&self, dir: &Path) -> Result<serde_json::Value>;
+}
+
+/// Where a run stands: steps done, steps of the run, micro-batches per step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub done: usize,
+    pub total: usize,
+    pub grad_accum: usize,
 }
 
 /// Where and how often a loop checkpoints, and the configuration each checkpoint records.
@@ -97,7 +111,7 @@ where
     }
     while stepper.done() < until {
         let step = stepper.done();
-        let batches = (0..stepper.grad_accum().max(1))
+        let batches = (0..stepper.position().grad_accum.max(1))
             .map(|m| source.batch(step, m))
             .collect::<Result<Vec<_>>>()?;
         let mut line = stepper.step(&batches)?;

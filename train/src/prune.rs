@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -23,7 +23,7 @@ use shear_model::{
 };
 
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
-use crate::driver::Stepper;
+use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
@@ -318,16 +318,12 @@ struct StepFigures {
 impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
     type Log = PruneLog;
 
-    fn done(&self) -> usize {
-        self.step
-    }
-
-    fn total(&self) -> usize {
-        self.cfg.steps
-    }
-
-    fn grad_accum(&self) -> usize {
-        self.cfg.grad_accum
+    fn position(&self) -> Position {
+        Position {
+            done: self.step,
+            total: self.cfg.steps,
+            grad_accum: self.cfg.grad_accum,
+        }
     }
 
     /// One optimizer step (§4): a fresh mask sample per micro-batch, CE of the masked model
@@ -348,36 +344,34 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             ..pruner
         };
         let n = batches.len().max(1) as f64;
-        let mut acc = GradientsAccumulator::<Pruner<B>>::new();
-        let mut single: Option<GradientsParams> = None;
         let (mut ce_sum, mut lag_sum, mut tokens) = (0.0, 0.0, 0);
-        for ids in batches {
+        let rng = &mut self.rng;
+        let all = grads::mean_gradients(&pruner, batches, |ids| {
             let [b, s] = ids.dims();
             tokens += b * s;
             // A fresh mask sample per forward (§1.2), from the run's saved random stream.
-            let z = pruner.l0.sample_from(&mut self.rng);
+            let z = pruner.l0.sample_from(rng);
             let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
             let lag = pruner
                 .lagrangian
                 .value(&pruner.l0.expected_sparsity(), &target);
             let (ce_v, lag_v) = (scalar(ce.clone().detach()), scalar(lag.clone().detach()));
             if !ce_v.is_finite() || !lag_v.is_finite() {
-                self.pruner = Some(pruner);
                 return Err(TrainError::Invalid(format!(
                     "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
                 )));
             }
             ce_sum += ce_v;
             lag_sum += lag_v;
-            let grads = GradientsParams::from_grads(((ce + lag) / n).backward(), &pruner);
-            if batches.len() == 1 {
-                // No accumulation: skip the accumulator's copy of every gradient.
-                single = Some(grads);
-            } else {
-                acc.accumulate(&pruner, grads);
+            Ok(ce + lag)
+        });
+        let mut all = match all {
+            Ok(g) => g,
+            Err(e) => {
+                self.pruner = Some(pruner);
+                return Err(e);
             }
-        }
-        let mut all = single.unwrap_or_else(|| acc.grads());
+        };
         // Global norm over every group, then clip.
         let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
         if !norm.is_finite() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::AutodiffBackend;
@@ -18,9 +18,9 @@ use shear_io::Stepped;
 use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
 
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
-use crate::driver::Stepper;
+use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
-use crate::grads::clip_global_norm;
+use crate::grads::{clip_global_norm, mean_gradients};
 use crate::optim::adamw;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
@@ -223,16 +223,12 @@ impl<B: AutodiffBackend> Trainer<B> {
 impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
     type Log = TrainLog;
 
-    fn done(&self) -> usize {
-        self.step
-    }
-
-    fn total(&self) -> usize {
-        self.cfg.steps
-    }
-
-    fn grad_accum(&self) -> usize {
-        self.cfg.grad_accum
+    fn position(&self) -> Position {
+        Position {
+            done: self.step,
+            total: self.cfg.steps,
+            grad_accum: self.cfg.grad_accum,
+        }
     }
 
     /// One optimizer step: the mean loss over the micro-batches (CE, plus the distillation term
@@ -240,14 +236,13 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
     fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> crate::Result<TrainLog> {
         let model = self.model.take().expect("set between steps");
         let n = batches.len().max(1) as f64;
-        let mut acc = GradientsAccumulator::<Llama<B>>::new();
-        let mut single = None;
         let (mut loss_sum, mut ce_sum, mut tokens) = (0.0, 0.0, 0);
-        for ids in batches {
+        let (step, distill, teacher) = (self.step, self.cfg.distill, &self.teacher);
+        let grads = mean_gradients(&model, batches, |ids| {
             let [b, s] = ids.dims();
             tokens += b * s;
             // `ce` is `Some` only with distillation; otherwise the loss is the CE (one host read).
-            let (loss, ce) = match (self.cfg.distill, &self.teacher) {
+            let (loss, ce) = match (distill, teacher) {
                 (Some(d), Some(t)) => {
                     let logits = model.forward(ids.clone());
                     let ce = next_token_loss(logits.clone(), ids.clone());
@@ -259,22 +254,19 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             };
             let value = loss.clone().detach().into_scalar().elem::<f64>();
             if !value.is_finite() {
-                self.model = Some(model);
-                return Err(TrainError::Invalid(format!(
-                    "step {}: loss is {value}",
-                    self.step
-                )));
+                return Err(TrainError::Invalid(format!("step {step}: loss is {value}")));
             }
             loss_sum += value;
             ce_sum += ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
-            let grads = GradientsParams::from_grads((loss / n).backward(), &model);
-            if batches.len() == 1 {
-                single = Some(grads);
-            } else {
-                acc.accumulate(&model, grads);
+            Ok(loss)
+        });
+        let grads = match grads {
+            Ok(g) => g,
+            Err(e) => {
+                self.model = Some(model);
+                return Err(e);
             }
-        }
-        let grads = single.unwrap_or_else(|| acc.grads());
+        };
         let (grads, norm) = clip_global_norm::<B, _>(grads, &model, self.cfg.max_grad_norm);
         if !norm.is_finite() {
             self.model = Some(model);

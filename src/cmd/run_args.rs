@@ -1,0 +1,57 @@
+//! The run-control options shared by `shear prune` and `shear train`: where the run goes, how
+//! often it checkpoints, resuming, stopping early, and the output dtype.
+
+use std::path::PathBuf;
+
+use shear_pipeline::stage::Job;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Output directory (the model, the step log, checkpoints/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write a checkpoint (OUT/checkpoints/step-N: everything needed to resume exactly) every
+    /// this many steps (0: only when stopping early).
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Continue from the newest checkpoint in OUT/checkpoints, with its settings.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many steps in total (the schedules still follow --steps); a checkpoint is
+    /// written so that --resume continues.
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+    /// Storage dtype of the model written at the end: f32, bf16 or f16 (default: the input
+    /// model's; f32 for random weights).
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl RunArgs {
+    /// `settings` as a job in OUT with these options; `explicit` are the argument ids given on
+    /// the command line, `renamed` maps ids to the settings they set.
+    pub fn job<S>(
+        &self,
+        settings: S,
+        explicit: Vec<String>,
+        renamed: &[(&str, &str)],
+    ) -> anyhow::Result<Job<S>> {
+        let dtype = self.dtype.as_deref().map(str::parse).transpose()?;
+        Ok(Job {
+            settings,
+            out: self.out.clone(),
+            save_every: self.save_every,
+            stop_after: self.stop_after,
+            resume: super::resume(self.resume, explicit, renamed),
+            dtype,
+        })
+    }
+
+    /// The line printed when the run stopped early.
+    pub fn stopped(&self, steps: usize, total: usize) -> String {
+        format!(
+            "stopped after step {steps} of {total}; continue with --resume (checkpoint in {})",
+            self.out.join("checkpoints").display()
+        )
+    }
+}

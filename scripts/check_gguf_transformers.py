@@ -111,6 +111,8 @@ def main():
     ap.add_argument("--fixture")
     ap.add_argument("--out", default="/tmp/shear-gguf-check")
     ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--shear", help="the shear binary: its own forward pass (`shear eval GGUF "
+                    "--text PARAGRAPH --logits-out`) is compared with transformers-on-GGUF too")
     a = ap.parse_args()
 
     import transformers
@@ -149,9 +151,31 @@ def main():
             f.write("\n")
         print(f"wrote {a.fixture}")
 
-    if not a.converted:
-        return 0
     failures = []
+    if a.shear:
+        import subprocess
+        import tempfile
+        from safetensors.torch import load_file
+        with tempfile.TemporaryDirectory() as d:
+            text = os.path.join(d, "paragraph.txt")
+            with open(text, "w") as f:
+                f.write(PARAGRAPH)
+            out = os.path.join(d, "shear_logits.safetensors")
+            subprocess.run([a.shear, "eval", a.gguf, "--text", text, "--logits-out", out],
+                           check=True)
+            got = load_file(out)
+        if got["input_ids"].tolist() != para_ids.tolist():
+            failures.append("shear tokenized the paragraph differently")
+        sdiff = (got["logits"] - ref_logits).abs().max().item()
+        sppl = perplexity(got["logits"], para_ids)
+        print(f"shear's forward: logits max |diff| {sdiff:.3e} (tol {a.tol}); perplexity "
+              f"{sppl:.4f} (transformers-on-GGUF {ref_ppl:.4f})")
+        if not sdiff <= a.tol:
+            failures.append(f"shear's logits differ by {sdiff:.3e}")
+    if not a.converted:
+        for f in failures:
+            print("FAIL:", f)
+        return 1 if failures else 0
     model = LlamaForCausalLM.from_pretrained(a.converted, dtype=torch.float32).eval()
     sd = model.state_dict()
     worst = 0.0

@@ -46,6 +46,11 @@ impl TokenStream {
         TokenStream { tokens }
     }
 
+    /// The token ids.
+    pub fn into_tokens(self) -> Vec<u32> {
+        self.tokens
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }

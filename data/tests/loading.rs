@@ -337,3 +337,51 @@ fn target_parameter_counts_match_the_scaling_rows() {
         );
     }
 }
+
+/// Llama-3's 128k vocabulary: ids above 65535 need u32 shards; they are written as such and read
+/// back exactly by the loader (a u16 shard would wrap them).
+#[test]
+fn a_128k_vocabulary_uses_u32_shards_read_back_exactly() {
+    use shear_data::shard::TokenWidth;
+    assert_eq!(TokenWidth::for_vocab(32000), TokenWidth::U16);
+    assert_eq!(TokenWidth::for_vocab(65536), TokenWidth::U16);
+    assert_eq!(TokenWidth::for_vocab(65537), TokenWidth::U32);
+    let tmp = tempfile::tempdir().unwrap();
+    let seq = 8;
+    let id = |i: usize, t: usize| (70_000 + i * 1009 + t * 7919) as u32 % 128_256;
+    let m = write_prepared(
+        tmp.path(),
+        seq,
+        128_256,
+        &[("web", [1, 4, 1])],
+        |_, _, i| (0..seq).map(|t| id(i, t)).collect(),
+    );
+    assert_eq!(m.token_width, TokenWidth::U32);
+    let data = PreparedData::open(tmp.path()).unwrap();
+    data.check_vocab(128_256).unwrap();
+    assert!(
+        data.check_vocab(65_536).is_err(),
+        "ids beyond a smaller vocabulary are refused"
+    );
+    let shards = data.shards(Split::Prune).unwrap();
+    use burn::data::dataset::Dataset;
+    let mut seen: Vec<Vec<u32>> = (0..4).map(|i| shards[0].get(i).unwrap()).collect();
+    seen.sort();
+    let mut want: Vec<Vec<u32>> = (0..4)
+        .map(|i| (0..seq).map(|t| id(i, t)).collect())
+        .collect();
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(seen.iter().flatten().any(|&t| t > 65_535));
+    let mut loader = DynamicLoader::new(
+        data.domains(),
+        data.shards(Split::Prune).unwrap(),
+        vec![1.0],
+        4,
+        0,
+    )
+    .unwrap();
+    let b = loader.next_batch::<B>(&Default::default());
+    let ids: Vec<i64> = b.input_ids.into_data().convert::<i64>().to_vec().unwrap();
+    assert!(ids.iter().all(|t| (0..128_256).contains(t)) && ids.iter().any(|&t| t > 65_535));
+}

@@ -13,6 +13,18 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Temporary files are created private (0600); what shear writes is for others to read too.
+#[cfg(unix)]
+fn readable(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(IoError::at(path))
+}
+
+#[cfg(not(unix))]
+fn readable(_: &Path, _: u32) -> Result<()> {
+    Ok(())
+}
+
 fn temp_in(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = parent(path);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -53,6 +65,7 @@ pub fn write_atomic_path<E: From<IoError>>(
         .open(&tmp)
         .map_err(IoError::at(&tmp))?;
     file.sync_all().map_err(IoError::at(&tmp))?;
+    readable(&tmp, 0o644)?;
     tmp.persist(path).map_err(|e| IoError::Io {
         path: path.to_path_buf(),
         source: e.error,
@@ -99,6 +112,7 @@ impl AtomicDir {
                 f.sync_all().map_err(IoError::at(&p))?;
             }
         }
+        readable(&tmp, 0o755)?;
         if self.dest.exists() {
             std::fs::remove_dir_all(&self.dest).map_err(IoError::at(&self.dest))?;
         }
@@ -155,5 +169,16 @@ mod tests {
         d.commit().unwrap();
         assert!(!dest.join("a").exists());
         assert_eq!(std::fs::read(dest.join("b")).unwrap(), b"3");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_are_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        write_atomic(&path, b"1").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 }

@@ -315,6 +315,16 @@ pub(crate) fn named_tensors<B: Backend>(
             // Linear weights are transposed back to `[out, in]`; norms are vectors.
             push(names::layer(i, t), weight, linear, !linear);
         }
+        for (t, lin) in [
+            (LayerTensor::QProj, &a.q_proj),
+            (LayerTensor::KProj, &a.k_proj),
+            (LayerTensor::VProj, &a.v_proj),
+            (LayerTensor::OProj, &a.o_proj),
+        ] {
+            if let Some(b) = &lin.bias {
+                push(names::layer_bias(i, t), b.val().unsqueeze(), false, true);
+            }
+        }
     }
     push(
         names::NORM.into(),

@@ -46,6 +46,8 @@ pub struct LlamaConfig {
     pub rope: RopeConfig,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// Biases on the q/k/v/o projections (`attention_bias`, e.g. Qwen-style LLaMAs).
+    pub attention_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     /// Every key of the file this config was read from, so a saved config keeps them all.
@@ -167,10 +169,11 @@ impl LlamaConfig {
                 ));
             }
         }
-        for key in ["attention_bias", "mlp_bias"] {
-            if r.bool_opt(key)? == Some(true) {
-                return Err(r.err(key, "biases are not supported by LLaMA models in shear"));
-            }
+        if r.bool_opt("mlp_bias")? == Some(true) {
+            return Err(r.err(
+                "mlp_bias",
+                "biases in the FFN are not supported (attention biases are)",
+            ));
         }
         let hidden_size = r.usize_req("hidden_size")?;
         let num_attention_heads = r.usize_req("num_attention_heads")?;
@@ -194,6 +197,7 @@ impl LlamaConfig {
             rope: Self::read_rope(&r)?,
             max_position_embeddings: r.usize_opt("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+            attention_bias: r.bool_opt("attention_bias")?.unwrap_or(false),
             bos_token_id: r.usize_opt("bos_token_id")?.map(|x| x as u32),
             eos_token_ids: r.token_ids("eos_token_id")?,
             raw: map.clone(),
@@ -311,6 +315,7 @@ impl LlamaConfig {
             },
             max_position_embeddings: 4096,
             tie_word_embeddings: false,
+            attention_bias: false,
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             raw,
@@ -385,6 +390,7 @@ impl LlamaConfig {
             "tie_word_embeddings",
             self.tie_word_embeddings.into(),
         );
+        set(&mut m, "attention_bias", self.attention_bias.into());
         if m.contains_key("head_dim")
             || self.head_dim * self.num_attention_heads != self.hidden_size
         {

@@ -65,6 +65,8 @@ pub enum ModelError {
     NonFinite { what: String, value: f64 },
     #[error(transparent)]
     File(#[from] shear_io::IoError),
+    #[error(transparent)]
+    Gguf(#[from] shear_gguf::Error),
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -32,11 +32,15 @@ fn looks_like_repo_id(s: &str) -> bool {
         })
 }
 
-/// Returns the local directory holding the model named by `spec`.
+/// Returns the local directory holding the model named by `spec`: a directory, a GGUF file
+/// (converted once into the shear cache, see [`crate::gguf::gguf_model_dir`]), or a hub id.
 pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.is_dir() {
         return Ok(path.to_path_buf());
+    }
+    if crate::gguf::is_gguf(path) {
+        return crate::gguf::gguf_model_dir(path);
     }
     if path.exists() || !looks_like_repo_id(spec) {
         return Err(ModelError::Hub {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod llama;
 pub mod masks;

@@ -305,12 +305,15 @@ impl<B: Backend> Llama<B> {
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let mut lin = |t: LayerTensor, d_in: usize, d_out: usize| -> Result<Linear<B>> {
-                Ok(linear(source.linear(
-                    &names::layer(i, t),
-                    d_in,
-                    d_out,
-                    device,
-                )?))
+                let weight = source.linear(&names::layer(i, t), d_in, d_out, device)?;
+                let bias = match c.attention_bias && t.is_attention() {
+                    true => Some(source.bias(&names::layer_bias(i, t), d_out, device)?),
+                    false => None,
+                };
+                Ok(Linear {
+                    weight: Param::from_tensor(weight),
+                    bias: bias.map(Param::from_tensor),
+                })
             };
             let self_attn = Attention {
                 q_proj: lin(LayerTensor::QProj, d, q)?,

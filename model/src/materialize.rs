@@ -426,6 +426,19 @@ pub fn materialize<B: Backend>(
             .scale_rows(&o_rows)
             .scale_cols(&o_cols);
         put(o(LayerTensor::OProj), oproj.select(&keep_d, &q_rows), false);
+        if c.attention_bias {
+            // A bias follows its output rows: sliced with them, scaled as they are.
+            let b = |t: LayerTensor| names::layer_bias(l, t);
+            let ob = |t: LayerTensor| names::layer_bias(new_l, t);
+            let q = take(&b(LayerTensor::QProj)).select(&[0], &q_rows);
+            put(ob(LayerTensor::QProj), q, true);
+            let k = take(&b(LayerTensor::KProj)).select(&[0], &kv_rows);
+            put(ob(LayerTensor::KProj), k, true);
+            let v = take(&b(LayerTensor::VProj)).scale_cols(&v_scale);
+            put(ob(LayerTensor::VProj), v.select(&[0], &kv_rows), true);
+            let out = take(&b(LayerTensor::OProj)).scale_cols(&o_rows);
+            put(ob(LayerTensor::OProj), out.select(&[0], &keep_d), true);
+        }
 
         // FFN: intermediate mask into up_proj's rows, layer and hidden masks into down_proj's.
         let zint = &z.intermediate[l];

@@ -36,6 +36,14 @@ impl LayerTensor {
         LayerTensor::PostNorm,
     ];
 
+    /// A projection of the attention sub-block (the ones `attention_bias` gives a bias).
+    pub fn is_attention(self) -> bool {
+        matches!(
+            self,
+            LayerTensor::QProj | LayerTensor::KProj | LayerTensor::VProj | LayerTensor::OProj
+        )
+    }
+
     /// The module path inside the block.
     pub fn module(self) -> &'static str {
         match self {

@@ -45,6 +45,12 @@ const fn shape(layers: usize, hidden: usize, heads: usize, kv: usize, inter: usi
 }
 
 const LLAMA2_7B: TargetShape = shape(32, 4096, 32, 32, 11008);
+/// Llama-3-8B and Llama-3.1-8B (head_dim 128).
+const LLAMA3_8B: TargetShape = shape(32, 4096, 32, 8, 14336);
+/// SmolLM2-360M (head_dim 64, tied).
+const SMOLLM2_360M: TargetShape = shape(32, 960, 15, 5, 2560);
+/// SmolLM2-135M (head_dim 64, tied).
+const SMOLLM2_135M: TargetShape = shape(30, 576, 9, 3, 1536);
 
 const PRESETS: &[Preset] = &[
     Preset {
@@ -64,6 +70,31 @@ const PRESETS: &[Preset] = &[
         source: LLAMA2_7B,
         target: shape(24, 1024, 8, 8, 2816),
         about: "Llama-2-7B -> the reference's 370M shape",
+    },
+    Preset {
+        name: "llama3.2-3b",
+        source: LLAMA3_8B,
+        target: shape(28, 3072, 24, 8, 8192),
+        about: "Llama-3(.1)-8B -> the Llama-3.2-3B shape (3 query heads per group)",
+    },
+    Preset {
+        name: "llama3.2-1b-like",
+        source: LLAMA3_8B,
+        target: shape(16, 2048, 16, 8, 8192),
+        about: "Llama-3(.1)-8B -> Llama-3.2-1B's layers, width and FFN with head_dim 128 kept \
+                (16 heads in 8 groups)",
+    },
+    Preset {
+        name: "smollm2-135m",
+        source: SMOLLM2_360M,
+        target: SMOLLM2_135M,
+        about: "SmolLM2-360M -> the SmolLM2-135M shape",
+    },
+    Preset {
+        name: "smollm2-half",
+        source: SMOLLM2_135M,
+        target: shape(24, 448, 6, 2, 1152),
+        about: "SmolLM2-135M -> about half its parameters (6 heads in 2 groups)",
     },
 ];
 
@@ -147,9 +178,6 @@ impl TargetShape {
                  the source has {source_per_group}: pruning cannot add query heads to a group",
                 self.heads, self.kv_heads
             ));
-        }
-        if s.kv_heads != s.heads {
-            return Err("pruning grouped-query attention sources is not supported yet".into());
         }
         Ok(())
     }
@@ -304,6 +332,32 @@ mod tests {
         assert!(TargetShape::preset("sheared-1.3b", &small)
             .unwrap_err()
             .contains("defined for a source of shape"));
+    }
+
+    #[test]
+    fn grouped_query_presets_fit_their_sources() {
+        let mut llama3 = LlamaConfig::new(128256, 4096, 14336, 32, 32, 8);
+        llama3.head_dim = 128;
+        for name in ["llama3.2-3b", "llama3.2-1b-like"] {
+            let t = TargetShape::preset(name, &llama3).unwrap();
+            t.validate(&llama3, PruneModules::default()).unwrap();
+        }
+        let t = TargetShape::preset("llama3.2-3b", &llama3).unwrap();
+        // Llama-3.2-3B's shape: 3.21 B parameters with its own (untied here) head.
+        assert_eq!(t.config(&llama3).param_counts().total(), 3_606_752_256);
+        let mut smol = LlamaConfig::new(49152, 576, 1536, 30, 9, 3);
+        smol.head_dim = 64;
+        smol.tie_word_embeddings = true;
+        let half = TargetShape::preset("smollm2-half", &smol).unwrap();
+        half.validate(&smol, PruneModules::default()).unwrap();
+        let (s, h) = (
+            smol.param_counts().total() as f64,
+            half.config(&smol).param_counts().total() as f64,
+        );
+        assert!((0.45..0.6).contains(&(h / s)), "{h} / {s}");
+        assert!(TargetShape::preset("smollm2-135m", &smol)
+            .unwrap_err()
+            .contains("SmolLM2-360M"));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub trait WeightSource<B: Backend> {
     ) -> Result<Tensor<B, 2>>;
     /// A norm weight `[d]`.
     fn norm(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>>;
+    /// A bias `[d]`.
+    fn bias(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>>;
 }
 
 /// Named tensors in Hugging Face layout (linear weights `[d_out, d_in]`) read to the host as
@@ -70,6 +72,9 @@ impl<B: Backend, T: HfTensors> WeightSource<B> for T {
         let v = self.read_hf(name, &[d])?;
         Ok(Tensor::from_data(TensorData::new(v, [d]), device))
     }
+    fn bias(&mut self, name: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
+        self.norm(name, d, device)
+    }
 }
 
 /// Fresh weights as transformers initializes a LLaMA: normal(0, `std`) matrices, unit norms.
@@ -113,5 +118,9 @@ impl<B: Backend> WeightSource<B> for RandomInit {
     }
     fn norm(&mut self, _: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
         Ok(Tensor::ones([d], device))
+    }
+    /// Biases start at 0, as transformers initializes them.
+    fn bias(&mut self, _: &str, d: usize, device: &B::Device) -> Result<Tensor<B, 1>> {
+        Ok(Tensor::zeros([d], device))
     }
 }

@@ -4,11 +4,53 @@
 //! Hugging Face Llama of exactly the target shape (tied sources stay tied).
 
 use burn::prelude::*;
+use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use shear_model::{materialize, DeterministicMasks, Llama, LlamaConfig, RandomInit, TargetShape};
+use shear_model::{
+    materialize, DeterministicMasks, Llama, LlamaConfig, RandomInit, TargetShape, WeightSource,
+};
 use shear_testkit::*;
+
+/// Random weights, with random (not zero) attention biases.
+struct WithBiases(RandomInit);
+
+impl WeightSource<B> for WithBiases {
+    fn linear(
+        &mut self,
+        n: &str,
+        i: usize,
+        o: usize,
+        d: &Device<B>,
+    ) -> shear_model::Result<Tensor<B, 2>> {
+        self.0.linear(n, i, o, d)
+    }
+    fn embedding(
+        &mut self,
+        n: &str,
+        v: usize,
+        e: usize,
+        d: &Device<B>,
+    ) -> shear_model::Result<Tensor<B, 2>> {
+        self.0.embedding(n, v, e, d)
+    }
+    fn norm(&mut self, _: &str, n: usize, d: &Device<B>) -> shear_model::Result<Tensor<B, 1>> {
+        // Norm weights around 1, not exactly 1, so that folding into them is exercised.
+        Ok(Tensor::random(
+            [n],
+            burn::tensor::Distribution::Uniform(0.5, 1.5),
+            d,
+        ))
+    }
+    fn bias(&mut self, _: &str, n: usize, d: &Device<B>) -> shear_model::Result<Tensor<B, 1>> {
+        Ok(Tensor::random(
+            [n],
+            burn::tensor::Distribution::Normal(0.0, 0.3),
+            d,
+        ))
+    }
+}
 
 /// A row of length `n` keeping exactly `keep` random entries with soft values in (0.5, 1].
 fn random_row(rng: &mut StdRng, n: usize, keep: usize) -> Vec<f64> {
@@ -52,7 +94,8 @@ fn assert_valid_llama(c: &LlamaConfig, case: u64) {
 fn masked_logits_equal_materialized_logits_for_random_cases() {
     let mut rng = StdRng::seed_from_u64(2024);
     let mut seen = [[false; 2]; 2]; // [grouped][tied]
-    for case in 0..24u64 {
+    let mut biased = false;
+    for case in 0..60u64 {
         let layers = rng.random_range(1..=3);
         let kv = rng.random_range(1..=3);
         let per_group = if rng.random_bool(0.5) {
@@ -68,10 +111,13 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         let mut config = LlamaConfig::new(vocab, hidden, inter, layers, heads, kv);
         config.head_dim = head_dim;
         config.tie_word_embeddings = rng.random_bool(0.5);
+        config.attention_bias = rng.random_bool(0.5);
         seen[usize::from(per_group > 1)][usize::from(config.tie_word_embeddings)] = true;
+        biased |= config.attention_bias;
         B::seed(&device(), case);
         let model: Llama<B> =
-            Llama::from_source(&config, &mut RandomInit { std: 0.2 }, &device()).unwrap();
+            Llama::from_source(&config, &mut WithBiases(RandomInit { std: 0.2 }), &device())
+                .unwrap();
         let t_layers = rng.random_range(1..=layers);
         let t_kv = rng.random_range(1..=kv);
         let t_per_group = rng.random_range(1..=per_group);
@@ -148,8 +194,9 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         let dense: Vec<f32> = small.forward(ids).into_data().to_vec().unwrap();
         let diff = max_abs_diff(&masked, &dense);
         eprintln!(
-            "case {case}: {t} tied {} mlp {} diff {diff:e}",
+            "case {case}: {t} tied {} bias {} mlp {} diff {diff:e}",
             config.tie_word_embeddings,
+            config.attention_bias,
             z.mlp.is_some()
         );
         assert!(
@@ -158,4 +205,5 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         );
     }
     assert_eq!(seen, [[true; 2]; 2], "every kind of source was drawn");
+    assert!(biased, "sources with attention biases were drawn");
 }

@@ -52,6 +52,28 @@ fn gqa_tied_bf16_sharded_logits_and_loss_match_transformers() {
     check_logits("llama-gqa-tied-bf16-sharded", 1e-3);
 }
 
+/// Llama-3 details: `llama3` RoPE scaling (96 positions reach the scaled band of a model whose
+/// original context is 64), grouped-query attention, head_dim 16 ≠ hidden 48 / 4 heads, and q/k/v/o
+/// biases (scripts/make_llama3_fixture.py).
+#[test]
+fn llama3_rope_head_dim_and_attention_bias_match_transformers() {
+    check_logits("llama3-bias", 1e-4);
+    let c = shear_model::LlamaConfig::from_file(fixture("llama3-bias")).unwrap();
+    assert!(c.attention_bias && c.head_dim * c.num_attention_heads != c.hidden_size);
+}
+
+/// A saved model keeps its biases (a round trip gives the same tensors, bit for bit).
+#[test]
+fn attention_biases_round_trip() {
+    let model = load_llama::<B>(&fixture("llama3-bias"), &device()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    shear_model::save_llama(&model, tmp.path(), shear_model::Dtype::F32).unwrap();
+    assert_eq!(
+        raw_tensors(&fixture("llama3-bias/model.safetensors")),
+        raw_tensors(&tmp.path().join("model.safetensors"))
+    );
+}
+
 fn check_greedy(rel: &str) {
     let dir = fixture(rel);
     let model = load_llama::<B>(&dir, &device()).unwrap();

@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use burn::prelude::*;
+use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 use shear_data::{Split, Tokenizer};
-use shear_model::LlamaConfig;
+use shear_model::{next_token_loss, LlamaConfig};
 use shear_train::eval::{eval_domains, score_task, DomainLoss, TaskScore};
 use shear_train::{Event, Observer};
 
@@ -26,6 +27,24 @@ pub struct EvalJob {
     pub batch: usize,
     /// At most this many sequences per domain.
     pub max_sequences: Option<usize>,
+    /// Text files, each scored as one sequence: `.txt` tokenized with the model's tokenizer (BOS
+    /// as it says), other files token ids.
+    #[serde(default)]
+    pub texts: Vec<PathBuf>,
+    /// Writes the logits of the first text here (safetensors: `input_ids`, `logits`), to
+    /// compare with another implementation.
+    #[serde(default)]
+    pub logits_out: Option<PathBuf>,
+}
+
+/// The loss of one text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextLoss {
+    pub file: PathBuf,
+    /// Predicted tokens (the text's tokens minus one).
+    pub tokens: usize,
+    pub loss: f64,
+    pub perplexity: f64,
 }
 
 impl EvalJob {
@@ -37,6 +56,8 @@ impl EvalJob {
             tasks: vec![],
             batch: 8,
             max_sequences: None,
+            texts: vec![],
+            logits_out: None,
         }
     }
 }
@@ -47,6 +68,8 @@ pub struct ModelMetrics {
     pub params: usize,
     pub domains: Vec<DomainLoss>,
     pub tasks: Vec<TaskScore>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<TextLoss>,
 }
 
 impl ModelMetrics {
@@ -100,6 +123,7 @@ pub fn evaluate<B: Backend>(
         );
     }
     let tasks = read_tasks(&job.tasks, dir, &config)?;
+    let texts = read_texts(&job.texts, dir, &config)?;
     observer.event(Event::Busy(&format!("loading {}", dir.display())));
     let model = shear_model::load_llama::<B>(dir, device)
         .context(format!("cannot load model {}", dir.display()))?;
@@ -127,12 +151,97 @@ pub fn evaluate<B: Backend>(
         .iter()
         .map(|(name, items)| score_task(&model, name, items))
         .collect();
+    let mut text_losses = Vec::new();
+    for (i, (file, ids)) in texts.iter().enumerate() {
+        let n = ids.len();
+        let input = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, n]),
+            device,
+        );
+        let logits = model.forward(input.clone());
+        let loss: f64 = next_token_loss(logits.clone(), input.clone())
+            .into_scalar()
+            .elem::<f64>();
+        if let (0, Some(out)) = (i, &job.logits_out) {
+            write_logits(out, ids, logits)?;
+        }
+        text_losses.push(TextLoss {
+            file: file.clone(),
+            tokens: n - 1,
+            loss,
+            perplexity: loss.exp(),
+        });
+    }
     observer.event(Event::Finished);
     Ok(ModelMetrics {
         params: config.param_counts().total(),
         domains,
         tasks,
+        texts: text_losses,
     })
+}
+
+/// Reads the text files: a `.txt` file is tokenized with the model's tokenizer (BOS as it says,
+/// no EOS appended), any other file holds token ids (whitespace or comma separated). At least
+/// two tokens each, every id in the vocabulary.
+fn read_texts(
+    files: &[PathBuf],
+    model_dir: &Path,
+    config: &LlamaConfig,
+) -> Result<Vec<(PathBuf, Vec<u32>)>> {
+    let mut out = Vec::new();
+    for path in files {
+        let ids = if path.extension().is_some_and(|e| e == "txt") {
+            let tok = Tokenizer::from_file(model_dir).context(format!(
+                "{} needs the tokenizer of {}",
+                path.display(),
+                model_dir.display()
+            ))?;
+            let text = std::fs::read_to_string(path).map_err(shear_io::IoError::at(path))?;
+            tok.encode(&text, true)?
+        } else {
+            shear_data::stream::TokenStream::from_file(path, None)?.into_tokens()
+        };
+        if ids.len() < 2 {
+            return invalid!("{}: fewer than 2 tokens", path.display());
+        }
+        if let Some(t) = ids.iter().find(|&&t| t as usize >= config.vocab_size) {
+            return invalid!(
+                "{}: token id {t} is outside the model's vocabulary (size {})",
+                path.display(),
+                config.vocab_size
+            );
+        }
+        out.push((path.clone(), ids));
+    }
+    Ok(out)
+}
+
+/// `input_ids` `[1, n]` and `logits` `[1, n, V]` (f32) as a safetensors file.
+fn write_logits<B: Backend>(path: &Path, ids: &[u32], logits: Tensor<B, 3>) -> Result<()> {
+    let dims = logits.dims();
+    let values: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data after convert");
+    let ids: Vec<u8> = ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+    let logits: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    use safetensors::tensor::TensorView;
+    let tensors = [
+        (
+            "input_ids",
+            TensorView::new(safetensors::Dtype::I64, vec![1, ids.len() / 8], &ids),
+        ),
+        (
+            "logits",
+            TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &logits),
+        ),
+    ]
+    .map(|(n, v)| (n, v.expect("shape matches data")));
+    let bytes = safetensors::serialize(tensors, None)
+        .map_err(|e| crate::PipelineError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(shear_io::write_atomic(path, &bytes)?)
 }
 
 type Tasks = Vec<(String, Vec<shear_data::tasks::McTokens>)>;

@@ -29,6 +29,7 @@ fn summary(train: bool) -> RunSummary {
         params: 1000,
         domains: vec![],
         tasks: vec![],
+        texts: vec![],
     };
     RunSummary {
         shear_version: "test".into(),

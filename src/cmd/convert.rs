@@ -7,17 +7,36 @@ use shear_model::{Dtype, SafetensorsSource};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model directory or hub id (owner/name).
+    /// Model directory, hub id (owner/name), or a GGUF file (llama.cpp; dequantized).
     pub model: String,
     /// Output directory (config.json, model.safetensors and the tokenizer files).
     pub out_dir: PathBuf,
-    /// Storage dtype of the saved tensors: f32, bf16 or f16 (default: as stored in MODEL).
+    /// Storage dtype of the saved tensors: f32, bf16 or f16 (default: as stored in MODEL; f32
+    /// for a GGUF file, which holds its dequantized values exactly).
     #[arg(long)]
     pub dtype: Option<String>,
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
     let dtype: Option<Dtype> = args.dtype.as_deref().map(str::parse).transpose()?;
+    let path = std::path::Path::new(&args.model);
+    if shear_model::gguf::is_gguf(path) {
+        let bar = super::spinner(format!("converting {}", path.display()));
+        let (config, notes) =
+            shear_model::gguf::convert_gguf(path, &args.out_dir, dtype.unwrap_or(Dtype::F32))?;
+        bar.finish_and_clear();
+        for n in notes {
+            eprintln!("note: {n}");
+        }
+        println!(
+            "converted {} ({}, {} parameters) -> {}",
+            path.display(),
+            shear_model::TargetShape::of(&config),
+            config.param_counts().total(),
+            args.out_dir.display()
+        );
+        return Ok(());
+    }
     let dir = super::resolve(&args.model, offline)?;
     let same = match (dir.canonicalize(), args.out_dir.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,

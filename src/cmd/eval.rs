@@ -12,8 +12,15 @@ pub struct Args {
     /// Model directory or hub id.
     pub model: String,
     /// Prepared data folder (from `shear data prepare`): per-domain loss and perplexity.
-    #[arg(long, required_unless_present = "tasks")]
+    #[arg(long, required_unless_present_any = ["tasks", "text"])]
     pub data: Option<PathBuf>,
+    /// Files scored as one sequence each, loss and perplexity: a .txt file is tokenized with
+    /// the model's tokenizer.json (BOS as it says), any other file holds token ids.
+    #[arg(long)]
+    pub text: Vec<PathBuf>,
+    /// Write the logits of the first --text file here (safetensors: input_ids, logits).
+    #[arg(long, requires = "text")]
+    pub logits_out: Option<PathBuf>,
     /// Multiple-choice task files (JSONL: context, choices, label), scored zero-shot; needs
     /// the model's tokenizer.json.
     #[arg(long)]
@@ -50,6 +57,8 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         tasks: args.tasks,
         batch: args.batch,
         max_sequences: args.max_sequences,
+        texts: args.text,
+        logits_out: args.logits_out,
     };
     let mut progress = crate::progress::Progress::default();
     let m = evaluate::<B>(&job, device, &mut progress)?;
@@ -61,7 +70,19 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         for t in &m.tasks {
             println!("{}", serde_json::to_string(t)?);
         }
+        for t in &m.texts {
+            println!("{}", serde_json::to_string(t)?);
+        }
         return Ok(());
+    }
+    for t in &m.texts {
+        println!(
+            "{}: {} tokens, loss {:.4}, perplexity {:.3}",
+            t.file.display(),
+            t.tokens,
+            t.loss,
+            t.perplexity
+        );
     }
     if !m.domains.is_empty() {
         println!(

@@ -220,3 +220,30 @@ pub fn write_corpus(root: &Path) -> Vec<shear_data::prepare::DomainSpec> {
         },
     ]
 }
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF (`scripts/fetch_smollm2.sh`): `$SHEAR_SMOLLM2_GGUF`, else
+/// `${SHEAR_CACHE:-~/.cache/shear}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`. A missing file fails
+/// the test with the command that fetches it.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = match std::env::var_os("SHEAR_SMOLLM2_GGUF") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("SHEAR_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/shear")
+            })
+            .join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/fetch_smollm2.sh (or set SHEAR_SMOLLM2_GGUF)",
+        path.display()
+    );
+    path
+}
+
+/// transformers' figures for SmolLM2 on a fixed English paragraph (gguf/tests/fixtures).
+pub fn smollm2_reference() -> serde_json::Value {
+    let path = root().join("gguf/tests/fixtures/smollm2_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}

@@ -275,3 +275,38 @@ fn a_subset_of_dimensions_is_pruned_and_the_rest_keep_their_size() {
     let e = bad.validate(&source).unwrap_err().to_string();
     assert!(e.contains("`hidden` is not pruned"), "{e}");
 }
+
+/// A grouped-query, tied source (8 query heads in 2 groups) pruned to 1 group of 2 query heads:
+/// the expected sparsities of the group mask and of the query-head mask reach their targets
+/// (1 − 1/2 and 1 − 2/4), and the pruned model has exactly the target shape, still tied.
+#[test]
+fn a_grouped_query_source_converges_to_a_grouped_query_target() {
+    let model = load_llama::<AD>(&fixture("llama-gqa-tied-bf16-sharded"), &device()).unwrap();
+    let source = model.config.clone();
+    let target: TargetShape = "layers=2,hidden=48,heads=2,kv_heads=1,intermediate=96"
+        .parse()
+        .unwrap();
+    let cfg = PruneConfig::new(target, 200).with_lr_weights(1e-3);
+    cfg.validate(&source).unwrap();
+    let (run, logs) = run_steps(model, cfg, 200, |_| random_ids(2, 16));
+    let last = logs.last().unwrap();
+    assert_eq!(
+        last.expected_sparsity.types(),
+        [
+            MaskType::Layer,
+            MaskType::Hidden,
+            MaskType::Head,
+            MaskType::KvHead,
+            MaskType::Intermediate
+        ]
+    );
+    assert_eq!(*last.target_sparsity.get(MaskType::KvHead).unwrap(), 0.5);
+    assert_eq!(*last.target_sparsity.get(MaskType::Head).unwrap(), 0.5);
+    for (k, e) in last.expected_sparsity.iter() {
+        let t = last.target_sparsity.get(k).unwrap();
+        assert!((e - t).abs() <= 0.03, "{k}: expected {e} vs target {t}");
+    }
+    let small = run.finish().unwrap();
+    assert_eq!(TargetShape::of(&small.config), target);
+    assert!(small.config.tie_word_embeddings && small.lm_head.is_none());
+}

@@ -47,8 +47,11 @@ pub enum LoaderEvent {
     NewPass { domain: String, pass: u64 },
 }
 
+/// The loader: shards (shared, memory-mapped), weights, per-domain cursors and the random stream.
+/// Cloning gives an independent loader at the same position over the same shards.
+#[derive(Clone)]
 pub struct DynamicLoader {
-    shards: Vec<Shard>,
+    shards: std::sync::Arc<Vec<Shard>>,
     batch_size: usize,
     state: LoaderState,
     rng: ChaCha8Rng,
@@ -100,7 +103,7 @@ impl DynamicLoader {
         let k = shards.len();
         let mut loader = DynamicLoader {
             orders: vec![Vec::new(); k],
-            shards,
+            shards: std::sync::Arc::new(shards),
             batch_size,
             rng: ChaCha8Rng::seed_from_u64(state.seed),
             state: state.clone(),
@@ -186,7 +189,7 @@ impl DynamicLoader {
     /// `weights` with the domains that have no sequences here set to 0, renormalised: the code
     /// rule's uniform smoothing would otherwise give them weight.
     pub fn without_empty(&self, mut weights: Vec<f64>) -> Vec<f64> {
-        for (w, s) in weights.iter_mut().zip(&self.shards) {
+        for (w, s) in weights.iter_mut().zip(self.shards.iter()) {
             if s.is_empty() {
                 *w = 0.0;
             }
@@ -223,8 +226,9 @@ impl DynamicLoader {
         w.iter().rposition(|x| *x > 0.0).expect("weights sum to 1")
     }
 
-    /// The next sequence of domain `d`, starting a new shuffled pass when it runs out.
-    fn next_of(&mut self, d: usize) -> Sequence {
+    /// The shard index of the next sequence of domain `d`, starting a new shuffled pass when it
+    /// runs out.
+    fn next_index(&mut self, d: usize) -> usize {
         let n = self.shards[d].len() as u64;
         if self.state.cursors[d].position >= n {
             let c = &mut self.state.cursors[d];
@@ -241,21 +245,31 @@ impl DynamicLoader {
         let index = self.orders[d][c.position as usize] as usize;
         c.position += 1;
         c.drawn += 1;
-        Sequence {
-            tokens: self.shards[d].get(index).expect("index within the shard"),
-            domain: d,
-        }
+        index
     }
 
     /// The sequences of the next batch, with their domains.
     pub fn next_items(&mut self) -> Vec<Sequence> {
+        self.next_rows(0..self.batch_size)
+    }
+
+    /// Draws the next whole batch (every row's domain and sequence, so the stream advances as for
+    /// the whole batch) and returns the sequences of the rows in `rows` only: a data-parallel
+    /// peer's share of a global batch.
+    pub fn next_rows(&mut self, rows: std::ops::Range<usize>) -> Vec<Sequence> {
         self.state.batches += 1;
-        (0..self.batch_size)
-            .map(|_| {
-                let d = self.draw_domain();
-                self.next_of(d)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for row in 0..self.batch_size {
+            let d = self.draw_domain();
+            let index = self.next_index(d);
+            if rows.contains(&row) {
+                out.push(Sequence {
+                    tokens: self.shards[d].get(index).expect("index within the shard"),
+                    domain: d,
+                });
+            }
+        }
+        out
     }
 
     /// The next batch as tensors on `device` (through the burn [`TokenBatcher`]).

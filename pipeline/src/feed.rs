@@ -8,7 +8,8 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use shear_data::stream::TokenStream;
 use shear_data::{
-    DynamicLoader, PreparedData, Proportions, ReferenceLoss, Split, Tokenizer, UpdateRule,
+    DynamicDataLoader, DynamicLoader, PreparedData, Proportions, ReferenceLoss, Split,
+    StreamDataLoader, Tokenizer, UpdateRule,
 };
 use shear_model::LlamaConfig;
 use shear_train::dynamic::{DynamicConfig, DynamicSource};
@@ -211,57 +212,80 @@ impl Feed {
         }
     }
 
-    /// The batch source of a loop over `split`: dynamic batch loading with `reference` losses
-    /// (per domain) over a prepared folder, or seeded windows of a token stream.
-    #[allow(clippy::too_many_arguments)]
+    /// The batch source of a loop (`plan`): dynamic batch loading over a prepared folder's split
+    /// with `reference` losses (per domain), or seeded windows of a token stream; both read
+    /// through burn's `DataLoader` API.
     pub fn source<B: AutodiffBackend>(
         self,
         opts: &DataOptions,
-        split: Split,
-        batch: usize,
-        seed: u64,
-        default_every: usize,
-        eval_first: bool,
+        plan: &LoaderPlan,
         reference: Vec<f64>,
         device: &B::Device,
     ) -> Result<Box<dyn BatchSource<B>>> {
-        if batch == 0 {
+        if plan.batch == 0 {
             return invalid!("batch must be positive");
         }
+        let batches = (plan.steps * plan.grad_accum.max(1)) as u64;
         match self {
-            Feed::Stream(stream, seq) => Ok(Box::new(StreamSource::<B> {
-                stream,
-                seq,
-                batch,
-                seed,
-                device: device.clone(),
+            Feed::Stream(stream, seq) => Ok(Box::new(StreamSource {
+                loader: StreamDataLoader::new(
+                    stream,
+                    seq,
+                    plan.batch,
+                    plan.grad_accum,
+                    plan.seed,
+                    batches,
+                    device,
+                ),
+                grad_accum: plan.grad_accum,
             })),
             Feed::Prepared(data) => {
+                let split = plan.split;
                 let weights = prepared_weights(&data, opts, split)?;
-                let loader =
-                    DynamicLoader::new(data.domains(), data.shards(split)?, weights, batch, seed)
-                        .context(format!(
-                        "data {} ({} split)",
-                        opts.data.display(),
-                        split.name()
-                    ))?;
+                let loader = DynamicLoader::new(
+                    data.domains(),
+                    data.shards(split)?,
+                    weights,
+                    plan.batch,
+                    plan.seed,
+                )
+                .context(format!(
+                    "data {} ({} split)",
+                    opts.data.display(),
+                    split.name()
+                ))?;
                 let cfg = DynamicConfig {
                     rule: opts.update_rule,
-                    every: opts.update_every.unwrap_or(default_every),
+                    every: opts.update_every.unwrap_or(plan.default_every),
                     eval_batch: opts.eval_batch,
                     eval_sequences: opts.eval_sequences,
-                    eval_first,
+                    eval_first: plan.eval_first,
                 };
                 Ok(Box::new(DynamicSource::<B>::new(
-                    loader,
+                    DynamicDataLoader::new(loader, batches, device),
                     data.shards(Split::Eval)?,
                     reference,
                     cfg,
-                    device,
                 )?))
             }
         }
     }
+}
+
+/// How a loop reads its data.
+#[derive(Clone, Debug)]
+pub struct LoaderPlan {
+    pub split: Split,
+    /// Sequences per micro-batch.
+    pub batch: usize,
+    pub grad_accum: usize,
+    /// Steps of the run (the loader yields steps × grad_accum batches).
+    pub steps: usize,
+    pub seed: u64,
+    /// Update interval when the options leave it unset.
+    pub default_every: usize,
+    /// Evaluate and update before the first step.
+    pub eval_first: bool,
 }
 
 fn prepared_weights(data: &PreparedData, opts: &DataOptions, split: Split) -> Result<Vec<f64>> {

@@ -17,7 +17,7 @@ use shear_train::prune::{PruneConfig, PruneRun};
 use shear_train::{Event, Observer};
 
 use crate::error::{Context, Result};
-use crate::feed::{canonical, DataOptions};
+use crate::feed::{canonical, DataOptions, LoaderPlan};
 use crate::reference::reference_losses;
 use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
 
@@ -117,16 +117,16 @@ pub fn prune<B: Backend>(
         device,
         observer,
     )?;
-    let mut source = feed.source::<AD<B>>(
-        &s.data,
-        Split::Prune,
-        s.batch,
-        s.config.seed,
-        50,
-        false,
-        reference,
-        device,
-    )?;
+    let plan = LoaderPlan {
+        split: Split::Prune,
+        batch: s.batch,
+        grad_accum: s.config.grad_accum,
+        steps: s.config.steps,
+        seed: s.config.seed,
+        default_every: 50,
+        eval_first: false,
+    };
+    let mut source = feed.source::<AD<B>>(&s.data, &plan, reference, device)?;
     let mut run = match (begin.from, model) {
         (Some(mut from), _) => {
             resumed(&mut from, source.as_mut(), observer)?;

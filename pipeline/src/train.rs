@@ -15,7 +15,7 @@ use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, Result};
-use crate::feed::{canonical, DataOptions, Feed};
+use crate::feed::{canonical, DataOptions, Feed, LoaderPlan};
 use crate::prune::save_with_tokenizer;
 use crate::reference::reference_losses;
 use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
@@ -135,16 +135,16 @@ pub fn train<B: Backend>(
     let n_params = config.param_counts().total() as f64;
     let reference =
         reference_losses::<B>(&feed, &s.data, n_params, &model_dir, None, device, observer)?;
-    let mut source = feed.source::<AD<B>>(
-        &s.data,
-        Split::Train,
-        s.batch,
-        s.config.seed,
-        400,
-        true,
-        reference,
-        device,
-    )?;
+    let plan = LoaderPlan {
+        split: Split::Train,
+        batch: s.batch,
+        grad_accum: s.config.grad_accum,
+        steps: s.config.steps,
+        seed: s.config.seed,
+        default_every: 400,
+        eval_first: true,
+    };
+    let mut source = feed.source::<AD<B>>(&s.data, &plan, reference, device)?;
     let mut trainer = match begin.from {
         Some(mut from) => {
             resumed(&mut from, source.as_mut(), observer)?;

@@ -1,13 +1,15 @@
-//! Dynamic batch loading inside a loop (docs/algorithm.md §6): batches drawn by the
-//! [`DynamicLoader`], and every `every` steps a per-domain evaluation whose losses, against the
-//! reference losses, update the domain weights by the chosen rule. Continued pre-training also
-//! evaluates before its first step (`eval_first`, §6.2); pruning does not.
+//! Dynamic batch loading inside a loop (docs/algorithm.md §6): batches read through burn's
+//! `DataLoader` API from a [`DynamicDataLoader`], and every `every` steps a per-domain evaluation
+//! whose losses, against the reference losses, update the domain weights by the chosen rule
+//! through the loader's handle (from the next batch on). Continued pre-training also evaluates
+//! before its first step (`eval_first`, §6.2); pruning does not.
 
+use burn::data::dataloader::DataLoader;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use shear_data::shard::Shard;
-use shear_data::{DynamicLoader, LoaderState, UpdateRecord, UpdateRule};
+use shear_data::{DynamicDataLoader, LoaderHandle, LoaderState, UpdateRecord, UpdateRule};
 use shear_model::{Llama, ZMasks};
 
 use crate::error::{Result, TrainError};
@@ -43,24 +45,24 @@ impl Default for DynamicConfig {
 
 /// The loader, the eval split and the reference losses of one run.
 pub struct DynamicSource<B: Backend> {
-    pub loader: DynamicLoader,
+    pub loader: DynamicDataLoader<B>,
+    handle: LoaderHandle,
     pub eval: Vec<Shard>,
     pub reference: Vec<f64>,
     pub cfg: DynamicConfig,
-    device: B::Device,
 }
 
 impl<B: Backend> DynamicSource<B> {
     /// Refuses a configuration that cannot update: an update rule without eval data for a
     /// domain, or reference losses that are not one finite number per domain.
     pub fn new(
-        loader: DynamicLoader,
+        loader: DynamicDataLoader<B>,
         eval: Vec<Shard>,
         reference: Vec<f64>,
         cfg: DynamicConfig,
-        device: &B::Device,
     ) -> Result<Self> {
-        let domains = loader.domains();
+        let handle = loader.handle();
+        let domains = handle.domains();
         if eval.len() != domains.len() || reference.len() != domains.len() {
             return Err(TrainError::Invalid(format!(
                 "{} domains, {} eval shards, {} reference losses",
@@ -91,11 +93,16 @@ impl<B: Backend> DynamicSource<B> {
         }
         Ok(DynamicSource {
             loader,
+            handle,
             eval,
             reference,
             cfg,
-            device: device.clone(),
         })
+    }
+
+    /// The loader's state (weights, cursors, random stream).
+    pub fn handle(&self) -> &LoaderHandle {
+        &self.handle
     }
 
     /// Per-domain losses of `model` (masked by `z`) on the eval split.
@@ -103,7 +110,7 @@ impl<B: Backend> DynamicSource<B> {
         eval_domains(
             model,
             z,
-            self.loader.domains(),
+            &self.handle.domains(),
             &self.eval,
             self.cfg.eval_batch,
             self.cfg.eval_sequences,
@@ -119,22 +126,22 @@ impl<B: Backend> DynamicSource<B> {
         z: Option<&ZMasks<M>>,
     ) -> Result<UpdateRecord> {
         let losses: Vec<f64> = self.evaluate(model, z).iter().map(|d| d.loss).collect();
+        let domains = self.handle.domains();
         if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
             return Err(TrainError::Invalid(format!(
                 "after step {step}: the eval loss of domain `{}` is {}",
-                self.loader.domains()[i],
-                losses[i]
+                domains[i], losses[i]
             )));
         }
-        let before = self.loader.weights().to_vec();
+        let before = self.handle.weights();
         let weights =
-            self.loader
+            self.handle
                 .without_empty(self.cfg.rule.apply(&before, &losses, &self.reference));
-        self.loader.set_weights(weights.clone())?;
+        self.handle.set_weights(weights.clone())?;
         Ok(UpdateRecord {
             step,
             rule: self.cfg.rule,
-            domains: self.loader.domains().to_vec(),
+            domains,
             gaps: losses
                 .iter()
                 .zip(&self.reference)
@@ -154,8 +161,14 @@ impl<B: Backend> DynamicSource<B> {
 }
 
 impl<B: AutodiffBackend> BatchSource<B> for DynamicSource<B> {
-    fn batch(&mut self, _step: usize, _micro: usize) -> Result<Tensor<B, 2, Int>> {
-        Ok(self.loader.next_batch::<B>(&self.device).input_ids)
+    fn batch(&mut self, step: usize, _micro: usize) -> Result<Tensor<B, 2, Int>> {
+        let batch = self.loader.iter().next().ok_or_else(|| {
+            TrainError::Invalid(format!(
+                "step {step}: the loader's batches are used up ({} rows)",
+                self.loader.num_items()
+            ))
+        })?;
+        Ok(batch.input_ids)
     }
 
     fn wants_eval(&self, after: Option<usize>) -> bool {
@@ -176,15 +189,15 @@ impl<B: AutodiffBackend> BatchSource<B> for DynamicSource<B> {
         };
         Ok(DataReport {
             domain_update,
-            loader_events: self.loader.take_events(),
+            loader_events: self.handle.take_events(),
         })
     }
 
     fn state(&self) -> Option<LoaderState> {
-        Some(self.loader.state())
+        Some(self.handle.state())
     }
 
     fn restore(&mut self, state: LoaderState) -> Result<()> {
-        Ok(self.loader.set_state(state)?)
+        Ok(self.handle.restore(state)?)
     }
 }

@@ -5,11 +5,11 @@
 //! Two sources: [`crate::dynamic::DynamicSource`] (a prepared data folder, dynamic batch
 //! loading) and [`StreamSource`] (one token stream, random windows).
 
+use burn::data::dataloader::DataLoader;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
-use shear_data::stream::TokenStream;
-use shear_data::{LoaderEvent, LoaderState, UpdateRecord};
+use shear_data::{LoaderEvent, LoaderState, StreamDataLoader, UpdateRecord};
 use shear_model::{Llama, ZMasks};
 
 use crate::error::Result;
@@ -65,35 +65,21 @@ pub trait BatchSource<B: AutodiffBackend> {
     }
 }
 
-/// Random windows of one token stream, drawn with an RNG seeded by (seed, step, micro-batch):
-/// a resumed run draws what the uninterrupted one would have (docs/algorithm.md §9).
+/// Random windows of one token stream (a [`StreamDataLoader`] read through burn's `DataLoader`
+/// API): the batch of (step, micro-batch) is regenerated from the seed, so a resumed run draws
+/// what the uninterrupted one would have (docs/algorithm.md §9).
 pub struct StreamSource<B: Backend> {
-    pub stream: TokenStream,
-    pub seq: usize,
-    pub batch: usize,
-    pub seed: u64,
-    pub device: B::Device,
-}
-
-impl<B: Backend> StreamSource<B> {
-    /// `[batch, seq]` windows for micro-batch `micro` of step `step`.
-    pub fn windows(&self, step: usize, micro: usize) -> Tensor<B, 2, Int> {
-        use rand::SeedableRng;
-        let key =
-            self.seed ^ (((step as u64) << 20) | micro as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(key);
-        let ids: Vec<i64> = self
-            .stream
-            .sample(&mut rng, self.batch, self.seq)
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        Tensor::from_data(TensorData::new(ids, [self.batch, self.seq]), &self.device)
-    }
+    pub loader: StreamDataLoader<B>,
+    pub grad_accum: usize,
 }
 
 impl<B: AutodiffBackend> BatchSource<B> for StreamSource<B> {
     fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>> {
-        Ok(self.windows(step, micro))
+        self.loader
+            .seek((step * self.grad_accum.max(1) + micro) as u64);
+        let batch = self.loader.iter().next().ok_or_else(|| {
+            crate::TrainError::Invalid(format!("step {step}: past the run's batches"))
+        })?;
+        Ok(batch.input_ids)
     }
 }

@@ -4,7 +4,7 @@
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use shear_data::{DynamicLoader, PreparedData, Split, UpdateRule};
+use shear_data::{DynamicDataLoader, DynamicLoader, PreparedData, Split, UpdateRule};
 use shear_io::JsonlLog;
 use shear_testkit::*;
 use shear_train::checkpoint::{read_state, Checkpoints};
@@ -144,6 +144,7 @@ fn data(dir: &std::path::Path) -> PreparedData {
 fn dynamic(data: &PreparedData) -> DynamicSource<AD> {
     let shards = data.shards(Split::Train).unwrap();
     let loader = DynamicLoader::new(data.domains(), shards, vec![0.5, 0.5], 3, 7).unwrap();
+    let loader = DynamicDataLoader::new(loader, 8, &device());
     let cfg = DynamicConfig {
         rule: UpdateRule::Code,
         every: 2,
@@ -156,7 +157,6 @@ fn dynamic(data: &PreparedData) -> DynamicSource<AD> {
         data.shards(Split::Eval).unwrap(),
         vec![6.0, 7.5],
         cfg,
-        &device(),
     )
     .unwrap()
 }

@@ -12,6 +12,15 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Workers per training step when `--workers` is not given: one per core on the CPU, where
+/// small operations leave cores idle otherwise (README, "Benchmarks"); 1 on a GPU.
+pub fn default_workers(kind: DeviceKind) -> usize {
+    match kind {
+        DeviceKind::Cpu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        DeviceKind::Wgpu | DeviceKind::Cuda => 1,
+    }
+}
+
 #[cfg(feature = "flex")]
 pub type Cpu = burn::backend::Flex;
 #[cfg(feature = "wgpu")]

@@ -515,3 +515,68 @@ fn prunes_a_grouped_query_tied_source_to_a_grouped_query_target() {
     let logits: Vec<f32> = model.forward(ids).into_data().to_vec().unwrap();
     assert!(logits.iter().all(|x| x.is_finite()));
 }
+
+/// `--workers` splits every step's rows over copies of the model (docs/algorithm.md §4.2): the
+/// same run, up to the order of floating-point sums; 0 workers is refused.
+#[test]
+fn workers_change_the_arithmetic_order_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = token_file(tmp.path(), 500);
+    let src = fixture("pruning/source");
+    let run = |workers: &str| {
+        let out = tmp.path().join(format!("run-{workers}"));
+        let o = prune(&[
+            src.to_str().unwrap(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--seq",
+            "16",
+            "--batch",
+            "4",
+            "--grad-accum",
+            "2",
+            "--workers",
+            workers,
+        ]);
+        (o, out)
+    };
+    let log = |out: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join("prune_log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (o1, one) = run("1");
+    assert!(
+        o1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    let (o3, three) = run("3");
+    assert!(
+        o3.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o3.stderr)
+    );
+    let (a, b) = (log(&one), log(&three));
+    assert_eq!(a.len(), 6);
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        for key in ["ce_loss", "lagrangian", "grad_norm", "expected_params"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "step {step}: {key} {x} with 1 worker, {y} with 3"
+            );
+        }
+    }
+    let o = run("0").0;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--workers"));
+}

@@ -7,10 +7,13 @@ pub mod checkpoint;
 pub mod config;
 pub mod dtype;
 pub mod error;
+#[cfg(feature = "flex")]
+mod flex_ops;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod llama;
+pub mod lm_loss;
 pub mod masks;
 pub mod masks_file;
 pub mod materialize;
@@ -33,3 +36,17 @@ pub use masks::{
 pub use materialize::{materialize, DeterministicMasks};
 pub use target::TargetShape;
 pub use weights::{RandomInit, WeightSource};
+
+/// Whether backend `B` runs the CPU backend's fused operations (the LM-head loss, lm_loss.rs;
+/// rotary embeddings, rope.rs) rather than their compositions: `Flex` and `Autodiff<Flex>` when
+/// the `flex` feature is on.
+pub fn fused_kernels<B: burn::tensor::backend::Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use std::any::TypeId;
+        let b = TypeId::of::<B>();
+        b == TypeId::of::<burn::backend::Flex>() || b == TypeId::of::<flex_ops::AD>()
+    }
+    #[cfg(not(feature = "flex"))]
+    false
+}

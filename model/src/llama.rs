@@ -12,6 +12,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::cache::{KvCache, LayerCache};
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::lm_loss::{lm_head_loss, HeadLayout};
 use crate::names::{self, LayerTensor};
 use crate::precision::{self, matmul};
 use crate::rope::Rotary;
@@ -137,13 +138,18 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let split = |t: Tensor<B, 3>, heads: usize| t.reshape([b, s, heads, hd]).swap_dims(1, 2);
-        let q = rope.apply(split(precision::linear(&self.q_proj, x.clone()), h), start); // [b, h, s, hd]
-        let k = rope.apply(
-            split(precision::linear(&self.k_proj, x.clone()), kvh),
-            start,
-        ); // [b, kvh, s, hd]
-        let v = split(precision::linear(&self.v_proj, x), kvh); // [b, kvh, s, hd]
+        // Heads split as [b, s, heads, hd], rotated in that layout, then [b, heads, s, hd].
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
+        let q = rope
+            .apply(heads(precision::linear(&self.q_proj, x.clone()), h), start)
+            .swap_dims(1, 2); // [b, h, s, hd]
+        let k = rope
+            .apply(
+                heads(precision::linear(&self.k_proj, x.clone()), kvh),
+                start,
+            )
+            .swap_dims(1, 2); // [b, kvh, s, hd]
+        let v = heads(precision::linear(&self.v_proj, x), kvh).swap_dims(1, 2); // [b, kvh, s, hd]
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v),
             None => (k, v),
@@ -167,11 +173,22 @@ impl<B: Backend> Attention<B> {
             is_causal,
         };
         let ctx = attention(q, k, v, mask, None, options); // [b, h, s, hd]
+        let ctx = ctx.swap_dims(1, 2).reshape([b, s, h * hd]);
+        // Each head's context times its mask value, as one value per channel `[1, 1, h·hd]`:
+        // a broadcast row, which the CPU backend multiplies on its vectorised path (a
+        // `[1, h, 1, 1]` factor on `[b, h, s, hd]` is not).
         let ctx = match z_head {
-            Some(z) => ctx * z.clone().reshape([1, h, 1, 1]),
+            Some(z) => {
+                let per_channel = z
+                    .clone()
+                    .reshape([h, 1])
+                    .expand([h, hd])
+                    .reshape([1, 1, h * hd]);
+                ctx * per_channel
+            }
             None => ctx,
         };
-        precision::linear(&self.o_proj, ctx.swap_dims(1, 2).reshape([b, s, h * hd]))
+        precision::linear(&self.o_proj, ctx)
     }
 
     /// `[b, kvh, t, hd] -> [b, h, t, hd]`: query head i reads key/value head i / (h / kvh).
@@ -425,8 +442,20 @@ impl<B: Backend> Llama<B> {
     /// Training loss of the masked model (or of the plain one with `z = None`).
     pub fn loss_masked(&self, input_ids: Tensor<B, 2, Int>, z: Option<&ZMasks<B>>) -> Tensor<B, 1> {
         let s = input_ids.dims()[1];
-        let h = self.hidden(input_ids.clone(), None, z).narrow(1, 0, s - 1);
-        cross_entropy(self.lm_logits(h), input_ids.narrow(1, 1, s - 1))
+        let h = self.hidden(input_ids.clone(), None, z).narrow(1, 0, s - 1); // [b, s-1, d]
+        let [b, n, d] = h.dims();
+        let targets = input_ids.narrow(1, 1, s - 1).reshape([b * n]);
+        let h = h.reshape([b * n, d]);
+        // The head and its loss in one operation (lm_loss.rs): no `[b, n, vocab]` logits.
+        match &self.lm_head {
+            Some(head) => lm_head_loss(h, head.weight.val(), HeadLayout::InOut, targets),
+            None => lm_head_loss(
+                h,
+                self.embed_tokens.weight.val(),
+                HeadLayout::OutIn,
+                targets,
+            ),
+        }
     }
 
     /// An empty KV cache for this model.

@@ -45,7 +45,9 @@ pub fn inv_freq(head_dim: usize, rope: &RopeConfig) -> Vec<f32> {
     }
 }
 
-/// cos/sin tables `[positions, head_dim]` (each frequency repeated for both halves).
+/// cos/sin tables `[positions, head_dim]`: each frequency repeated for both halves, the sine's
+/// first half negated (so that `rotate_half(x) · sin = swap_halves(x) · signed_sin`, one pass
+/// fewer than negating half of `x` on every call).
 fn tables(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
     let half = inv_freq.len();
     let mut cos = vec![0f32; len * 2 * half];
@@ -58,7 +60,7 @@ fn tables(inv_freq: &[f32], start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
             let row = p * 2 * half;
             cos[row + i] = c as f32;
             cos[row + half + i] = c as f32;
-            sin[row + i] = s as f32;
+            sin[row + i] = -s as f32;
             sin[row + half + i] = s as f32;
         }
     }
@@ -93,7 +95,9 @@ impl<B: Backend> Rotary<B> {
         }
     }
 
-    fn cos_sin(
+    /// The tables `[len, head_dim]` for positions `start..start + len`: cosine, and sine with
+    /// its first half negated.
+    pub fn cos_sin(
         &self,
         start: usize,
         len: usize,
@@ -114,16 +118,152 @@ impl<B: Backend> Rotary<B> {
         }
     }
 
-    /// Rotates `x` `[batch, heads, seq, head_dim]` whose first position is `start`.
+    /// Rotates `x` `[batch, seq, heads, head_dim]` whose first position is `start`:
+    /// `x · cos + rotate_half(x) · sin`, as transformers does.
+    ///
+    /// It takes the projections' own layout (contiguous) rather than `[batch, heads, seq, ..]`.
+    /// On the CPU backend it is one fused operation (forward and backward one pass each);
+    /// elsewhere the composition [`rotate`].
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let [_, _, seq, d] = x.dims();
+        let seq = x.dims()[1];
         let (cos, sin) = self.cos_sin(start, seq, &x.device());
-        let cos = cos.unsqueeze::<4>(); // [1, 1, seq, d]
-        let sin = sin.unsqueeze::<4>();
+        #[cfg(feature = "flex")]
+        let (x, cos, sin) = match flex::rotate(x, cos, sin) {
+            Ok(y) => return y,
+            Err(args) => args,
+        };
+        rotate(x, cos, sin)
+    }
+}
+
+/// `x · cos + rotate_half(x) · sin` for `x [batch, seq, heads, head_dim]` and tables
+/// `[seq, head_dim]` whose sine has its first half negated (`tables`):
+/// `rotate_half(x) · sin = swap_halves(x) · signed_sin`.
+pub fn rotate<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, seq, _, d] = x.dims();
+    let cos = cos.reshape([1, seq, 1, d]);
+    let sin = sin.reshape([1, seq, 1, d]);
+    let half = d / 2;
+    let swapped = Tensor::cat(
+        vec![
+            x.clone().narrow(3, half, half),
+            x.clone().narrow(3, 0, half),
+        ],
+        3,
+    );
+    x * cos + swapped * sin
+}
+
+/// The rotation as one operation of the CPU backend, with its own backward pass. Broadcasting
+/// the `[seq, head_dim]` tables over batch and heads is not one of the patterns burn-flex's
+/// element-wise kernels vectorise, so the composition walked every element through its generic
+/// strided iterator, in both passes (README, "Benchmarks").
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+    use burn::backend::Flex;
+    use burn::prelude::*;
+    use burn::tensor::{DType, TensorData, TensorPrimitive};
+    use burn_flex::FlexTensor;
+    use rayon::prelude::*;
+
+    use crate::flex_ops::{cast, contiguous, elements, flex_float, from_flex, same, AD};
+
+    type Args<B> = (Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>);
+
+    /// The fused rotation when `B` is `Autodiff<Flex>` or `Flex` (and the tensors are f32);
+    /// the arguments back otherwise.
+    pub(super) fn rotate<B: Backend>(
+        x: Tensor<B, 4>,
+        cos: Tensor<B, 2>,
+        sin: Tensor<B, 2>,
+    ) -> Result<Tensor<B, 4>, Args<B>> {
+        if x.dtype() != DType::F32 {
+            return Err((x, cos, sin));
+        }
+        let args = match cast::<Args<B>, Args<AD>>((x, cos, sin)) {
+            Ok((x, cos, sin)) => return Ok(same(autodiff(x, cos.inner(), sin.inner()))),
+            Err(args) => args,
+        };
+        match cast::<Args<B>, Args<Flex>>(args) {
+            Ok((x, cos, sin)) => {
+                let y = kernel(&flex_float(x), &flex_float(cos), &flex_float(sin), false);
+                Ok(same(from_flex::<4>(y)))
+            }
+            Err(args) => Err(args),
+        }
+    }
+
+    #[derive(Debug)]
+    struct Rotate;
+
+    impl Backward<Flex, 1> for Rotate {
+        /// The tables `[seq, head_dim]`.
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let (cos, sin) = ops.state;
+            unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+                kernel(&g, &cos, &sin, true)
+            });
+        }
+    }
+
+    fn autodiff(x: Tensor<AD, 4>, cos: Tensor<Flex, 2>, sin: Tensor<Flex, 2>) -> Tensor<AD, 4> {
+        let x = x.into_primitive().tensor();
+        let (cos, sin) = (flex_float(cos), flex_float(sin));
+        let y = kernel(&x.primitive, &cos, &sin, false);
+        let out = match Rotate
+            .prepare::<NoCheckpointing>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((cos, sin), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    /// Rows of `[heads · head_dim]` per parallel task.
+    const ROWS_PER_TASK: usize = 16;
+
+    /// Forward: `y_j = x_j c_j + x_π(j) s_j`; backward (`transpose`), the same linear map's
+    /// transpose applied to the gradient: `dx_j = g_j c_j + g_π(j) s_π(j)`, where π swaps the
+    /// two halves of a head and `s` is the signed sine.
+    fn kernel(x: &FlexTensor, cos: &FlexTensor, sin: &FlexTensor, transpose: bool) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let [_, seq, heads, d] = [shape[0], shape[1], shape[2], shape[3]];
         let half = d / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        let (x, xo) = contiguous(x.clone());
+        let (cos, co) = contiguous(cos.clone());
+        let (sin, so) = contiguous(sin.clone());
+        let (xs, cs, ss) = (elements(&x, xo), elements(&cos, co), elements(&sin, so));
+        let row = heads * d;
+        let mut out = vec![0f32; xs.len()];
+        out.par_chunks_mut(row * ROWS_PER_TASK)
+            .zip(xs.par_chunks(row * ROWS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, (o, xr))| {
+                for (r, (o, xr)) in o.chunks_mut(row).zip(xr.chunks(row)).enumerate() {
+                    let pos = (task * ROWS_PER_TASK + r) % seq;
+                    let (c, s) = (&cs[pos * d..(pos + 1) * d], &ss[pos * d..(pos + 1) * d]);
+                    for (o, x) in o.chunks_mut(d).zip(xr.chunks(d)) {
+                        for j in 0..half {
+                            let (a, b) = (x[j], x[j + half]);
+                            if transpose {
+                                o[j] = a * c[j] + b * s[j + half];
+                                o[j + half] = b * c[j + half] + a * s[j];
+                            } else {
+                                o[j] = a * c[j] + b * s[j];
+                                o[j + half] = b * c[j + half] + a * s[j + half];
+                            }
+                        }
+                    }
+                }
+            });
+        FlexTensor::from_data(TensorData::new(out, shape))
     }
 }

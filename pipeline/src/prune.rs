@@ -132,8 +132,9 @@ pub fn prune<B: Backend>(
             resumed(&mut from, source.as_mut(), observer)?;
             let config = s.config.clone();
             PruneRun::<AD<B>>::load(&from.dir, config, from.step, from.loop_state, device)?
+                .with_workers(job.workers)
         }
-        (None, Some(model)) => PruneRun::new(model, s.config.clone()),
+        (None, Some(model)) => PruneRun::new(model, s.config.clone()).with_workers(job.workers),
         (None, None) => unreachable!("a fresh run loads the source"),
     };
     let (steps, total) = run_loop(

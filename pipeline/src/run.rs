@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub overrides: Vec<String>,
     /// Only use models already in the Hugging Face cache.
     pub offline: bool,
+    /// Workers per training or pruning step (see [`crate::stage::Job::workers`]; 0 counts as 1).
+    pub workers: usize,
 }
 
 /// Marks a finished stage.
@@ -136,6 +138,7 @@ pub fn run<B: Backend>(
         reference,
         reference_losses,
         source: source.clone(),
+        workers: opts.workers.max(1),
     };
 
     // 2. Prune (and materialize).
@@ -275,6 +278,7 @@ pub(crate) struct Stages<'a> {
     /// the source's losses; `None` for a scaling law).
     pub reference_losses: Option<Vec<f64>>,
     pub source: PathBuf,
+    pub workers: usize,
 }
 
 /// Runs `work` unless `dir` holds a completion marker; marks it complete after.
@@ -365,6 +369,7 @@ impl Stages<'_> {
             stop_after: None,
             resume: resume_stage(),
             dtype: m.dtype,
+            workers: self.workers,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
@@ -407,6 +412,7 @@ impl Stages<'_> {
             stop_after: None,
             resume: resume_stage(),
             dtype: self.recipe.model.dtype,
+            workers: self.workers,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.train_tokens(plan.steps), || {

@@ -34,6 +34,10 @@ pub struct Job<S> {
     pub resume: Resume,
     /// Storage dtype of the model written at the end (default: the input model's).
     pub dtype: Option<Dtype>,
+    /// Workers per step (shear_train::workers): the rows of every micro-batch split over this
+    /// many copies of the model, their gradients summed. A run's numbers do not depend on it
+    /// beyond the order of floating-point sums.
+    pub workers: usize,
 }
 
 impl<S> Job<S> {
@@ -45,6 +49,7 @@ impl<S> Job<S> {
             stop_after: None,
             resume: Resume::Fresh,
             dtype: None,
+            workers: 1,
         }
     }
 

@@ -151,6 +151,7 @@ pub fn train<B: Backend>(
             let config = s.config.clone();
             let (step, state) = (from.step, from.loop_state);
             Trainer::<AD<B>>::load(&from.dir, config, step, state, teacher, device)?
+                .with_workers(job.workers)
         }
         None => {
             observer.event(Event::Busy(&format!("loading {}", model_dir.display())));
@@ -162,7 +163,7 @@ pub fn train<B: Backend>(
                     Llama::from_source(&config, &mut RandomInit::default(), device)?
                 }
             };
-            Trainer::new(model, s.config.clone(), teacher)
+            Trainer::new(model, s.config.clone(), teacher).with_workers(job.workers)
         }
     };
     let (steps, total) = run_loop(

@@ -28,6 +28,15 @@ pub struct Args {
     /// Measured steps (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
+    /// Workers per training and pruning step (default: one per core on the CPU, 1 on a GPU).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workers: Option<usize>,
+    /// Generation: prompt tokens before the new ones.
+    #[arg(long, default_value_t = 128)]
+    pub gen_prompt: usize,
+    /// Generation: new tokens (greedy, KV cache, batch 1; 0: skip).
+    #[arg(long, default_value_t = 128)]
+    pub gen_new: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +69,9 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         warmup: args.warmup,
         steps: args.steps,
         seed: 0,
+        workers: args.workers.unwrap_or(1),
+        gen_prompt: args.gen_prompt,
+        gen_new: args.gen_new,
     };
     let r = bench::run::<Autodiff<B>>(&cfg, device)?;
     if args.json {
@@ -75,6 +87,9 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
                 "train_step_tokens_per_s": r.train_step_tps,
                 "prune_step_tokens_per_s": r.prune_step_tps,
                 "prune_over_train_step_time": r.prune_over_train,
+                "workers": cfg.workers,
+                "generate_tokens_per_s": r.generate_tps,
+                "gen_prompt": args.gen_prompt, "gen_new": args.gen_new,
             })
         );
     } else {
@@ -107,6 +122,12 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
             r.prune_step_tps,
             r.prune_over_train
         );
+        if let Some(g) = r.generate_tps {
+            println!(
+                "generation                 {g:>10.0} new tokens/s  (batch 1, {}-token prompt, {} new, KV cache)",
+                args.gen_prompt, args.gen_new
+            );
+        }
     }
     Ok(())
 }

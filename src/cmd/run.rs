@@ -22,6 +22,11 @@ pub struct Args {
     /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Workers per training or pruning step: the rows of every batch are split over this many
+    /// copies of the model and their gradients summed (default: one per core on the CPU, 1 on a
+    /// GPU).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workers: Option<usize>,
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
@@ -38,6 +43,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         compare: args.compare,
         overrides: args.set,
         offline,
+        workers: args.workers.unwrap_or(1),
     };
     let mut progress = crate::progress::Progress::default();
     let summary = run_recipe::<B>(&recipe, &opts, device, &mut progress)?;

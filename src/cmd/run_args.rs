@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// model's; f32 for random weights).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Workers per step: the rows of every batch are split over this many copies of the model
+    /// and their gradients summed (default: one per core on the CPU, 1 on a GPU).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workers: Option<usize>,
 }
 
 impl RunArgs {
@@ -44,6 +48,7 @@ impl RunArgs {
             stop_after: self.stop_after,
             resume: super::resume(self.resume, explicit, renamed),
             dtype,
+            workers: self.workers.unwrap_or(1),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Throughput of the model on one backend: forward, forward+backward, and a full training step
 //! (forward + backward + clip + AdamW) next to a pruning step, in tokens per second. Medians over
-//! the measured steps.
+//! the measured steps; and greedy generation with the KV cache.
 
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
-use shear_model::{Llama, LlamaConfig, RandomInit};
+use shear_model::{generate, GenerateConfig, Llama, LlamaConfig, RandomInit, Sampling};
 
 use crate::driver::Stepper;
 use crate::prune::{PruneConfig, PruneRun};
@@ -24,6 +24,12 @@ pub struct BenchConfig {
     pub warmup: usize,
     pub steps: usize,
     pub seed: u64,
+    /// Workers per training and pruning step (workers.rs).
+    pub workers: usize,
+    /// Generation: a prompt of this many tokens, then `gen_new` new ones (greedy, KV cache,
+    /// batch 1); 0 new tokens skips it.
+    pub gen_prompt: usize,
+    pub gen_new: usize,
 }
 
 /// Tokens per second of each kind of step.
@@ -39,6 +45,9 @@ pub struct BenchReport {
     pub prune_step_tps: f64,
     /// Median over the alternating pairs of (pruning step time / train step time).
     pub prune_over_train: f64,
+    /// New tokens per second of greedy generation with the KV cache, batch 1, the prompt's
+    /// prefill included (as transformers' `generate` is timed); `None` when not measured.
+    pub generate_tps: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -101,7 +110,7 @@ pub fn run<B: AutodiffBackend>(
     let tcfg = TrainConfig::new(1_000_000)
         .with_warmup(Some(0))
         .with_min_lr_ratio(1.0);
-    let mut trainer = Trainer::new(model, tcfg, None);
+    let mut trainer = Trainer::new(model, tcfg, None).with_workers(cfg.workers);
     let batches = [ids.clone()];
     let mut train_step = || {
         trainer
@@ -122,7 +131,8 @@ pub fn run<B: AutodiffBackend>(
         intermediate: half(c.intermediate_size),
     };
     let source: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
-    let mut pruner = PruneRun::new(source, PruneConfig::new(target, 1_000_000));
+    let mut pruner =
+        PruneRun::new(source, PruneConfig::new(target, 1_000_000)).with_workers(cfg.workers);
     let mut prune_step = || {
         pruner
             .step(&batches)
@@ -143,6 +153,24 @@ pub fn run<B: AutodiffBackend>(
         prune_step();
         t_prune.push(t.elapsed().as_secs_f64());
     }
+    let generate_tps = (cfg.gen_new > 0).then(|| {
+        let model = trainer.model().valid();
+        let vocab = cfg.model.vocab_size as u32;
+        let prompt: Vec<u32> = (0..cfg.gen_prompt.max(1) as u32)
+            .map(|i| (i * 7919 + 13) % vocab)
+            .collect();
+        let gen = GenerateConfig {
+            max_new_tokens: cfg.gen_new,
+            sampling: Sampling::Greedy,
+            seed: cfg.seed,
+            stop_tokens: Vec::new(),
+            use_cache: true,
+        };
+        let secs = time(cfg.warmup, cfg.steps.clamp(1, 3), || {
+            generate(&model, &prompt, &gen, |_| {}).expect("prompt in the vocabulary");
+        });
+        cfg.gen_new as f64 / secs
+    });
     let ratio = median(t_prune.iter().zip(&t_train).map(|(p, t)| p / t).collect());
     let (step, prune_step) = (median(t_train), median(t_prune));
 
@@ -154,5 +182,6 @@ pub fn run<B: AutodiffBackend>(
         train_step_tps: tokens as f64 / step,
         prune_step_tps: tokens as f64 / prune_step,
         prune_over_train: ratio,
+        generate_tps,
     })
 }

@@ -2,8 +2,8 @@
 //! set, scaling them, and the global L2 norm used for clipping (docs/algorithm.md §4.2: norm 1.0 over the
 //! whole model, masks and multipliers included).
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -83,26 +83,4 @@ pub fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
         grads = take::<B, M>(&mut grads, module, max_norm / (norm + 1e-6));
     }
     (grads, norm)
-}
-
-/// The gradients of the mean loss over micro-batches: `loss_of` gives each micro-batch's loss
-/// (and checks it), which is divided by their number before its backward pass. With one
-/// micro-batch the accumulator's copy of every gradient is skipped.
-pub fn mean_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
-    module: &M,
-    batches: &[Tensor<B, 2, Int>],
-    mut loss_of: impl FnMut(&Tensor<B, 2, Int>) -> crate::Result<Tensor<B, 1>>,
-) -> crate::Result<GradientsParams> {
-    let n = batches.len().max(1) as f64;
-    let mut acc = GradientsAccumulator::<M>::new();
-    let mut single = None;
-    for ids in batches {
-        let grads = GradientsParams::from_grads((loss_of(ids)? / n).backward(), module);
-        if batches.len() == 1 {
-            single = Some(grads);
-        } else {
-            acc.accumulate(module, grads);
-        }
-    }
-    Ok(single.unwrap_or_else(|| acc.grads()))
 }

@@ -18,6 +18,7 @@ pub mod prune;
 pub mod schedule;
 pub mod source;
 pub mod trainer;
+pub mod workers;
 
 pub use error::{Result, TrainError};
 pub use observer::{Event, Observer, Silent};

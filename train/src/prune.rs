@@ -30,6 +30,7 @@ use crate::lagrangian::Lagrangian;
 use crate::optim::adamw;
 use crate::schedule::{target_warmup, warmup_cosine};
 use crate::source::{DataReport, EvalView};
+use crate::workers::{self, StepGradients};
 
 /// Hyper-parameters of a pruning run (defaults: docs/algorithm.md §4.2–§4.3, scaled by `steps`).
 #[derive(Config, Debug, PartialEq)]
@@ -164,6 +165,8 @@ pub struct PruneRun<B: AutodiffBackend> {
     /// The uniform draws of hard-concrete sampling (host side, so it can be saved). Stream 1 of
     /// the seed: the data loader draws from stream 0.
     rng: rand_chacha::ChaCha8Rng,
+    /// Workers per step (workers.rs); 1 by default.
+    workers: usize,
 }
 
 /// `loop_state` of a pruning checkpoint.
@@ -202,9 +205,17 @@ impl<B: AutodiffBackend> PruneRun<B> {
             masks: adamw(0.0).init(),
             lambdas: adamw(0.0).init(),
             rng: mask_rng(cfg.seed),
+            workers: 1,
             step: 0,
             cfg,
         }
+    }
+
+    /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
+    /// devices.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Restores a run from checkpoint `dir` (written through [`Stepper::save_records`]) with the
@@ -343,29 +354,33 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             l0: pruner.l0.clamp_log_alpha(),
             ..pruner
         };
-        let n = batches.len().max(1) as f64;
-        let (mut ce_sum, mut lag_sum, mut tokens) = (0.0, 0.0, 0);
-        let rng = &mut self.rng;
-        let all = grads::mean_gradients(&pruner, batches, |ids| {
-            let [b, s] = ids.dims();
-            tokens += b * s;
-            // A fresh mask sample per forward (§1.2), from the run's saved random stream.
-            let z = pruner.l0.sample_from(rng);
-            let ce = pruner.model.loss_masked(ids.clone(), Some(&z));
-            let lag = pruner
-                .lagrangian
-                .value(&pruner.l0.expected_sparsity(), &target);
-            let (ce_v, lag_v) = (scalar(ce.clone().detach()), scalar(lag.clone().detach()));
-            if !ce_v.is_finite() || !lag_v.is_finite() {
-                return Err(TrainError::Invalid(format!(
+        let tokens: usize = batches
+            .iter()
+            .map(|b| b.dims().iter().product::<usize>())
+            .sum();
+        // A fresh mask sample per micro-batch (§1.2), drawn here from the run's saved random
+        // stream so that every worker's rows of a micro-batch see the same `z`.
+        let noise: Vec<_> = batches
+            .iter()
+            .map(|_| pruner.l0.noise_from(&mut self.rng))
+            .collect();
+        let all =
+            workers::mean_gradients(&pruner, batches, self.workers, |p: &Pruner<B>, m, ids| {
+                let z = p.l0.sample_noise(&noise[m]);
+                let ce = p.model.loss_masked(ids, Some(&z));
+                let lag = p.lagrangian.value(&p.l0.expected_sparsity(), &target);
+                let (ce_v, lag_v) = (scalar(ce.clone().detach()), scalar(lag.clone().detach()));
+                if !ce_v.is_finite() || !lag_v.is_finite() {
+                    return Err(TrainError::Invalid(format!(
                     "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
                 )));
-            }
-            ce_sum += ce_v;
-            lag_sum += lag_v;
-            Ok(ce + lag)
-        });
-        let mut all = match all {
+                }
+                Ok((ce + lag, [ce_v, lag_v]))
+            });
+        let StepGradients {
+            grads: mut all,
+            figures: [ce, lag],
+        } = match all {
             Ok(g) => g,
             Err(e) => {
                 self.pruner = Some(pruner);
@@ -410,8 +425,8 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             step,
             StepFigures {
                 lr_mult: mult,
-                ce: ce_sum / n,
-                lagrangian: lag_sum / n,
+                ce,
+                lagrangian: lag,
                 grad_norm: norm,
                 tokens,
                 target,

@@ -20,10 +20,11 @@ use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
-use crate::grads::{clip_global_norm, mean_gradients};
+use crate::grads::clip_global_norm;
 use crate::optim::adamw;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
+use crate::workers::{mean_gradients, StepGradients};
 
 /// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7, scaled by
 /// `steps`).
@@ -153,6 +154,8 @@ pub struct Trainer<B: AutodiffBackend> {
     teacher: Option<Llama<B::InnerBackend>>,
     pub step: usize,
     pub cfg: TrainConfig,
+    /// Workers per step (workers.rs); 1 by default.
+    workers: usize,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -171,7 +174,15 @@ impl<B: AutodiffBackend> Trainer<B> {
             teacher,
             step: 0,
             cfg,
+            workers: 1,
         }
+    }
+
+    /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
+    /// devices.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Restores a trainer from checkpoint `dir` (written through [`Stepper::save_records`]).
@@ -235,13 +246,13 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
     /// with a teacher), one global clip, one AdamW update.
     fn step(&mut self, batches: &[Tensor<B, 2, Int>]) -> crate::Result<TrainLog> {
         let model = self.model.take().expect("set between steps");
-        let n = batches.len().max(1) as f64;
-        let (mut loss_sum, mut ce_sum, mut tokens) = (0.0, 0.0, 0);
+        let tokens: usize = batches
+            .iter()
+            .map(|b| b.dims().iter().product::<usize>())
+            .sum();
         let (step, distill, teacher) = (self.step, self.cfg.distill, &self.teacher);
-        let grads = mean_gradients(&model, batches, |ids| {
-            let [b, s] = ids.dims();
-            tokens += b * s;
-            // `ce` is `Some` only with distillation; otherwise the loss is the CE (one host read).
+        let grads = mean_gradients(&model, batches, self.workers, |model: &Llama<B>, _, ids| {
+            // With distillation the loss is CE + weight · KD; otherwise the CE (one host read).
             let (loss, ce) = match (distill, teacher) {
                 (Some(d), Some(t)) => {
                     let logits = model.forward(ids.clone());
@@ -250,17 +261,19 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                     let kd = distill_loss(logits, t_logits, d.temperature);
                     (ce.clone() + kd * d.weight, Some(ce))
                 }
-                _ => (model.loss(ids.clone()), None),
+                _ => (model.loss(ids), None),
             };
             let value = loss.clone().detach().into_scalar().elem::<f64>();
             if !value.is_finite() {
                 return Err(TrainError::Invalid(format!("step {step}: loss is {value}")));
             }
-            loss_sum += value;
-            ce_sum += ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
-            Ok(loss)
+            let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
+            Ok((loss, [value, ce]))
         });
-        let grads = match grads {
+        let StepGradients {
+            grads,
+            figures: [loss, ce_loss],
+        } = match grads {
             Ok(g) => g,
             Err(e) => {
                 self.model = Some(model);
@@ -280,8 +293,8 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         let log = TrainLog {
             step: self.step,
             lr,
-            loss: loss_sum / n,
-            ce_loss: ce_sum / n,
+            loss,
+            ce_loss,
             grad_norm: norm,
             tokens,
             data: DataReport::default(),

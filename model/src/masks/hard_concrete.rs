@@ -165,13 +165,25 @@ impl<B: Backend> Mask<B> {
     /// A hard-concrete sample `[rows, n]` whose uniform draws come from `rng` (host side), so
     /// that a pruning run can save and restore its random stream exactly (§9).
     pub fn sample_from(&self, rng: &mut impl rand::Rng) -> Tensor<B, 2> {
+        self.sample_noise(&self.noise_from(rng))
+    }
+
+    /// The uniform draws of one sample, `[rows · n]` row-major, from `rng` (host side).
+    pub fn noise_from(&self, rng: &mut impl rand::Rng) -> Vec<f32> {
         let e = self.hc.epsilon;
         let [r, n] = self.dims();
-        let u: Vec<f32> = (0..r * n)
+        (0..r * n)
             .map(|_| rng.random_range(e..1.0 - e) as f32)
-            .collect();
+            .collect()
+    }
+
+    /// The sample for uniform draws made by [`Mask::noise_from`].
+    pub fn sample_noise(&self, u: &[f32]) -> Tensor<B, 2> {
         let device = self.log_alpha.val().device();
-        self.sample_with(Tensor::from_data(TensorData::new(u, [r, n]), &device))
+        self.sample_with(Tensor::from_data(
+            TensorData::new(u.to_vec(), self.dims()),
+            &device,
+        ))
     }
 
     /// Expected mask `P(z > 0)` per entry `[rows, n]`, differentiable (§2.4).

@@ -40,6 +40,17 @@ pub struct L0Masks<B: Backend> {
     pub head_dim: usize,
 }
 
+/// The uniform draws of one sample of every mask (host side), per mask type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskNoise {
+    pub hidden: Option<Vec<f32>>,
+    pub head: Option<Vec<f32>>,
+    pub kv_head: Option<Vec<f32>>,
+    pub intermediate: Option<Vec<f32>>,
+    pub layer: Option<Vec<f32>>,
+    pub mlp: Option<Vec<f32>>,
+}
+
 /// The expected shape under the masks, as real numbers (per layer for heads, groups and
 /// channels; a type that is not pruned counts at its source size).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,17 +165,47 @@ impl<B: Backend> L0Masks<B> {
     /// A fresh sample of every mask for one forward pass (§2.3), with the uniform draws taken
     /// from `rng` in the order hidden, head, kv_head, intermediate, layer, mlp.
     pub fn sample_from(&self, rng: &mut impl rand::Rng) -> ZMasks<B> {
-        let mut draw = |m: &Option<Mask<B>>| m.as_ref().map(|m| m.sample_from(rng));
+        self.sample_noise(&self.noise_from(rng))
+    }
+
+    /// The uniform draws of one sample of every mask (as [`L0Masks::sample_from`] takes them),
+    /// so that the same sample can be made on several copies of the masks: the workers of one
+    /// step (docs/algorithm.md §4.2) share their micro-batch's `z`.
+    pub fn noise_from(&self, rng: &mut impl rand::Rng) -> MaskNoise {
+        let mut draw = |m: &Option<Mask<B>>| m.as_ref().map(|m| m.noise_from(rng));
+        let hidden = draw(&self.hidden);
+        let head = draw(&self.head);
+        let kv_head = draw(&self.kv_head);
+        let intermediate = draw(&self.intermediate);
+        let layer = draw(&self.layer);
+        let mlp = draw(&self.mlp);
+        MaskNoise {
+            hidden,
+            head,
+            kv_head,
+            intermediate,
+            layer,
+            mlp,
+        }
+    }
+
+    /// The sample of every mask for these draws, differentiable in `log_alpha`.
+    pub fn sample_noise(&self, noise: &MaskNoise) -> ZMasks<B> {
+        let draw = |m: &Option<Mask<B>>, u: &Option<Vec<f32>>| match (m, u) {
+            (Some(m), Some(u)) => Some(m.sample_noise(u)),
+            (None, None) => None,
+            _ => panic!("mask noise drawn for other masks"),
+        };
         let flat = |t: Tensor<B, 2>| {
             let n = t.dims()[1];
             t.reshape([n])
         };
-        let hidden = draw(&self.hidden).map(flat);
-        let head = draw(&self.head);
-        let kv = draw(&self.kv_head);
-        let intermediate = draw(&self.intermediate);
-        let layer = draw(&self.layer).map(flat);
-        let mlp = draw(&self.mlp).map(flat);
+        let hidden = draw(&self.hidden, &noise.hidden).map(flat);
+        let head = draw(&self.head, &noise.head);
+        let kv = draw(&self.kv_head, &noise.kv_head);
+        let intermediate = draw(&self.intermediate, &noise.intermediate);
+        let layer = draw(&self.layer, &noise.layer).map(flat);
+        let mlp = draw(&self.mlp, &noise.mlp).map(flat);
         ZMasks {
             hidden,
             head: head.map(|h| self.with_groups(h, kv)),

@@ -8,4 +8,4 @@ pub mod l0;
 
 pub use hard_concrete::{HardConcrete, Mask};
 pub use kinds::{LayerMasks, MaskType, PerType, Prunable, PruneModules};
-pub use l0::{ExpectedShape, L0Masks};
+pub use l0::{ExpectedShape, L0Masks, MaskNoise};

@@ -1,0 +1,371 @@
+//! The LM head and its cross-entropy, fused: `mean_i(logsumexp(h_i W) − (h_i W)[t_i])` for hidden
+//! states `h [n, d]`, the head `W` and targets `t [n]`, without the `[n, vocab]` logits ever
+//! existing whole (the idea of Liger's fused linear cross-entropy and Apple's "cut
+//! cross-entropy"). At a 32 000-word vocabulary the logits and their gradient are most of a small
+//! model's step — in allocations, exponentials and memory traffic — and at 128 k (Llama-3) most of
+//! its memory.
+//!
+//! On the CPU backend (Flex) the forward pass goes through the rows a chunk at a time: the chunk's
+//! logits (one matrix product), their softmax (one exponential per logit), the loss, and — since
+//! the loss is the end of the graph — the gradients right away: `dh = (softmax − onehot) Wᵀ / n`
+//! and `dW += hᵀ (softmax − onehot) / n`, into buffers that are reused from chunk to chunk. The
+//! backward pass only scales those by the incoming gradient. Three matrix products, as the plain
+//! composition has, one exponential pass instead of two, and no vocabulary-sized tensor. It is a
+//! custom operation of burn's autodiff backend (its `Backward` trait) on `Autodiff<Flex>`, chosen
+//! at run time; every other backend, and bf16 compute, use the plain composition
+//! ([`lm_head_loss_reference`]), which the tests compare it with.
+
+use burn::prelude::*;
+
+use crate::precision;
+
+/// Which side of the head's weight the vocabulary is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// `W [d, vocab]` (a `Linear`'s `[in, out]`).
+    InOut,
+    /// `W [vocab, d]` (a tied embedding).
+    OutIn,
+}
+
+/// Mean cross-entropy of the logits `h W` against `targets` -> `[1]`.
+/// `h [n, d]`, `w [d, vocab]` or `[vocab, d]` (see `layout`), `targets [n]`.
+pub fn lm_head_loss<B: Backend>(
+    h: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    layout: HeadLayout,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    #[cfg(feature = "flex")]
+    if precision::compute() == precision::Compute::F32 {
+        match flex::fused::<B>(h, w, layout, targets) {
+            Ok(loss) => return loss,
+            Err((h, w, targets)) => return lm_head_loss_reference(h, w, layout, targets),
+        }
+    }
+    lm_head_loss_reference(h, w, layout, targets)
+}
+
+/// The plain composition: logits, then `mean(logsumexp − logit[target])`.
+pub fn lm_head_loss_reference<B: Backend>(
+    h: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    layout: HeadLayout,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 1> {
+    let [n, _] = h.dims();
+    let w = match layout {
+        HeadLayout::InOut => w,
+        HeadLayout::OutIn => w.transpose(),
+    };
+    let logits = precision::matmul(h.unsqueeze::<3>(), w); // [1, n, V]
+    crate::llama::cross_entropy(logits, targets.reshape([1, n]))
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{binary, Backward, Ops, OpsKind};
+    use burn::backend::Flex;
+    use burn::prelude::*;
+    use burn::tensor::ops::FloatTensorOps;
+    use burn::tensor::TensorPrimitive;
+    use burn_flex::FlexTensor;
+    use rayon::prelude::*;
+
+    use super::HeadLayout;
+    use crate::flex_ops::{cast, same, AD};
+
+    type Args<B> = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1, Int>);
+
+    /// The fused loss when `B` is `Autodiff<Flex>` (with its backward) or `Flex`; the arguments
+    /// back otherwise.
+    pub(super) fn fused<B: Backend>(
+        h: Tensor<B, 2>,
+        w: Tensor<B, 2>,
+        layout: HeadLayout,
+        targets: Tensor<B, 1, Int>,
+    ) -> Result<Tensor<B, 1>, Args<B>> {
+        let host_targets = || -> Vec<i64> {
+            targets
+                .to_data()
+                .convert::<i64>()
+                .to_vec()
+                .expect("i64 data after convert")
+        };
+        let args = match cast::<Args<B>, Args<AD>>((h, w, targets.clone())) {
+            Ok((h, w, _)) => {
+                let loss = autodiff(h, w, layout, &host_targets());
+                return Ok(same::<Tensor<AD, 1>, Tensor<B, 1>>(loss));
+            }
+            Err(args) => args,
+        };
+        match cast::<Args<B>, Args<Flex>>(args) {
+            Ok((h, w, _)) => {
+                let h = h.into_primitive().tensor();
+                let w = w.into_primitive().tensor();
+                let (loss, _) = kernel(&h, &w, layout, &host_targets(), false);
+                let loss = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(loss));
+                Ok(same::<Tensor<Flex, 1>, Tensor<B, 1>>(loss))
+            }
+            Err(args) => Err(args),
+        }
+    }
+
+    /// The gradients the forward pass already computed, scaled in the backward pass.
+    #[derive(Debug)]
+    struct FusedLmHeadLoss;
+
+    impl Backward<Flex, 2> for FusedLmHeadLoss {
+        /// `dh [n, d]` and `dW` (the weight's shape) of the mean loss.
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let (dh, dw) = ops.state;
+            let scale = |grad: FlexTensor| -> f32 {
+                grad.into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("f32 data")[0]
+            };
+            // The loss is a scalar: its gradient is one number, read once.
+            let g = std::cell::Cell::new(None::<f32>);
+            binary::<Flex, _, _>(
+                ops.parents,
+                ops.node,
+                grads,
+                |grad| {
+                    let s = *g.get().get_or_insert_with(|| scale(grad));
+                    g.set(Some(s));
+                    Flex::float_mul_scalar(dh, s.into())
+                },
+                |grad| {
+                    let s = match g.get() {
+                        Some(s) => s,
+                        None => scale(grad),
+                    };
+                    Flex::float_mul_scalar(dw, s.into())
+                },
+            );
+        }
+    }
+
+    fn autodiff(
+        h: Tensor<AD, 2>,
+        w: Tensor<AD, 2>,
+        layout: HeadLayout,
+        t: &[i64],
+    ) -> Tensor<AD, 1> {
+        let h = h.into_primitive().tensor();
+        let w = w.into_primitive().tensor();
+        let out = match FusedLmHeadLoss
+            .prepare::<NoCheckpointing>([h.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, g) = kernel(&h.primitive, &w.primitive, layout, t, true);
+                prep.finish(g.expect("gradients were asked for"), loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(kernel(&h.primitive, &w.primitive, layout, t, false).0)
+            }
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
+
+    /// A row-major view of a 2-D Flex tensor's storage: pointer, row stride, column stride.
+    struct View<'a> {
+        data: &'a [f32],
+        offset: usize,
+        rs: isize,
+        cs: isize,
+        rows: usize,
+        cols: usize,
+    }
+
+    fn view(t: &FlexTensor) -> View<'_> {
+        let l = t.layout();
+        let s = l.shape();
+        let st = l.strides();
+        View {
+            data: t.storage::<f32>(),
+            offset: l.start_offset(),
+            rs: st[0],
+            cs: st[1],
+            rows: s[0],
+            cols: s[1],
+        }
+    }
+
+    /// Rows per chunk: enough for the matrix products to run at full speed, few enough that a
+    /// chunk's logits stay small (256 × 32 000 × 4 bytes = 32 MB at most).
+    const CHUNK: usize = 256;
+
+    /// Loss (`[1]`) and, when `grads`, `(dh, dW)` of the mean loss.
+    fn kernel(
+        h: &FlexTensor,
+        w: &FlexTensor,
+        layout: HeadLayout,
+        targets: &[i64],
+        grads: bool,
+    ) -> (FlexTensor, Option<(FlexTensor, FlexTensor)>) {
+        // Views that are not plain strided 2-D matrices of f32 are made contiguous first.
+        let h = if h.layout().has_positive_strides() {
+            h.clone()
+        } else {
+            h.to_contiguous()
+        };
+        let w = if w.layout().has_positive_strides() {
+            w.clone()
+        } else {
+            w.to_contiguous()
+        };
+        let (hv, wv) = (view(&h), view(&w));
+        let (n, d) = (hv.rows, hv.cols);
+        // The head as `[d, vocab]` strides, whichever way it is stored.
+        let (vocab, w_rs, w_cs) = match layout {
+            HeadLayout::InOut => (wv.cols, wv.rs, wv.cs),
+            HeadLayout::OutIn => (wv.rows, wv.cs, wv.rs),
+        };
+        assert_eq!(targets.len(), n, "one target per row");
+        let inv_n = 1.0 / n.max(1) as f32;
+        let mut total = 0f64;
+        let mut dh = if grads { vec![0f32; n * d] } else { vec![] };
+        let mut dw = if grads { vec![0f32; d * vocab] } else { vec![] };
+        let mut logits = vec![0f32; CHUNK.min(n.max(1)) * vocab];
+        let par = if rayon::current_num_threads() > 1 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        let h_ptr = unsafe { hv.data.as_ptr().add(hv.offset) };
+        let w_ptr = unsafe { wv.data.as_ptr().add(wv.offset) };
+        for r0 in (0..n).step_by(CHUNK) {
+            let rows = CHUNK.min(n - r0);
+            let lg = &mut logits[..rows * vocab];
+            // logits [rows, V] = h[r0..] [rows, d] · W [d, V]
+            // SAFETY: every pointer and stride describes memory of the tensors above (their
+            // layouts), with the shapes given; the destination is an owned buffer of that size.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    vocab,
+                    d,
+                    lg.as_mut_ptr(),
+                    1,
+                    vocab as isize,
+                    false,
+                    h_ptr.offset(r0 as isize * hv.rs),
+                    hv.cs,
+                    hv.rs,
+                    w_ptr,
+                    w_cs,
+                    w_rs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+            // Per row: logsumexp, the loss, and (softmax − onehot) / n in place.
+            let losses: Vec<f64> = lg
+                .par_chunks_mut(vocab)
+                .zip(&targets[r0..r0 + rows])
+                .map(|(row, &t)| {
+                    let t = t as usize;
+                    assert!(
+                        t < vocab,
+                        "target token {t} outside the vocabulary ({vocab})"
+                    );
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let picked = row[t];
+                    let mut sum = 0f32;
+                    for x in row.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    if grads {
+                        let k = inv_n / sum;
+                        row.iter_mut().for_each(|x| *x *= k);
+                        row[t] -= inv_n;
+                    }
+                    (max + sum.ln() - picked) as f64
+                })
+                .collect();
+            total += losses.iter().sum::<f64>();
+            if !grads {
+                continue;
+            }
+            // dh[r0..] [rows, d] = G [rows, V] · Wᵀ [V, d];  dW [d, V] += h[r0..]ᵀ [d, rows] · G
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    d,
+                    vocab,
+                    dh.as_mut_ptr().add(r0 * d),
+                    1,
+                    d as isize,
+                    false,
+                    lg.as_ptr(),
+                    1,
+                    vocab as isize,
+                    w_ptr,
+                    w_rs,
+                    w_cs,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+                gemm::gemm(
+                    d,
+                    vocab,
+                    rows,
+                    dw.as_mut_ptr(),
+                    1,
+                    vocab as isize,
+                    r0 > 0,
+                    h_ptr.offset(r0 as isize * hv.rs),
+                    hv.rs,
+                    hv.cs,
+                    lg.as_ptr(),
+                    1,
+                    vocab as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                );
+            }
+        }
+        let loss =
+            FlexTensor::from_data(TensorData::new(vec![(total / n.max(1) as f64) as f32], [1]));
+        if !grads {
+            return (loss, None);
+        }
+        let dh = FlexTensor::from_data(TensorData::new(dh, [n, d]));
+        // dW in the weight's own layout.
+        let dw = match layout {
+            HeadLayout::InOut => FlexTensor::from_data(TensorData::new(dw, [d, vocab])),
+            HeadLayout::OutIn => {
+                let t = FlexTensor::from_data(TensorData::new(dw, [d, vocab]));
+                t.transpose(0, 1).to_contiguous()
+            }
+        };
+        (loss, Some((dh, dw)))
+    }
+}

@@ -1,0 +1,145 @@
+//! Data parallelism inside one optimizer step (docs/algorithm.md §4.2, "Workers"): the rows of
+//! every micro-batch are split over `workers`, each worker runs the forward and backward passes
+//! of its rows on its own copy of the module, and the gradients are summed.
+//!
+//! On the CPU this is what uses every core at small shapes, where one operation is too small for
+//! the backend's own threads; on several devices it is the same split with one copy per device
+//! (the copies are made from the module's values, so each has its own autodiff graph — burn
+//! serialises backward passes through one graph — under the same parameter ids).
+//!
+//! The arithmetic is the unsplit step's: each part's mean loss is weighted by its share of its
+//! micro-batch's rows, so the weighted parts sum to the micro-batch's mean, and everything a part
+//! needs that is random (the pruning masks' `z`) is drawn by the caller per micro-batch, before the
+//! split. Only the order of floating-point sums changes. Parts are summed in worker order, so a
+//! step is deterministic whatever the threads' timing.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rayon::prelude::*;
+
+/// The mean-loss gradients of a step, and the mean of the `K` figures its parts report (each
+/// part's figures weighted like its loss).
+pub struct StepGradients<const K: usize> {
+    pub grads: GradientsParams,
+    pub figures: [f64; K],
+}
+
+/// Rows `[start, end)` of worker `w` out of `workers` for a micro-batch of `rows` rows: as even
+/// as possible, the first workers taking one more.
+fn rows_of(rows: usize, workers: usize, w: usize) -> (usize, usize) {
+    let (base, extra) = (rows / workers, rows % workers);
+    let start = w * base + w.min(extra);
+    (start, start + base + usize::from(w < extra))
+}
+
+/// The gradients of the mean loss over `batches` (micro-batches `[rows, seq]`), computed by
+/// `workers` (at most as many as the smallest micro-batch has rows; 1: on this thread, on
+/// `module` itself).
+///
+/// `loss_of(module, m, ids)` is the mean loss of `ids` (some rows of micro-batch `m`) under
+/// `module` (the worker's copy), with `K` host figures to report (e.g. its cross-entropy); it
+/// must depend on `m` and the rows only, not on which worker asks.
+pub fn mean_gradients<B, M, F, const K: usize>(
+    module: &M,
+    batches: &[Tensor<B, 2, Int>],
+    workers: usize,
+    loss_of: F,
+) -> crate::Result<StepGradients<K>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: Fn(&M, usize, Tensor<B, 2, Int>) -> crate::Result<(Tensor<B, 1>, [f64; K])> + Sync,
+{
+    let min_rows = batches.iter().map(|b| b.dims()[0]).min().unwrap_or(1);
+    let workers = workers.clamp(1, min_rows.max(1));
+    if workers == 1 {
+        return part(module, batches, 0, 1, &loss_of);
+    }
+    // One `valid()` per worker rather than clones of one: cloning an inner module drops its
+    // parameters' `require_grad` (burn 0.21's `Param::clone` re-derives it from the inner
+    // tensor), and the copy would get no gradients.
+    let copies: Vec<_> = (0..workers).map(|w| (w, module.valid())).collect();
+    let parts: Vec<crate::Result<StepGradients<K>>> = copies
+        .into_par_iter()
+        .map(|(w, inner)| part(&M::from_inner(inner), batches, w, workers, &loss_of))
+        .collect();
+    let mut acc = GradientsAccumulator::<M>::new();
+    let mut figures = [0.0; K];
+    for p in parts {
+        let p = p?;
+        acc.accumulate(module, p.grads);
+        figures.iter_mut().zip(p.figures).for_each(|(a, b)| *a += b);
+    }
+    Ok(StepGradients {
+        grads: acc.grads(),
+        figures,
+    })
+}
+
+/// Worker `w`'s share: its rows of every micro-batch, on `module`. With one micro-batch and one
+/// worker the accumulator's copy of every gradient is skipped.
+fn part<B, M, F, const K: usize>(
+    module: &M,
+    batches: &[Tensor<B, 2, Int>],
+    w: usize,
+    workers: usize,
+    loss_of: &F,
+) -> crate::Result<StepGradients<K>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    F: Fn(&M, usize, Tensor<B, 2, Int>) -> crate::Result<(Tensor<B, 1>, [f64; K])>,
+{
+    let n = batches.len().max(1) as f64;
+    let mut acc = GradientsAccumulator::<M>::new();
+    let mut single = None;
+    let mut figures = [0.0; K];
+    for (m, ids) in batches.iter().enumerate() {
+        let [rows, seq] = ids.dims();
+        let (start, end) = rows_of(rows, workers, w);
+        let ids = if workers == 1 {
+            ids.clone()
+        } else {
+            ids.clone().slice([start..end, 0..seq])
+        };
+        let (loss, f) = loss_of(module, m, ids)?;
+        let weight = (end - start) as f64 / rows as f64 / n;
+        figures
+            .iter_mut()
+            .zip(f)
+            .for_each(|(a, b)| *a += b * weight);
+        let grads = GradientsParams::from_grads((loss * weight).backward(), module);
+        if batches.len() == 1 {
+            single = Some(grads);
+        } else {
+            acc.accumulate(module, grads);
+        }
+    }
+    Ok(StepGradients {
+        grads: single.unwrap_or_else(|| acc.grads()),
+        figures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_of;
+
+    #[test]
+    fn rows_cover_the_batch_once_in_order() {
+        for rows in 1..12 {
+            for workers in 1..=rows {
+                let mut next = 0;
+                for w in 0..workers {
+                    let (s, e) = rows_of(rows, workers, w);
+                    assert_eq!(s, next);
+                    assert!(e > s, "{rows} rows over {workers}: worker {w} empty");
+                    next = e;
+                }
+                assert_eq!(next, rows);
+            }
+        }
+    }
+}

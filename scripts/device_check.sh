@@ -1,17 +1,46 @@
 #!/usr/bin/env bash
-# GPU checks for a session that is lent an NVIDIA machine (run there from the repo root).
-# Expects a release `shear` built with `--features cuda` at $SHEAR (default .devbin/shear),
-# and python3 with torch + transformers + safetensors for the transformers round trip.
-# Writes its log to $OUT/device_check.log when $OUT is set.
+# The GPU measurement, for a session that is lent an NVIDIA machine: one script, about 10 minutes.
+#
+#   here:   cargo build --release --features cuda && mkdir -p .devbin && cp target/release/shear .devbin/
+#   there:  OUT=$OUT scripts/device_check.sh        (run from the repository root; carry .devbin)
+#
+# 1. CUDA parity: greedy continuations against the transformers fixtures, and the logits of the
+#    CUDA backend against the CPU backend on the same model and text.
+# 2. Checkpoints written by shear load in transformers with the reference logits (needs python3
+#    with torch, transformers, safetensors; skipped with a note when they are missing).
+# 3. Throughput of the training step and the pruning step, f32 and bf16 (mixed precision), at the
+#    Sheared-LLaMA-1.3B shape (L24 d2048 H16 I5504 V32000, seq 4096), and the pruning step at the
+#    Llama-2-7B shape (L32 d4096 H32 I11008, bf16, seq 4096, then 2048 if that does not fit):
+#    tokens/s, MFU against the card's dense bf16 peak (PEAK_TFLOPS, else looked up by name) and
+#    peak device memory (nvidia-smi sampled every 200 ms).
+# 4. The embedded default's pipeline in f32 and in bf16 (final mean eval losses side by side).
+# Everything goes to $OUT/device_check.log (or /tmp) and a summary table at the end.
 set -uo pipefail
 SHEAR=${SHEAR:-.devbin/shear}
 LOG=${OUT:-/tmp}/device_check.log
 exec > >(tee "$LOG") 2>&1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 fail=0
-ids() { python3 -c "import json,sys;d=json.load(open('$1'));print('$2'.join(map(str,d['$3'])))"; }
-for f in llama-mha llama-gqa-tied-bf16-sharded; do
+say() { echo "== $*"; }
+
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+peak=${PEAK_TFLOPS:-}
+if [ -z "$peak" ]; then
+  case "$gpu" in
+    *H200*|*H100*SXM*|*"H100 80GB HBM3"*) peak=989 ;;
+    *H100*) peak=756 ;;
+    *A100*) peak=312 ;;
+    *L40S*) peak=362 ;;
+    *) peak=0 ;;
+  esac
+fi
+say "GPU: $gpu; dense bf16 peak used for MFU: ${peak} TFLOP/s (0: unknown, set PEAK_TFLOPS)"
+
+say "1. CUDA parity"
+ids() { python3 -c "import json;d=json.load(open('$1'));print('$2'.join(map(str,d['$3'])))"; }
+for f in llama-mha llama-gqa-tied-bf16-sharded llama3-bias; do
   g=tests/fixtures/$f/generate.json
+  [ -f "$g" ] || continue
   want=$(ids "$g" ' ' greedy_continuation)
   for cache in "" --no-cache; do
     got=$($SHEAR --device cuda generate tests/fixtures/$f --prompt-ids "$(ids "$g" , prompt_ids)" \
@@ -20,21 +49,74 @@ for f in llama-mha llama-gqa-tied-bf16-sharded; do
     else echo "greedy parity FAILED on cuda: $f $cache: got '$got' want '$want'"; fail=1; fi
   done
 done
-# Checkpoints written by shear load in transformers and give the reference logits.
-$SHEAR --device cuda convert tests/fixtures/llama-mha /tmp/saved-mha --dtype f32 || fail=1
-$SHEAR convert tests/fixtures/llama-gqa-tied-bf16-sharded /tmp/saved-gqa --dtype bf16 || fail=1
-python3 scripts/check_transformers.py /tmp/saved-mha tests/fixtures/llama-mha/expected.safetensors 1e-4 || fail=1
-python3 scripts/check_transformers.py /tmp/saved-gqa tests/fixtures/llama-gqa-tied-bf16-sharded/expected.safetensors 1e-3 || fail=1
-# Throughput on the GPU: the README shape, then a larger one.
-$SHEAR --device cuda bench --steps 10 --warmup 3 || fail=1
-$SHEAR --device cuda bench --layers 8 --hidden 1024 --heads 16 --intermediate 2752 --seq 512 --batch 8 --steps 10 --warmup 3 || fail=1
-$SHEAR --device cuda bench --layers 8 --hidden 1024 --heads 16 --intermediate 2752 --seq 512 --batch 8 --steps 10 --warmup 3 --precision bf16 || fail=1
-# Mixed precision: the embedded default's pipeline with bf16 products against f32 (a short run
-# each; the final mean eval losses should agree to about 1e-2).
-for prec in f32 bf16; do
-  $SHEAR --device cuda run --out /tmp/run-$prec --set model.precision=$prec --set prune.steps=40 \
-    --set train.steps=80 --set prune.save_every=0 --set train.save_every=0 || fail=1
-  python3 -c "import json;m=json.load(open('/tmp/run-$prec/run.json'))['metrics']['final']['domains'];print('$prec', 'final mean eval loss', sum(d['loss'] for d in m)/len(m))"
+printf 'The quick brown fox jumps over the lazy dog. %.0s' {1..6} >/tmp/parity.txt
+for f in llama-mha llama-gqa-tied-bf16-sharded; do
+  $SHEAR --device cpu eval tests/fixtures/$f --text /tmp/parity.txt --logits-out /tmp/logits-cpu.safetensors >/dev/null || fail=1
+  $SHEAR --device cuda eval tests/fixtures/$f --text /tmp/parity.txt --logits-out /tmp/logits-cuda.safetensors >/dev/null || fail=1
+  python3 - "$f" <<'EOF' || fail=1
+import json, struct, sys
+def read(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    k = next(k for k in h if k != "__metadata__"); s, e = h[k]["data_offsets"]
+    raw = b[8 + n + s:8 + n + e]; return struct.unpack(f"<{len(raw) // 4}f", raw)
+a, c = read("/tmp/logits-cpu.safetensors"), read("/tmp/logits-cuda.safetensors")
+d = max(abs(x - y) for x, y in zip(a, c))
+print(f"cuda vs cpu logits, {sys.argv[1]}: max |diff| {d:.2e} over {len(a)} values")
+sys.exit(0 if d <= 1e-3 else 1)
+EOF
 done
+
+say "2. transformers loads what shear writes"
+if python3 -c "import torch, transformers, safetensors" 2>/dev/null; then
+  $SHEAR --device cuda convert tests/fixtures/llama-mha /tmp/saved-mha --dtype f32 || fail=1
+  $SHEAR --device cuda convert tests/fixtures/llama-gqa-tied-bf16-sharded /tmp/saved-gqa --dtype bf16 || fail=1
+  python3 scripts/check_transformers.py /tmp/saved-mha tests/fixtures/llama-mha/expected.safetensors 1e-4 || fail=1
+  python3 scripts/check_transformers.py /tmp/saved-gqa tests/fixtures/llama-gqa-tied-bf16-sharded/expected.safetensors 1e-3 || fail=1
+else
+  echo "skipped: no torch/transformers/safetensors in python3"
+fi
+
+say "3. throughput, MFU, peak memory"
+ROWS=/tmp/device_rows.txt
+: >"$ROWS"
+# bench NAME ARGS...: one `shear bench --json` with nvidia-smi sampling the memory alongside.
+bench() {
+  local name=$1; shift
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >/tmp/mem.txt &
+  local smi=$!
+  local json
+  json=$(timeout 240 $SHEAR --device cuda bench --json --gen-new 0 --warmup 2 --steps 5 "$@")
+  local rc=$?
+  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  local mem
+  mem=$(sort -n /tmp/mem.txt | tail -1)
+  if [ $rc -ne 0 ]; then echo "$name: failed (exit $rc; peak memory ${mem} MiB)"; return 1; fi
+  python3 - "$name" "$peak" "$mem" "$json" <<'EOF' | tee -a "$ROWS"
+import json, sys
+name, peak, mem, r = sys.argv[1], float(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+tps = r["train_step_tokens_per_s"] or r["prune_step_tokens_per_s"]
+tflops = tps * r["train_flops_per_token"] / 1e12
+mfu = f"{100 * tflops / peak:.1f} %" if peak > 0 else "n/a"
+print(f"| {name} | {r['params'] / 1e9:.2f} B | {r['batch']} x {r['seq']} | {tps:,.0f} | {tflops:.1f} | {mfu} | {int(mem) / 1024:.1f} GiB |")
+EOF
+}
+S13="--layers 24 --hidden 2048 --heads 16 --intermediate 5504 --vocab 32000 --seq 4096 --batch 2"
+for prec in f32 bf16; do
+  bench "1.3B-shape training step, $prec" $S13 --only train --precision $prec || fail=1
+  bench "1.3B-shape pruning step, $prec" $S13 --only prune --precision $prec || fail=1
+done
+S7="--layers 32 --hidden 4096 --heads 32 --intermediate 11008 --vocab 32000 --batch 1 --only prune --precision bf16"
+bench "7B-shape pruning step, bf16" $S7 --seq 4096 || bench "7B-shape pruning step, bf16" $S7 --seq 2048 || fail=1
+
+say "4. the embedded default in f32 and bf16"
+for prec in f32 bf16; do
+  timeout 180 $SHEAR --device cuda run --out /tmp/run-$prec --set model.precision=$prec || fail=1
+  python3 -c "import json;m=json.load(open('/tmp/run-$prec/run.json'))['metrics']['final']['domains'];print('$prec', 'final mean eval loss', round(sum(d['loss'] for d in m)/len(m), 4))" || fail=1
+done
+
+say "summary ($gpu)"
+echo "| step | params | batch x seq | tokens/s | model TFLOP/s | MFU (bf16 peak ${peak}) | peak memory |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+cat "$ROWS"
 echo "device_check: $([ $fail = 0 ] && echo PASSED || echo FAILED)"
 exit $fail

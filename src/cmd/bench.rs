@@ -1,7 +1,13 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use shear_model::LlamaConfig;
-use shear_train::bench::{self, BenchConfig};
+use shear_train::bench::{self, BenchConfig, Steps};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Only {
+    Train,
+    Prune,
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,6 +43,9 @@ pub struct Args {
     /// Generation: new tokens (greedy, KV cache, batch 1; 0: skip).
     #[arg(long, default_value_t = 128)]
     pub gen_new: usize,
+    /// Time only this step (one model in memory; for shapes near the device's memory).
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +81,11 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         workers: args.workers.unwrap_or(1),
         gen_prompt: args.gen_prompt,
         gen_new: args.gen_new,
+        steps_kind: match args.only {
+            None => Steps::All,
+            Some(Only::Train) => Steps::Train,
+            Some(Only::Prune) => Steps::Prune,
+        },
     };
     let r = bench::run::<Autodiff<B>>(&cfg, device)?;
     if args.json {
@@ -88,6 +102,7 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
                 "prune_step_tokens_per_s": r.prune_step_tps,
                 "prune_over_train_step_time": r.prune_over_train,
                 "workers": cfg.workers,
+                "train_flops_per_token": r.train_flops_per_token,
                 "generate_tokens_per_s": r.generate_tps,
                 "gen_prompt": args.gen_prompt, "gen_new": args.gen_new,
             })
@@ -105,23 +120,29 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
             r.params,
             args.steps
         );
-        println!(
-            "forward                    {:>10.0} tokens/s",
-            r.forward_tps
-        );
-        println!(
-            "forward+backward           {:>10.0} tokens/s",
-            r.forward_backward_tps
-        );
-        println!(
-            "train step (+clip, AdamW)  {:>10.0} tokens/s",
-            r.train_step_tps
-        );
-        println!(
-            "pruning step (masks+Lagr.) {:>10.0} tokens/s  (time: {:.2}x the train step, median of pairs)",
-            r.prune_step_tps,
-            r.prune_over_train
-        );
+        let tflops = |tps: f64| tps * r.train_flops_per_token / 1e12;
+        if let Some(t) = r.forward_tps {
+            println!("forward                    {t:>10.0} tokens/s");
+        }
+        if let Some(t) = r.forward_backward_tps {
+            println!("forward+backward           {t:>10.0} tokens/s");
+        }
+        if let Some(t) = r.train_step_tps {
+            println!(
+                "train step (+clip, AdamW)  {t:>10.0} tokens/s  ({:.2} TFLOP/s of matrix products)",
+                tflops(t)
+            );
+        }
+        if let Some(t) = r.prune_step_tps {
+            let ratio = r
+                .prune_over_train
+                .map(|x| format!(", time: {x:.2}x the train step (median of pairs)"))
+                .unwrap_or_default();
+            println!(
+                "pruning step (masks+Lagr.) {t:>10.0} tokens/s  ({:.2} TFLOP/s{ratio})",
+                tflops(t)
+            );
+        }
         if let Some(g) = r.generate_tps {
             println!(
                 "generation                 {g:>10.0} new tokens/s  (batch 1, {}-token prompt, {} new, KV cache)",

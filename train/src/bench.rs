@@ -30,6 +30,7 @@ pub struct BenchConfig {
     /// batch 1); 0 new tokens skips it.
     pub gen_prompt: usize,
     pub gen_new: usize,
+    pub steps_kind: Steps,
 }
 
 /// Tokens per second of each kind of step.
@@ -37,14 +38,19 @@ pub struct BenchConfig {
 pub struct BenchReport {
     pub params: usize,
     pub tokens_per_step: usize,
-    pub forward_tps: f64,
-    pub forward_backward_tps: f64,
+    /// `None` for the steps not timed ([`Steps`]).
+    pub forward_tps: Option<f64>,
+    pub forward_backward_tps: Option<f64>,
     /// A plain training step: forward, backward, global-norm clip 1.0, AdamW.
-    pub train_step_tps: f64,
+    pub train_step_tps: Option<f64>,
     /// A pruning step: mask sampling, masked forward, Lagrangian, backward, three optimizers.
-    pub prune_step_tps: f64,
+    pub prune_step_tps: Option<f64>,
     /// Median over the alternating pairs of (pruning step time / train step time).
-    pub prune_over_train: f64,
+    pub prune_over_train: Option<f64>,
+    /// Matrix-product FLOPs of one training token (forward + backward), PaLM's count:
+    /// `6 · (attention + MLP + LM-head weights) + 12 · layers · seq · heads · head_dim`
+    /// (the attention scores and their use). Times tokens/s over a device's peak is the MFU.
+    pub train_flops_per_token: f64,
     /// New tokens per second of greedy generation with the KV cache, batch 1, the prompt's
     /// prefill included (as transformers' `generate` is timed); `None` when not measured.
     pub generate_tps: Option<f64>,
@@ -76,6 +82,28 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
     )
 }
 
+/// See [`BenchReport::train_flops_per_token`]. The LM head counts whether or not it is tied (its
+/// product is computed either way).
+pub fn train_flops_per_token(c: &LlamaConfig, seq: usize) -> f64 {
+    let p = c.param_counts();
+    let head = c.vocab_size * c.hidden_size;
+    let weights = (p.attention + p.mlp + head) as f64;
+    let attn = (c.num_hidden_layers * seq * c.num_attention_heads * c.head_dim) as f64;
+    6.0 * weights + 12.0 * attn
+}
+
+/// Which steps to time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Steps {
+    /// Forward, forward + backward, the training step and the pruning step (alternating).
+    #[default]
+    All,
+    /// Only the training step (one model and its optimizer in memory).
+    Train,
+    /// Only the pruning step (one model, its masks and optimizers in memory).
+    Prune,
+}
+
 /// Runs the benchmark on backend `B` (training on `Autodiff<B>`-style backend `B`).
 pub fn run<B: AutodiffBackend>(
     cfg: &BenchConfig,
@@ -90,34 +118,27 @@ pub fn run<B: AutodiffBackend>(
     )
     .int();
     let tokens = cfg.batch * cfg.seq;
-
-    let inference = model.valid();
-    let ids_inner = ids.clone().inner();
-    let fwd = time(cfg.warmup, cfg.steps, || {
-        let loss = inference.loss(ids_inner.clone());
-        let _ = loss.into_scalar();
-    });
-
-    let fwd_bwd = time(cfg.warmup, cfg.steps, || {
-        let loss = model.loss(ids.clone());
-        let grads = loss.backward();
-        drop(grads);
-        B::sync(device).expect("device sync");
-    });
-
-    // A plain training step as continued pre-training runs it (docs/algorithm.md §7): the
-    // trainer's own step (global-norm clip 1.0, AdamW), at a constant learning rate.
-    let tcfg = TrainConfig::new(1_000_000)
-        .with_warmup(Some(0))
-        .with_min_lr_ratio(1.0);
-    let mut trainer = Trainer::new(model, tcfg, None).with_workers(cfg.workers);
     let batches = [ids.clone()];
-    let mut train_step = || {
-        trainer
-            .step(&batches)
-            .expect("finite loss on random weights");
-        B::sync(device).expect("device sync");
-    };
+    let (train, prune) = (
+        cfg.steps_kind != Steps::Prune,
+        cfg.steps_kind != Steps::Train,
+    );
+
+    let (mut fwd, mut fwd_bwd) = (None, None);
+    if cfg.steps_kind == Steps::All {
+        let inference = model.valid();
+        let ids_inner = ids.clone().inner();
+        fwd = Some(time(cfg.warmup, cfg.steps, || {
+            let loss = inference.loss(ids_inner.clone());
+            let _ = loss.into_scalar();
+        }));
+        fwd_bwd = Some(time(cfg.warmup, cfg.steps, || {
+            let loss = model.loss(ids.clone());
+            let grads = loss.backward();
+            drop(grads);
+            B::sync(device).expect("device sync");
+        }));
+    }
 
     // The pruning loop's own step on the same shape, towards half of every dimension.
     let c = &cfg.model;
@@ -130,14 +151,42 @@ pub fn run<B: AutodiffBackend>(
         kv_heads: half(c.num_key_value_heads),
         intermediate: half(c.intermediate_size),
     };
-    let source: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
-    let mut pruner =
-        PruneRun::new(source, PruneConfig::new(target, 1_000_000)).with_workers(cfg.workers);
+    let pcfg = PruneConfig::new(target, 1_000_000);
+    let (mut trainer, mut pruner) = match (train, prune) {
+        (true, true) => {
+            let source = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
+            (Some(model), Some(source))
+        }
+        (true, false) => (Some(model), None),
+        _ => (None, Some(model)),
+    };
+    // A plain training step as continued pre-training runs it (docs/algorithm.md §7): the
+    // trainer's own step (global-norm clip 1.0, AdamW), at a constant learning rate.
+    let tcfg = TrainConfig::new(1_000_000)
+        .with_warmup(Some(0))
+        .with_min_lr_ratio(1.0);
+    let mut trainer = trainer
+        .take()
+        .map(|m| Trainer::new(m, tcfg, None).with_workers(cfg.workers));
+    let mut pruner = pruner
+        .take()
+        .map(|m| PruneRun::new(m, pcfg).with_workers(cfg.workers));
+    let timed = |t: &mut Vec<f64>, step: &mut dyn FnMut()| {
+        let start = Instant::now();
+        step();
+        t.push(start.elapsed().as_secs_f64());
+    };
+    let mut train_step = || {
+        if let Some(t) = trainer.as_mut() {
+            t.step(&batches).expect("finite loss on random weights");
+            B::sync(device).expect("device sync");
+        }
+    };
     let mut prune_step = || {
-        pruner
-            .step(&batches)
-            .expect("finite loss on random weights");
-        B::sync(device).expect("device sync");
+        if let Some(p) = pruner.as_mut() {
+            p.step(&batches).expect("finite loss on random weights");
+            B::sync(device).expect("device sync");
+        }
     };
     // The two steps alternate, so that both see the same machine state; medians of each.
     for _ in 0..cfg.warmup {
@@ -146,42 +195,45 @@ pub fn run<B: AutodiffBackend>(
     }
     let (mut t_train, mut t_prune) = (Vec::new(), Vec::new());
     for _ in 0..cfg.steps.max(1) {
-        let t = Instant::now();
-        train_step();
-        t_train.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        prune_step();
-        t_prune.push(t.elapsed().as_secs_f64());
+        timed(&mut t_train, &mut train_step);
+        timed(&mut t_prune, &mut prune_step);
     }
-    let generate_tps = (cfg.gen_new > 0).then(|| {
-        let model = trainer.model().valid();
-        let vocab = cfg.model.vocab_size as u32;
-        let prompt: Vec<u32> = (0..cfg.gen_prompt.max(1) as u32)
-            .map(|i| (i * 7919 + 13) % vocab)
-            .collect();
-        let gen = GenerateConfig {
-            max_new_tokens: cfg.gen_new,
-            sampling: Sampling::Greedy,
-            seed: cfg.seed,
-            stop_tokens: Vec::new(),
-            use_cache: true,
-        };
-        let secs = time(cfg.warmup, cfg.steps.clamp(1, 3), || {
-            generate(&model, &prompt, &gen, |_| {}).expect("prompt in the vocabulary");
-        });
-        cfg.gen_new as f64 / secs
-    });
-    let ratio = median(t_prune.iter().zip(&t_train).map(|(p, t)| p / t).collect());
-    let (step, prune_step) = (median(t_train), median(t_prune));
+    let generate_tps = match (&trainer, &pruner) {
+        (Some(t), _) if cfg.gen_new > 0 => Some(generation(cfg, &t.model().valid())),
+        _ => None,
+    };
+    let ratio = (train && prune)
+        .then(|| median(t_prune.iter().zip(&t_train).map(|(p, t)| p / t).collect()));
+    let tps = |secs: f64| tokens as f64 / secs;
 
     Ok(BenchReport {
         params: cfg.model.param_counts().total(),
         tokens_per_step: tokens,
-        forward_tps: tokens as f64 / fwd,
-        forward_backward_tps: tokens as f64 / fwd_bwd,
-        train_step_tps: tokens as f64 / step,
-        prune_step_tps: tokens as f64 / prune_step,
+        forward_tps: fwd.map(tps),
+        forward_backward_tps: fwd_bwd.map(tps),
+        train_step_tps: train.then(|| tps(median(t_train))),
+        prune_step_tps: prune.then(|| tps(median(t_prune))),
         prune_over_train: ratio,
+        train_flops_per_token: train_flops_per_token(&cfg.model, cfg.seq),
         generate_tps,
     })
+}
+
+/// New tokens per second of greedy generation with the KV cache (prefill included).
+fn generation<B: Backend>(cfg: &BenchConfig, model: &Llama<B>) -> f64 {
+    let vocab = cfg.model.vocab_size as u32;
+    let prompt: Vec<u32> = (0..cfg.gen_prompt.max(1) as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
+    let gen = GenerateConfig {
+        max_new_tokens: cfg.gen_new,
+        sampling: Sampling::Greedy,
+        seed: cfg.seed,
+        stop_tokens: Vec::new(),
+        use_cache: true,
+    };
+    let secs = time(cfg.warmup, cfg.steps.clamp(1, 3), || {
+        generate(model, &prompt, &gen, |_| {}).expect("prompt in the vocabulary");
+    });
+    cfg.gen_new as f64 / secs
 }

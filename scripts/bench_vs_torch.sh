@@ -6,15 +6,14 @@
 #
 #   PYTHON=/tmp/torch-venv/bin/python scripts/bench_vs_torch.sh [ROUNDS]
 #
-# The PyTorch side is torch_bench.py (HF transformers' LlamaForCausalLM, AdamW, eager), run from a
-# throwaway virtualenv that is not part of this project:
+# The PyTorch side is scripts/torch_bench.py (HF transformers' LlamaForCausalLM, AdamW, eager), run
+# from a throwaway virtualenv; torch is not a dependency of this project:
 #   python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch transformers
-# TORCH_BENCH points at the script (default: ../shared/bench/torch_bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
 PY=${PYTHON:?set PYTHON to a Python with torch and transformers}
-TB=${TORCH_BENCH:-../shared/bench/torch_bench.py}
+TB=scripts/torch_bench.py
 BIN=${SHEAR:-target/release/shear}
 [ -x "$BIN" ] || cargo build --release --locked
 OUT=$(mktemp)

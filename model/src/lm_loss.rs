@@ -1,5 +1,6 @@
-//! The LM head and its cross-entropy, fused: `mean_i(logsumexp(h_i W) − (h_i W)[t_i])` for hidden
-//! states `h [n, d]`, the head `W` and targets `t [n]`, without the `[n, vocab]` logits ever
+//! The LM head and its cross-entropy, fused (docs/algorithm.md §12):
+//! `mean_i(logsumexp(h_i W) − (h_i W)[t_i])` for hidden states `h [n, d]`, the head `W` and
+//! targets `t [n]`, without the `[n, vocab]` logits ever
 //! existing whole (the idea of Liger's fused linear cross-entropy and Apple's "cut
 //! cross-entropy"). At a 32 000-word vocabulary the logits and their gradient are most of a small
 //! model's step — in allocations, exponentials and memory traffic — and at 128 k (Llama-3) most of

@@ -154,7 +154,8 @@ pub fn rotate<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>)
     x * cos + swapped * sin
 }
 
-/// The rotation as one operation of the CPU backend, with its own backward pass. Broadcasting
+/// The rotation as one operation of the CPU backend, with its own backward pass
+/// (docs/algorithm.md §12). Broadcasting
 /// the `[seq, head_dim]` tables over batch and heads is not one of the patterns burn-flex's
 /// element-wise kernels vectorise, so the composition walked every element through its generic
 /// strided iterator, in both passes (README, "Benchmarks").

@@ -57,7 +57,7 @@ for f in llama-mha llama-gqa-tied-bf16-sharded; do
 import json, struct, sys
 def read(p):
     b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
-    k = next(k for k in h if k != "__metadata__"); s, e = h[k]["data_offsets"]
+    s, e = h["logits"]["data_offsets"]
     raw = b[8 + n + s:8 + n + e]; return struct.unpack(f"<{len(raw) // 4}f", raw)
 a, c = read("/tmp/logits-cpu.safetensors"), read("/tmp/logits-cuda.safetensors")
 d = max(abs(x - y) for x, y in zip(a, c))

@@ -310,10 +310,10 @@ fn refuses_a_target_bigger_than_the_source() {
     );
 }
 
-/// A hidden size that is not heads × head_dim is a valid Llama: the source's head_dim is kept
-/// and written to config.json.
+/// A hidden size that is not heads × head_dim is a valid Llama (as long as the heads divide it,
+/// transformers' rule): the source's head_dim is kept and written to config.json.
 #[test]
-fn heads_need_not_divide_the_hidden_size() {
+fn hidden_need_not_be_heads_times_head_dim() {
     let tmp = tempfile::tempdir().unwrap();
     let data = token_file(tmp.path(), 500);
     let out = tmp.path().join("run");
@@ -321,7 +321,7 @@ fn heads_need_not_divide_the_hidden_size() {
     let o = prune(&[
         src.to_str().unwrap(),
         "--target",
-        "layers=3,hidden=50,heads=3,intermediate=96",
+        "layers=3,hidden=54,heads=3,intermediate=96",
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -339,7 +339,7 @@ fn heads_need_not_divide_the_hidden_size() {
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model/config.json")).unwrap())
             .unwrap();
-    assert_eq!(cfg["hidden_size"], 50);
+    assert_eq!(cfg["hidden_size"], 54);
     assert_eq!(cfg["num_attention_heads"], 3);
     assert_eq!(
         cfg["head_dim"], 16,
@@ -438,6 +438,19 @@ fn materialize_refuses_masks_of_another_shape() {
             "`z_head`",
             "shape [4, 4]",
             "expected [2, 4]",
+        ],
+    );
+}
+
+/// transformers (5.x) refuses a Llama config whose hidden size the heads do not divide, even with
+/// `head_dim` given: such a target is refused before any work.
+#[test]
+fn refuses_a_hidden_size_the_heads_do_not_divide() {
+    refused(
+        &["--target", "layers=3,hidden=50,heads=3,intermediate=96"],
+        &[
+            "target hidden 50 is not a multiple of heads 3",
+            "take e.g. hidden 48 or 51",
         ],
     );
 }

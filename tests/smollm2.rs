@@ -141,7 +141,7 @@ fn smollm2_converts_generates_matches_transformers_and_prunes() {
     let p = shear_model::LlamaConfig::from_file(&small).unwrap();
     assert_eq!(
         shear_model::TargetShape::of(&p).to_string(),
-        "layers=24,hidden=448,heads=6,kv_heads=2,intermediate=1152"
+        "layers=24,hidden=432,heads=6,kv_heads=2,intermediate=1152"
     );
     assert!(p.tie_word_embeddings, "tied stays tied");
     assert!(small.join("tokenizer.json").is_file());

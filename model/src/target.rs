@@ -93,7 +93,7 @@ const PRESETS: &[Preset] = &[
     Preset {
         name: "smollm2-half",
         source: SMOLLM2_135M,
-        target: shape(24, 448, 6, 2, 1152),
+        target: shape(24, 432, 6, 2, 1152),
         about: "SmolLM2-135M -> about half its parameters (6 heads in 2 groups)",
     },
 ];
@@ -177,6 +177,18 @@ impl TargetShape {
                 "target has {per_group} query heads per key/value head (heads {} / kv_heads {}); \
                  the source has {source_per_group}: pruning cannot add query heads to a group",
                 self.heads, self.kv_heads
+            ));
+        }
+        // transformers (5.x) refuses a Llama config whose hidden size is not a multiple of its
+        // head count, even with `head_dim` given; such a model could not be loaded back.
+        if !self.hidden.is_multiple_of(self.heads) && s.hidden.is_multiple_of(s.heads) {
+            let below = self.hidden - self.hidden % self.heads;
+            return Err(format!(
+                "target hidden {} is not a multiple of heads {}: transformers refuses such a Llama                  config (hidden_size % num_attention_heads must be 0); take e.g. hidden {} or {}",
+                self.hidden,
+                self.heads,
+                below,
+                below + self.heads
             ));
         }
         Ok(())

@@ -78,6 +78,11 @@ fn assert_valid_llama(c: &LlamaConfig, case: u64) {
         0,
         "case {case}: heads must be a multiple of kv heads"
     );
+    assert_eq!(
+        c.hidden_size % c.num_attention_heads,
+        0,
+        "case {case}: transformers refuses a hidden size the heads do not divide"
+    );
     let json = c.to_hf_json(shear_model::Dtype::F32);
     // head_dim is written whenever hidden / heads would give another value.
     if c.hidden_size != c.num_attention_heads * c.head_dim {
@@ -105,7 +110,9 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         };
         let heads = kv * per_group;
         let head_dim = 2 * rng.random_range(2..=4);
-        let hidden = rng.random_range(8..=24);
+        // transformers' rule: the heads divide the hidden size (which need not be
+        // heads × head_dim).
+        let hidden = heads * rng.random_range(2..=8);
         let inter = rng.random_range(8..=40);
         let vocab = 50;
         let mut config = LlamaConfig::new(vocab, hidden, inter, layers, heads, kv);
@@ -123,7 +130,7 @@ fn masked_logits_equal_materialized_logits_for_random_cases() {
         let t_per_group = rng.random_range(1..=per_group);
         let t = TargetShape {
             layers: t_layers,
-            hidden: rng.random_range(1..=hidden),
+            hidden: t_kv * t_per_group * rng.random_range(1..=hidden / (t_kv * t_per_group)),
             heads: t_kv * t_per_group,
             kv_heads: t_kv,
             intermediate: rng.random_range(1..=inter),

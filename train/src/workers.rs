@@ -18,6 +18,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
+use shear_model::precision;
 
 /// The mean-loss gradients of a step, and the mean of the `K` figures its parts report (each
 /// part's figures weighted like its loss).
@@ -61,9 +62,14 @@ where
     // parameters' `require_grad` (burn 0.21's `Param::clone` re-derives it from the inner
     // tensor), and the copy would get no gradients.
     let copies: Vec<_> = (0..workers).map(|w| (w, module.valid())).collect();
+    // The compute precision is per thread (autocast): the workers take the caller's.
+    let compute = precision::compute();
     let parts: Vec<crate::Result<StepGradients<K>>> = copies
         .into_par_iter()
-        .map(|(w, inner)| part(&M::from_inner(inner), batches, w, workers, &loss_of))
+        .map(|(w, inner)| {
+            let _autocast = precision::autocast(compute);
+            part(&M::from_inner(inner), batches, w, workers, &loss_of)
+        })
         .collect();
     let mut acc = GradientsAccumulator::<M>::new();
     let mut figures = [0.0; K];

@@ -180,3 +180,29 @@ fn a_pruning_step_is_the_same_on_one_or_two_workers() {
     let d = max_abs_diff(&params(&one.pruner().model), &params(&two.pruner().model));
     assert!(d <= 1e-5, "weights after 3 steps differ by {d}");
 }
+
+/// Mixed precision is per thread (autocast); the workers compute in the caller's precision.
+#[test]
+fn workers_keep_the_callers_precision() {
+    use shear_model::precision::{autocast, Compute};
+    let batches = [ids(4, 16, 6)];
+    let loss = |precision: Compute, workers: usize| {
+        let _autocast = autocast(precision);
+        let mut t = Trainer::new(model(), TrainConfig::new(10), None).with_workers(workers);
+        t.step(&batches).unwrap().loss
+    };
+    let (f32_one, bf16_one, bf16_two) = (
+        loss(Compute::F32, 1),
+        loss(Compute::Bf16, 1),
+        loss(Compute::Bf16, 2),
+    );
+    eprintln!("f32 {f32_one}, bf16 {bf16_one} (1 worker) / {bf16_two} (2 workers)");
+    assert!(
+        (f32_one - bf16_one).abs() > 1e-5,
+        "bf16 products change the loss"
+    );
+    assert!(
+        (bf16_one - bf16_two).abs() <= 1e-5 * bf16_one,
+        "{bf16_one} vs {bf16_two}"
+    );
+}

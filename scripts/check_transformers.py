@@ -22,7 +22,9 @@ with torch.no_grad():
 diff = (logits - ref["logits"]).abs().max().item()
 cfg = json.load(open(f"{saved}/config.json"))
 hf = AutoConfig.from_pretrained(saved).to_dict()
-missing = [k for k in cfg if k not in hf and k not in ("torch_dtype", "dtype", "transformers_version")]
+# transformers 5 reads a top-level `rope_theta` into `rope_parameters`.
+read_back = set(hf) | set((hf.get("rope_parameters") or {}).keys())
+missing = [k for k in cfg if k not in read_back and k not in ("torch_dtype", "dtype", "transformers_version")]
 print(f"{saved}: transformers loaded it; max |logits diff| = {diff:.3e} (tol {tol}); "
       f"config keys not read back: {missing}")
 sys.exit(0 if diff <= tol and not missing else 1)

@@ -158,7 +158,8 @@ fn overrides_apply_and_bad_ones_name_the_key() {
 }
 
 /// The SmolLM2 recipe resolves against SmolLM2-135M's config: a grouped-query target (6 heads in
-/// 2 groups), tied, about half the source's parameters.
+/// 2 groups; hidden 432 = 6 × 72, so the heads divide it as transformers requires), tied, about
+/// half the source's parameters.
 #[test]
 fn the_smollm2_recipe_resolves_to_a_grouped_query_half() {
     let mut smol = shear_model::LlamaConfig::new(49152, 576, 1536, 30, 9, 3);
@@ -168,7 +169,7 @@ fn the_smollm2_recipe_resolves_to_a_grouped_query_half() {
     let res = r.resolve(&smol, &[1; 4]).unwrap();
     assert_eq!(
         res.target.to_string(),
-        "layers=24,hidden=448,heads=6,kv_heads=2,intermediate=1152"
+        "layers=24,hidden=432,heads=6,kv_heads=2,intermediate=1152"
     );
     let share = res.target_params as f64 / smol.param_counts().total() as f64;
     assert!((0.45..0.6).contains(&share), "{share}");

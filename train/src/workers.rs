@@ -13,12 +13,49 @@
 //! split. Only the order of floating-point sums changes. Parts are summed in worker order, so a
 //! step is deterministic whatever the threads' timing.
 
+use std::cell::RefCell;
+
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 use shear_model::precision;
+
+/// Stack of a worker thread: a forward and backward pass as deep as the main thread's.
+const WORKER_STACK: usize = 8 << 20;
+
+thread_local! {
+    /// The calling thread's worker pool, kept between steps.
+    static POOL: RefCell<Option<rayon::ThreadPool>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on a rayon pool of `workers` threads owned by the calling thread.
+///
+/// Not the global pool: a worker whose backward pass is done waits in burn's graph cleanup for
+/// the locks of the graphs still in a backward pass. On the global pool, another thread's
+/// backward pass (tests run in parallel; a library user's own threads) then found every pool
+/// thread blocked there, waiting for the lock it held, while it waited for them to run its
+/// kernels: a deadlock. On its own pool a worker's kernels run on that pool (rayon runs
+/// nested parallel work on the current pool), and every other thread's on the global one, so
+/// no thread waits on one that waits on it. One pool per calling thread, so that two callers
+/// never share one.
+fn with_pool<R>(workers: usize, f: impl FnOnce(&rayon::ThreadPool) -> R) -> R {
+    POOL.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(rayon::ThreadPool::current_num_threads) != Some(workers) {
+            *slot = Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .stack_size(WORKER_STACK)
+                    .thread_name(|i| format!("shear-worker-{i}"))
+                    .build()
+                    .expect("cannot start the worker threads"),
+            );
+        }
+        f(slot.as_ref().expect("built above"))
+    })
+}
 
 /// The mean-loss gradients of a step, and the mean of the `K` figures its parts report (each
 /// part's figures weighted like its loss).
@@ -64,13 +101,17 @@ where
     let copies: Vec<_> = (0..workers).map(|w| (w, module.valid())).collect();
     // The compute precision is per thread (autocast): the workers take the caller's.
     let compute = precision::compute();
-    let parts: Vec<crate::Result<StepGradients<K>>> = copies
-        .into_par_iter()
-        .map(|(w, inner)| {
-            let _autocast = precision::autocast(compute);
-            part(&M::from_inner(inner), batches, w, workers, &loss_of)
+    let parts: Vec<crate::Result<StepGradients<K>>> = with_pool(workers, |pool| {
+        pool.install(|| {
+            copies
+                .into_par_iter()
+                .map(|(w, inner)| {
+                    let _autocast = precision::autocast(compute);
+                    part(&M::from_inner(inner), batches, w, workers, &loss_of)
+                })
+                .collect()
         })
-        .collect();
+    });
     let mut acc = GradientsAccumulator::<M>::new();
     let mut figures = [0.0; K];
     for p in parts {

@@ -74,6 +74,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Measure forward / forward+backward / training-step throughput of a LLaMA shape.
     Bench(cmd::bench::Args),
+    /// Memory per device of a pruning or training run, and the cards it fits.
+    Plan(cmd::plan::Args),
 }
 
 impl Command {
@@ -112,6 +114,8 @@ fn main() -> ExitCode {
     command.default_workers(backend::default_workers(cli.device));
     let result = match command {
         Command::Inspect(args) => cmd::inspect::run(args, offline),
+        // The CPU backend's fused LM-head loss keeps no logits.
+        Command::Plan(args) => cmd::plan::run(args, offline, cli.device == DeviceKind::Cpu),
         Command::Generate(args) => backend::dispatch!(
             cli.device,
             |B, device| cmd::generate::run::<B>(args, offline, &device)

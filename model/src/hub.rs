@@ -32,6 +32,49 @@ fn looks_like_repo_id(s: &str) -> bool {
         })
 }
 
+/// Returns the `config.json` of the model named by `spec` without its weights: a config file,
+/// a model directory, or a hub id (only its config.json is fetched or looked up in the cache).
+pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_file() && !crate::gguf::is_gguf(path) {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_dir() {
+        return Ok(path.join("config.json"));
+    }
+    if path.exists() || !looks_like_repo_id(spec) {
+        return Err(ModelError::Hub {
+            id: spec.to_string(),
+            msg: "not a config.json, a model directory, or a hub id of the form owner/name".into(),
+        });
+    }
+    let hub = |msg: String| ModelError::Hub {
+        id: spec.to_string(),
+        msg,
+    };
+    if offline {
+        let cache = Cache::from_env();
+        return cache
+            .model(spec.to_string())
+            .get("config.json")
+            .ok_or_else(|| {
+                hub(format!(
+                    "config.json is not in the hub cache {} (offline mode)",
+                    cache.path().display()
+                ))
+            });
+    }
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut builder = ApiBuilder::from_env();
+    if token.is_some() {
+        builder = builder.with_token(token);
+    }
+    let api = builder.build().map_err(|e| hub(e.to_string()))?;
+    api.model(spec.to_string())
+        .get("config.json")
+        .map_err(|e| hub(e.to_string()))
+}
+
 /// Returns the local directory holding the model named by `spec`: a directory, a GGUF file
 /// (converted once into the shear cache, see [`crate::gguf::gguf_model_dir`]), or a hub id.
 pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod materialize;
+pub mod plan;
 pub mod prune;
 pub mod run;
 pub mod run_args;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod grads;
 pub mod lagrangian;
+pub mod memory;
 pub mod observer;
 pub mod optim;
 pub mod prune;

@@ -1,0 +1,231 @@
+//! How much device memory a pruning or training run needs, per device, before it is started
+//! (docs/algorithm.md §13): the weights, gradients, gradient accumulator, AdamW moments, masks
+//! and multipliers, and the activations autodiff keeps for the backward pass, for a model
+//! shape, micro-batch, sequence length and number of data-parallel peers.
+//!
+//! Everything is f32, as shear trains: under bf16 autocast only the matrix products run in bf16
+//! (shear_model::precision), so the weights, gradients, optimizer state and the tensors kept
+//! for the backward pass stay f32 and the plan does not change with the precision.
+
+use serde::{Deserialize, Serialize};
+use shear_model::LlamaConfig;
+
+const F32: u64 = 4;
+
+/// One run to plan.
+#[derive(Clone, Debug)]
+pub struct PlanInput {
+    /// The model trained: the source when pruning.
+    pub model: LlamaConfig,
+    /// Pruning (masks, multipliers and the masked forward) or plain training.
+    pub pruning: bool,
+    /// Sequences per micro-batch on each device (one forward/backward).
+    pub micro_batch: usize,
+    pub seq_len: usize,
+    /// Micro-batches per optimizer step on each device; above 1 a running sum of the
+    /// gradients is kept beside each new set.
+    pub grad_accum: usize,
+    /// The LM head and cross-entropy fused, as on the CPU backend (docs/algorithm.md §12): the
+    /// `[tokens, vocab]` logits are never kept. Off on GPU backends.
+    pub fused_loss: bool,
+}
+
+/// Bytes per device, by what holds them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryPlan {
+    /// Model parameters, f32.
+    pub weights: u64,
+    /// One backward's gradients, f32.
+    pub gradients: u64,
+    /// The running sum of the micro-batches' gradients (0 without accumulation).
+    pub accumulator: u64,
+    /// AdamW's two moments per parameter, f32.
+    pub optimizer: u64,
+    /// The optimizer step's temporaries: clipping scales the gradients into new tensors, and
+    /// each parameter's update is computed beside it. Measured on the CPU backend as about one
+    /// more f32 copy of the parameters (2.7–4.3 bytes per parameter, README "Memory").
+    pub temporaries: u64,
+    /// `log_alpha` of every mask and the multipliers `lambda_1`, `lambda_2`, with their
+    /// gradients, accumulator and moments (0 when training).
+    pub masks: u64,
+    /// What the forward keeps for the backward: per layer and token, plus the final norm.
+    pub activations: u64,
+    /// The LM head's logits and their softmax, kept for the backward (0 when fused).
+    pub logits: u64,
+    /// One layer's backward temporaries at a time: the gradients flowing back through its
+    /// attention scores, four f32 `[tokens, heads, seq]` tensors.
+    pub workspace: u64,
+}
+
+impl MemoryPlan {
+    pub fn total(&self) -> u64 {
+        self.weights
+            + self.gradients
+            + self.accumulator
+            + self.optimizer
+            + self.temporaries
+            + self.masks
+            + self.activations
+            + self.logits
+            + self.workspace
+    }
+
+    /// The rows a user reads: (name, bytes).
+    pub fn rows(&self) -> [(&'static str, u64); 9] {
+        [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("accumulator", self.accumulator),
+            ("optimizer (AdamW)", self.optimizer),
+            ("step temporaries", self.temporaries),
+            ("masks + multipliers", self.masks),
+            ("activations", self.activations),
+            ("logits", self.logits),
+            ("backward workspace", self.workspace),
+        ]
+    }
+}
+
+/// Bytes one token keeps for the backward pass in one layer (docs/algorithm.md §13), counted
+/// from the forward in shear_model::llama and the state burn 0.21's autodiff saves for each
+/// operation, and checked against measured peak memory (README, "Memory"):
+/// - each RMSNorm keeps its input, the normalized input and the scaled output: `2 × 3d` f32;
+/// - attention keeps the rotated queries, keys and values as the score products read them
+///   (keys and values repeated to every query head when grouped) and the context before
+///   `o_proj`;
+/// - the scores: burn's attention under autodiff is the decomposed fallback, which keeps the
+///   shifted scores (the `exp` input), their exponentials (the division's numerator), the
+///   probabilities (the second product's input), all f32, and the causal mask (one byte):
+///   `13 · heads · seq` bytes per token, the term that grows with the sequence;
+/// - the SwiGLU FFN keeps the gate's output, its sigmoid and SiLU (burn composes SiLU from
+///   both), the up projection, their product and the down projection's input: `6 ·
+///   intermediate` f32;
+/// - pruning adds the masked copies: the head-masked context, the channel-masked product, the
+///   two layer-masked sub-block outputs and the hidden-masked norms' squared inputs.
+pub fn activation_bytes_per_token_layer(c: &LlamaConfig, seq_len: usize, pruning: bool) -> u64 {
+    let d = c.hidden_size as u64;
+    let i = c.intermediate_size as u64;
+    let q = (c.num_attention_heads * c.head_dim) as u64;
+    let kv = (c.num_key_value_heads * c.head_dim) as u64;
+    // repeat_kv materializes every query head's keys and values when grouped.
+    let kv_read = if kv == q { kv } else { q };
+    let norms = 6 * d;
+    let attention = q + 2 * kv_read + q;
+    let ffn = 6 * i;
+    let masked = if pruning { q + i + 2 * d + 2 * d } else { 0 };
+    let scores = 13 * (c.num_attention_heads * seq_len) as u64;
+    (norms + attention + ffn + masked) * F32 + scores
+}
+
+/// Mask parameters (`log_alpha`) of a source and the multipliers: hidden `[d]`, heads `[L, H]`,
+/// groups `[L, G]` when grouped, FFN channels `[L, m]`, layers `[L]` and FFN sub-blocks `[L]`
+/// (the most `--layer-masks` can make), two multipliers per mask type.
+pub fn mask_params(c: &LlamaConfig) -> u64 {
+    let l = c.num_hidden_layers as u64;
+    let groups = if c.num_key_value_heads == c.num_attention_heads {
+        0
+    } else {
+        c.num_key_value_heads as u64
+    };
+    c.hidden_size as u64
+        + l * (c.num_attention_heads as u64 + groups + c.intermediate_size as u64 + 2)
+        + 2 * 6
+}
+
+/// The plan of one run (docs/algorithm.md §13).
+pub fn plan(input: &PlanInput) -> MemoryPlan {
+    let c = &input.model;
+    let params = c.param_counts().total() as u64;
+    let tokens = (input.micro_batch * input.seq_len) as u64;
+    let accumulating = input.grad_accum > 1;
+    let per_param = |n: u64| n * F32;
+    let masks = if input.pruning {
+        // value, gradient, accumulator, two moments
+        per_param(mask_params(c)) * if accumulating { 5 } else { 4 }
+    } else {
+        0
+    };
+    let layers = c.num_hidden_layers as u64;
+    let per_layer = activation_bytes_per_token_layer(c, input.seq_len, input.pruning);
+    // The final norm, and the hidden-masked embedding when pruning.
+    let outside = 3 * c.hidden_size as u64
+        + if input.pruning {
+            c.hidden_size as u64
+        } else {
+            0
+        };
+    let activations = tokens * (layers * per_layer + outside * F32);
+    // Logits and their log-softmax, both `[tokens, vocab]`.
+    let logits = if input.fused_loss {
+        0
+    } else {
+        2 * tokens * c.vocab_size as u64 * F32
+    };
+    MemoryPlan {
+        weights: per_param(params),
+        gradients: per_param(params),
+        accumulator: if accumulating { per_param(params) } else { 0 },
+        optimizer: 2 * per_param(params),
+        temporaries: per_param(params),
+        masks,
+        activations,
+        logits,
+        workspace: tokens * 4 * (c.num_attention_heads * input.seq_len) as u64 * F32,
+    }
+}
+
+/// A device a plan is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Card {
+    pub name: &'static str,
+    /// Memory as the driver reports it (`nvidia-smi`'s total), MiB.
+    pub mib: u64,
+}
+
+impl Card {
+    pub fn bytes(&self) -> u64 {
+        self.mib << 20
+    }
+
+    /// The plan fits when it uses at most 95 % of the card: the rest goes to the CUDA context,
+    /// kernels, temporaries between operations and allocator fragmentation.
+    pub fn fits(&self, plan: &MemoryPlan) -> bool {
+        plan.total() as f64 <= 0.95 * self.bytes() as f64
+    }
+}
+
+/// Cards people prune on, by memory.
+pub const CARDS: &[Card] = &[
+    Card {
+        name: "H200",
+        mib: 143_771,
+    },
+    Card {
+        name: "H100-80GB",
+        mib: 81_559,
+    },
+    Card {
+        name: "A100-80GB",
+        mib: 81_920,
+    },
+    Card {
+        name: "A100-40GB",
+        mib: 40_960,
+    },
+    Card {
+        name: "L40S",
+        mib: 46_068,
+    },
+    Card {
+        name: "RTX-4090",
+        mib: 24_564,
+    },
+];
+
+/// A card by name (case-insensitive).
+pub fn card(name: &str) -> Option<Card> {
+    CARDS
+        .iter()
+        .copied()
+        .find(|c| c.name.eq_ignore_ascii_case(name))
+}

@@ -1,0 +1,111 @@
+//! `shear_train::memory::plan` against a hand computation (docs/algorithm.md §13).
+
+use shear_model::LlamaConfig;
+use shear_train::memory::{card, plan, MemoryPlan, PlanInput};
+
+/// vocab 100, hidden 8, intermediate 12, 2 layers, 2 query heads in 1 group, head_dim 4, untied.
+fn small() -> LlamaConfig {
+    let mut c = LlamaConfig::new(100, 8, 12, 2, 2, 1);
+    c.head_dim = 4;
+    c.tie_word_embeddings = false;
+    c
+}
+
+#[test]
+fn a_small_pruning_plan_matches_the_hand_computation() {
+    let p = plan(&PlanInput {
+        model: small(),
+        pruning: true,
+        micro_batch: 2,
+        seq_len: 4,
+        grad_accum: 2,
+        fused_loss: false,
+    });
+    // Parameters: embedding 100·8 = 800; attention per layer q 8·8 + k,v 2·8·4 + o 8·8 = 192,
+    // two layers 384; FFN 3·8·12 = 288 per layer, 576; norms (2·2+1)·8 = 40; head 800.
+    let params = 800 + 384 + 576 + 40 + 800;
+    assert_eq!(params, 2600);
+    // Masks: hidden 8 + per layer (heads 2 + groups 1 + channels 12 + layer 1 + FFN 1) = 17,
+    // two layers 34; 12 multipliers: 54 values, each with a gradient, an accumulator and two
+    // moments, f32.
+    let masks = 54 * 5 * 4;
+    // Activations per token and layer, f32 values: norms 6·8 = 48; attention: rotated queries 8,
+    // keys and values repeated to both query heads 2·8, context 8 = 32; FFN 6·12 = 72;
+    // pruning's masked copies: context 8 + channels 12 + two sub-block outputs 16 + the two
+    // masked norms' squared inputs 16 = 52; 204 values, 816 bytes. Scores: 13 bytes · 2 heads ·
+    // 4 positions = 104. 920 bytes per layer, 1840 for two, plus the final norm and the masked
+    // embedding (3·8 + 8)·4 = 128: 1968 bytes per token, 8 tokens.
+    let activations = 1968 * 8;
+    // One layer's score gradients: 4 · 4 bytes · 2 heads · 4 positions per token.
+    let workspace = 8 * 4 * 4 * 2 * 4;
+    // Logits and their log-softmax: 2 · 8 tokens · 100.
+    let logits = 2 * 8 * 100 * 4;
+    assert_eq!(
+        p,
+        MemoryPlan {
+            weights: params * 4,
+            gradients: params * 4,
+            accumulator: params * 4,
+            optimizer: params * 8,
+            temporaries: params * 4,
+            masks,
+            activations,
+            logits,
+            workspace,
+        }
+    );
+    assert_eq!(p.total(), 86_648);
+}
+
+#[test]
+fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
+    let p = plan(&PlanInput {
+        model: small(),
+        pruning: false,
+        micro_batch: 1,
+        seq_len: 4,
+        grad_accum: 1,
+        fused_loss: true,
+    });
+    // Per token and layer: (48 + 32 + 72) · 4 bytes + 104 for the scores = 712, two layers
+    // 1424, final norm 24 · 4: 1520 bytes per token, 4 tokens.
+    assert_eq!((p.masks, p.accumulator, p.logits), (0, 0, 0));
+    assert_eq!(p.activations, 1520 * 4);
+    assert_eq!(p.workspace, 4 * 4 * 4 * 2 * 4);
+    assert_eq!(p.weights, 2600 * 4);
+}
+
+/// Llama-2-7B pruned at the paper's sequence length: the weights, gradients and moments alone
+/// (16 bytes per parameter, 6.74 B parameters) take 100 GiB, which fits an H200 (95 % of 140.4
+/// GiB) and not an A100-80GB; the step's temporaries and the activations of even one
+/// 4096-token sequence do not fit the H200 either.
+#[test]
+fn llama_2_7b_state_and_the_cards() {
+    let c = LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
+    assert_eq!(c.param_counts().total(), 6_738_415_616);
+    let p = plan(&PlanInput {
+        model: c,
+        pruning: true,
+        micro_batch: 1,
+        seq_len: 4096,
+        grad_accum: 1,
+        fused_loss: false,
+    });
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let state = p.weights + p.gradients + p.optimizer;
+    assert!((gib(state) - 100.4).abs() < 0.05, "{}", gib(state));
+    let h200 = card("h200").unwrap();
+    assert!(
+        !h200.fits(&p),
+        "activations at 4096 tokens: {} GiB",
+        gib(p.activations)
+    );
+    let small = MemoryPlan {
+        temporaries: 0,
+        activations: 0,
+        logits: 0,
+        workspace: 0,
+        ..p
+    };
+    assert!(h200.fits(&small) && !card("A100-80GB").unwrap().fits(&small));
+}

@@ -40,20 +40,23 @@ thread_local! {
 /// nested parallel work on the current pool), and every other thread's on the global one, so
 /// no thread waits on one that waits on it. One pool per calling thread, so that two callers
 /// never share one.
-fn with_pool<R>(workers: usize, f: impl FnOnce(&rayon::ThreadPool) -> R) -> R {
+fn with_pool<R>(workers: usize, f: impl FnOnce(&rayon::ThreadPool) -> R) -> crate::Result<R> {
     POOL.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(rayon::ThreadPool::current_num_threads) != Some(workers) {
-            *slot = Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(workers)
-                    .stack_size(WORKER_STACK)
-                    .thread_name(|i| format!("shear-worker-{i}"))
-                    .build()
-                    .expect("cannot start the worker threads"),
-            );
-        }
-        f(slot.as_ref().expect("built above"))
+        let pool = match slot.take() {
+            Some(pool) if pool.current_num_threads() == workers => pool,
+            _ => rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .stack_size(WORKER_STACK)
+                .thread_name(|i| format!("shear-worker-{i}"))
+                .build()
+                .map_err(|e| {
+                    crate::TrainError::Invalid(format!(
+                        "cannot start {workers} worker threads: {e}"
+                    ))
+                })?,
+        };
+        Ok(f(slot.insert(pool)))
     })
 }
 
@@ -111,7 +114,7 @@ where
                 })
                 .collect()
         })
-    });
+    })?;
     let mut acc = GradientsAccumulator::<M>::new();
     let mut figures = [0.0; K];
     for p in parts {

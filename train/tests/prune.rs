@@ -2,7 +2,6 @@
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use shear_model::{
     load_llama, HardConcrete, L0Masks, LayerMasks, LlamaConfig, Mask, MaskType, PerType,
     PruneModules, TargetShape,
@@ -27,8 +26,14 @@ fn run_steps(
     (run, logs)
 }
 
-fn random_ids(b: usize, s: usize) -> Tensor<AD, 2, Int> {
-    Tensor::<AD, 2>::random([b, s], Distribution::Uniform(0.0, 500.0), &device()).int()
+/// Token ids below 500 for step `step`: drawn from a generator seeded by the step, so that a
+/// run sees the same data whatever other tests draw from the backend's global generator at the
+/// same time (convergence tests failed now and then on other draws).
+fn random_ids(step: usize, b: usize, s: usize) -> Tensor<AD, 2, Int> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(step as u64);
+    let ids: Vec<i64> = (0..b * s).map(|_| rng.random_range(0..500)).collect();
+    Tensor::from_data(TensorData::new(ids, [b, s]), &device())
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -174,7 +179,7 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
         .with_lr_warmup(Some(0))
         .with_lagrangian_warmup(Some(0))
         .with_lr_weights(1e-3);
-    let ids = random_ids(2, 16);
+    let ids = random_ids(0, 2, 16);
     let (_, logs) = run_steps(model, cfg, 8, |_| ids.clone());
     // Ascent: λ1 moved along its gradient (down), which raises the Lagrangian λ1 (e − t).
     for (k, v) in logs[0].lambda_1.iter() {
@@ -197,7 +202,7 @@ fn pruning_converges_to_the_target_shape() {
     let target = fixture_target();
     let steps = 300;
     let cfg = PruneConfig::new(target, steps).with_lr_weights(1e-3);
-    let (run, logs) = run_steps(model, cfg, steps, |_| random_ids(4, 32));
+    let (run, logs) = run_steps(model, cfg, steps, |step| random_ids(step, 4, 32));
     for l in logs.iter().filter(|l| l.step % 50 == 0) {
         eprintln!("{}", serde_json::to_string(l).unwrap());
     }
@@ -218,7 +223,7 @@ fn the_log_carries_the_warmed_up_target() {
     let source = model.config.clone();
     let target = fixture_target();
     let cfg = PruneConfig::new(target, 10).with_lagrangian_warmup(Some(4));
-    let ids = random_ids(1, 8);
+    let ids = random_ids(0, 1, 8);
     let (_, logs) = run_steps(model, cfg, 6, |_| ids.clone());
     let full = target.sparsity(&source);
     for l in &logs {
@@ -249,7 +254,7 @@ fn a_subset_of_dimensions_is_pruned_and_the_rest_keep_their_size() {
     let modules: PruneModules = "heads,layers".parse().unwrap();
     let cfg = PruneConfig::new(target, 4).with_prune(modules);
     cfg.validate(&source).unwrap();
-    let ids = random_ids(1, 8);
+    let ids = random_ids(0, 1, 8);
     let (run, logs) = run_steps(model, cfg.clone(), 4, |_| ids.clone());
     assert!(run.pruner().l0.hidden.is_none() && run.pruner().l0.intermediate.is_none());
     for l in &logs {
@@ -286,9 +291,13 @@ fn a_grouped_query_source_converges_to_a_grouped_query_target() {
     let target: TargetShape = "layers=2,hidden=48,heads=2,kv_heads=1,intermediate=96"
         .parse()
         .unwrap();
-    let cfg = PruneConfig::new(target, 200).with_lr_weights(1e-3);
+    // The Lagrangian makes the expected sparsities oscillate around their targets with a
+    // decaying swing: after 200 steps the layer and group masks (2–3 units a layer) still
+    // swung by up to ±0.15 on some data; by 400 they were within 0.03 on each of 8 data seeds.
+    let steps = 400;
+    let cfg = PruneConfig::new(target, steps).with_lr_weights(1e-3);
     cfg.validate(&source).unwrap();
-    let (run, logs) = run_steps(model, cfg, 200, |_| random_ids(2, 16));
+    let (run, logs) = run_steps(model, cfg, steps, |step| random_ids(step, 2, 16));
     let last = logs.last().unwrap();
     assert_eq!(
         last.expected_sparsity.types(),

@@ -1,14 +1,14 @@
 //! The portable GPU backend, wgpu, checked against the same references as the CPU backend:
 //! logits against Hugging Face transformers, the masked forward against the materialized model,
 //! a few pruning and training steps against the CPU run of the same steps, and a checkpoint
-//! round trip (stopped, resumed, equal to the uninterrupted run).
+//! round trip (stopped, resumed, equal to the uninterrupted run within the tolerance).
 //!
 //! Built only with `--features wgpu`; CI runs it on Mesa's software Vulkan driver (lavapipe),
 //! so it exercises the same kernels a GPU would run, compiled for a CPU (README, "Development").
 //! Tolerances: f32 everywhere; the kernels sum in another order than the CPU backend's. Measured
-//! on lavapipe: logits within 1.7e-6 of transformers, masked vs materialized 4.8e-7, step
-//! figures within 4e-7 relative of the CPU run; the bounds are the CPU suite's for logits and
-//! 1e-5 relative for the steps (each test prints its figure).
+//! on lavapipe: logits within 2.1e-6 of transformers, masked vs materialized 4.8e-7, step
+//! figures within 4.6e-7 relative of the CPU run; the bounds are the CPU suite's for logits and
+//! 1e-5 relative for the steps and the resume (each test prints its figure).
 #![cfg(feature = "wgpu")]
 
 mod common;
@@ -217,9 +217,62 @@ fn log(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The largest relative difference between two JSON values of the same structure (numbers
+/// compared relatively, everything else equal).
+fn json_diff(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> f64 {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() / x.abs().max(1e-12)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths");
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .map(|(i, (x, y))| json_diff(x, y, &format!("{at}[{i}]")))
+                .fold(0.0, f64::max)
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}: keys"
+            );
+            x.iter()
+                .map(|(k, v)| json_diff(v, &y[k], &format!("{at}.{k}")))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(a, b, "{at}");
+            0.0
+        }
+    }
+}
+
+/// f32 tensors by name.
+fn f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
+    raw_tensors(path)
+        .into_iter()
+        .map(|(name, dtype, _, bytes)| {
+            assert_eq!(dtype, "F32", "{name}");
+            let v = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (name, v)
+        })
+        .collect()
+}
+
 /// The same run on wgpu and on the CPU: every step's `keys` agree within `rel` (relative).
-/// Then the wgpu run stopped at step 3 and resumed from its checkpoint ends with the same log,
-/// line for line, and the same model, byte for byte, as the uninterrupted wgpu run.
+/// Then the wgpu run stopped at step 3 and resumed from its checkpoint ends with the
+/// uninterrupted wgpu run's log (every number within `rel`) and model (within `rel` of the
+/// largest weight). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
+/// same wgpu run already differ by about 1e-7, since autotuning may pick another kernel (and
+/// so another order of sums) in each; a resume that lost any state (the data position, the
+/// optimizer's moments, the domain weights) would differ by orders of magnitude more.
 fn wgpu_run_matches_cpu_and_resumes(
     args: fn(&str, &Path, &Path) -> Vec<String>,
     log_name: &str,
@@ -259,20 +312,39 @@ fn wgpu_run_matches_cpu_and_resumes(
     let mut rest = args("wgpu", &d, &resumed);
     rest.push("--resume".into());
     succeed(&rest);
-    assert_eq!(
-        std::fs::read_to_string(gpu.join(log_name)).unwrap(),
-        std::fs::read_to_string(resumed.join(log_name)).unwrap(),
-        "the resumed wgpu run logs what the uninterrupted one did"
+    let (whole, parts) = (log(&gpu.join(log_name)), log(&resumed.join(log_name)));
+    assert_eq!(parts.len(), STEPS, "every step logged once");
+    let mut worst_log = 0f64;
+    for (step, (x, y)) in whole.iter().zip(&parts).enumerate() {
+        let d = json_diff(x, y, &format!("{log_name} step {step}"));
+        assert!(d <= rel, "{log_name} step {step}: resumed differs by {d:e}");
+        worst_log = worst_log.max(d);
+    }
+    let (a, b) = (
+        f32_tensors(&gpu.join("model/model.safetensors")),
+        f32_tensors(&resumed.join("model/model.safetensors")),
     );
     assert_eq!(
-        raw_tensors(&gpu.join("model/model.safetensors")),
-        raw_tensors(&resumed.join("model/model.safetensors")),
-        "the same final model"
+        a.iter().map(|t| &t.0).collect::<Vec<_>>(),
+        b.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    let mut worst_model = 0f32;
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(x, y) / scale;
+        assert!(
+            d <= rel as f32,
+            "{name}: resumed differs by {d:e} of its largest weight"
+        );
+        worst_model = worst_model.max(d);
+    }
+    eprintln!(
+        "{log_name}: resumed vs uninterrupted wgpu run, log {worst_log:e}, model {worst_model:e}"
     );
 }
 
 #[test]
-fn pruning_on_wgpu_matches_the_cpu_and_resumes_exactly() {
+fn pruning_on_wgpu_matches_the_cpu_and_resumes() {
     wgpu_run_matches_cpu_and_resumes(
         prune_args,
         "prune_log.jsonl",
@@ -282,6 +354,6 @@ fn pruning_on_wgpu_matches_the_cpu_and_resumes_exactly() {
 }
 
 #[test]
-fn training_on_wgpu_matches_the_cpu_and_resumes_exactly() {
+fn training_on_wgpu_matches_the_cpu_and_resumes() {
     wgpu_run_matches_cpu_and_resumes(train_args, "train_log.jsonl", &["loss", "grad_norm"], 1e-5);
 }

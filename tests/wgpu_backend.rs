@@ -217,14 +217,16 @@ fn log(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The largest relative difference between two JSON values of the same structure (numbers
-/// compared relatively, everything else equal).
+/// The largest difference between two JSON values of the same structure: numbers by
+/// `|x − y| / max(|x|, 1)` (relative, but absolute below 1: the domain gaps and multipliers near
+/// zero are differences of nearly equal numbers, whose relative error is the inputs' times
+/// their ratio), everything else equal.
 fn json_diff(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> f64 {
     use serde_json::Value;
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            (x - y).abs() / x.abs().max(1e-12)
+            (x - y).abs() / x.abs().max(1.0)
         }
         (Value::Array(x), Value::Array(y)) => {
             assert_eq!(x.len(), y.len(), "{at}: lengths");
@@ -268,8 +270,8 @@ fn f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
 
 /// The same run on wgpu and on the CPU: every step's `keys` agree within `rel` (relative).
 /// Then the wgpu run stopped at step 3 and resumed from its checkpoint ends with the
-/// uninterrupted wgpu run's log (every number within `rel`) and model (within `rel` of the
-/// largest weight). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
+/// uninterrupted wgpu run's log (every number within `rel`, see [`json_diff`]) and model (within
+/// `rel` of the largest weight). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
 /// same wgpu run already differ by about 1e-7, since autotuning may pick another kernel (and
 /// so another order of sums) in each; a resume that lost any state (the data position, the
 /// optimizer's moments, the domain weights) would differ by orders of magnitude more.

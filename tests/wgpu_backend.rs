@@ -268,7 +268,8 @@ fn f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-/// The same run on wgpu and on the CPU: every step's `keys` agree within `rel` (relative).
+/// The same run on wgpu and on the CPU: every step's `keys` agree within `rel` (relative to
+/// `max(|x|, 1)`, as in [`json_diff`]).
 /// Then the wgpu run stopped at step 3 and resumed from its checkpoint ends with the
 /// uninterrupted wgpu run's log (every number within `rel`, see [`json_diff`]) and model (within
 /// `rel` of the largest weight). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
@@ -297,7 +298,7 @@ fn wgpu_run_matches_cpu_and_resumes(
     for (step, (x, y)) in a.iter().zip(&b).enumerate() {
         for key in keys {
             let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            let r = (x - y).abs() / x.abs().max(1e-12);
+            let r = (x - y).abs() / x.abs().max(1.0);
             worst = worst.max(r);
             assert!(
                 r <= rel,

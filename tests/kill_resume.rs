@@ -13,17 +13,7 @@ use common::*;
 
 /// Two domains of ids below 500, enough sequences that nothing runs out.
 fn data(dir: &Path) {
-    write_prepared(
-        dir,
-        32,
-        500,
-        &[("web", [3, 60, 60]), ("code", [3, 60, 60])],
-        |d, s, i| {
-            (0..32u32)
-                .map(|t| (t * 31 + i as u32 * 97 + d as u32 * 211 + s as u32 * 7) % 500)
-                .collect()
-        },
-    );
+    two_domains(dir, [3, 60, 60]);
 }
 
 fn prune_args(data: &Path, out: &Path) -> Vec<String> {

@@ -129,17 +129,7 @@ fn masked_forward_equals_materialized_on_wgpu() {
 
 /// Two domains of ids below 500 (the pruning source's vocabulary), sequences of 32 tokens.
 fn data(dir: &Path) {
-    write_prepared(
-        dir,
-        32,
-        500,
-        &[("web", [2, 40, 40]), ("code", [2, 40, 40])],
-        |d, s, i| {
-            (0..32u32)
-                .map(|t| (t * 31 + i as u32 * 97 + d as u32 * 211 + s as u32 * 7) % 500)
-                .collect()
-        },
-    );
+    two_domains(dir, [2, 40, 40]);
 }
 
 const STEPS: usize = 6;

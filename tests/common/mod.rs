@@ -70,3 +70,20 @@ pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
         .map(|s| s["name"].as_str().unwrap())
         .collect()
 }
+
+/// Prepared data for the pruning source (vocabulary 500) in `dir`: two domains, `web` and
+/// `code`, of 32-token sequences, `counts` = [eval, prune, train] sequences each, with ids that
+/// differ by domain, split and position.
+pub fn two_domains(dir: &Path, counts: [usize; 3]) {
+    write_prepared(
+        dir,
+        32,
+        500,
+        &[("web", counts), ("code", counts)],
+        |d, s, i| {
+            (0..32u32)
+                .map(|t| (t * 31 + i as u32 * 97 + d as u32 * 211 + s as u32 * 7) % 500)
+                .collect()
+        },
+    );
+}

@@ -134,16 +134,14 @@ fn data(dir: &Path) {
 
 const STEPS: usize = 6;
 
-fn prune_args(device: &str, data: &Path, out: &Path) -> Vec<String> {
+/// `shear --device DEVICE COMMAND pruning/source ARGS…` for `STEPS` steps of 2 × 2 sequences,
+/// dynamic loading every 2 steps, a checkpoint every 3.
+fn command(device: &str, command: &str, args: &[&str], data: &Path, out: &Path) -> Vec<String> {
     let src = fixture("pruning/source");
     let steps = STEPS.to_string();
-    [
-        "--device",
-        device,
-        "prune",
-        src.to_str().unwrap(),
-        "--target",
-        "layers=3,hidden=48,heads=2,intermediate=96",
+    let mut all = vec!["--device", device, command, src.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend([
         "--data",
         data.to_str().unwrap(),
         "--out",
@@ -158,40 +156,19 @@ fn prune_args(device: &str, data: &Path, out: &Path) -> Vec<String> {
         "2",
         "--save-every",
         "3",
-    ]
-    .map(String::from)
-    .to_vec()
+    ]);
+    all.into_iter().map(String::from).collect()
+}
+
+fn prune_args(device: &str, data: &Path, out: &Path) -> Vec<String> {
+    let target = ["--target", "layers=3,hidden=48,heads=2,intermediate=96"];
+    command(device, "prune", &target, data, out)
 }
 
 fn train_args(device: &str, data: &Path, out: &Path) -> Vec<String> {
     let model = fixture("pruning/source");
-    let steps = STEPS.to_string();
-    [
-        "--device",
-        device,
-        "train",
-        model.to_str().unwrap(),
-        "--reference-model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        &steps,
-        "--batch",
-        "2",
-        "--grad-accum",
-        "2",
-        "--update-every",
-        "2",
-        "--save-every",
-        "3",
-        "--lr",
-        "1e-3",
-    ]
-    .map(String::from)
-    .to_vec()
+    let args = ["--reference-model", model.to_str().unwrap(), "--lr", "1e-3"];
+    command(device, "train", &args, data, out)
 }
 
 fn succeed(args: &[String]) {

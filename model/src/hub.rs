@@ -32,6 +32,51 @@ fn looks_like_repo_id(s: &str) -> bool {
         })
 }
 
+fn hub_error(spec: &str, msg: String) -> ModelError {
+    ModelError::Hub {
+        id: spec.to_string(),
+        msg,
+    }
+}
+
+/// `config.json` of hub model `spec` from the hub cache only (offline mode).
+fn cached_config(spec: &str) -> Result<PathBuf> {
+    let cache = Cache::from_env();
+    cache
+        .model(spec.to_string())
+        .get("config.json")
+        .ok_or_else(|| {
+            hub_error(
+                spec,
+                format!(
+                    "config.json is not in the hub cache {} (offline mode)",
+                    cache.path().display()
+                ),
+            )
+        })
+}
+
+/// Hub model `spec`, authenticated with `HF_TOKEN` when it is set.
+fn hub_repo(spec: &str) -> Result<hf_hub::api::sync::ApiRepo> {
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut builder = ApiBuilder::from_env();
+    if token.is_some() {
+        builder = builder.with_token(token);
+    }
+    let api = builder
+        .build()
+        .map_err(|e| hub_error(spec, e.to_string()))?;
+    Ok(api.model(spec.to_string()))
+}
+
+/// The directory holding a downloaded or cached `config.json`.
+fn parent_dir(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Returns the `config.json` of the model named by `spec` without its weights: a config file,
 /// a model directory, or a hub id (only its config.json is fetched or looked up in the cache).
 pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
@@ -43,36 +88,17 @@ pub fn resolve_config(spec: &str, offline: bool) -> Result<PathBuf> {
         return Ok(path.join("config.json"));
     }
     if path.exists() || !looks_like_repo_id(spec) {
-        return Err(ModelError::Hub {
-            id: spec.to_string(),
-            msg: "not a config.json, a model directory, or a hub id of the form owner/name".into(),
-        });
+        return Err(hub_error(
+            spec,
+            "not a config.json, a model directory, or a hub id of the form owner/name".into(),
+        ));
     }
-    let hub = |msg: String| ModelError::Hub {
-        id: spec.to_string(),
-        msg,
-    };
     if offline {
-        let cache = Cache::from_env();
-        return cache
-            .model(spec.to_string())
-            .get("config.json")
-            .ok_or_else(|| {
-                hub(format!(
-                    "config.json is not in the hub cache {} (offline mode)",
-                    cache.path().display()
-                ))
-            });
+        return cached_config(spec);
     }
-    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
-    let mut builder = ApiBuilder::from_env();
-    if token.is_some() {
-        builder = builder.with_token(token);
-    }
-    let api = builder.build().map_err(|e| hub(e.to_string()))?;
-    api.model(spec.to_string())
+    hub_repo(spec)?
         .get("config.json")
-        .map_err(|e| hub(e.to_string()))
+        .map_err(|e| hub_error(spec, e.to_string()))
 }
 
 /// Returns the local directory holding the model named by `spec`: a directory, a GGUF file
@@ -86,42 +112,17 @@ pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
         return crate::gguf::gguf_model_dir(path);
     }
     if path.exists() || !looks_like_repo_id(spec) {
-        return Err(ModelError::Hub {
-            id: spec.to_string(),
-            msg: "not a model directory, and not a hub id of the form owner/name".into(),
-        });
+        return Err(hub_error(
+            spec,
+            "not a model directory, and not a hub id of the form owner/name".into(),
+        ));
     }
-    let hub = |msg: String| ModelError::Hub {
-        id: spec.to_string(),
-        msg,
-    };
+    let hub = |msg: String| hub_error(spec, msg);
     if offline {
-        let cache = Cache::from_env();
-        let repo = cache.model(spec.to_string());
-        let config = repo.get("config.json").ok_or_else(|| {
-            hub(format!(
-                "config.json is not in the hub cache {} (offline mode)",
-                cache.path().display()
-            ))
-        })?;
-        let dir = config
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        return Ok(dir);
+        return Ok(parent_dir(&cached_config(spec)?));
     }
-    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
-    let mut builder = ApiBuilder::from_env();
-    if token.is_some() {
-        builder = builder.with_token(token);
-    }
-    let api = builder.build().map_err(|e| hub(e.to_string()))?;
-    let repo = api.model(spec.to_string());
-    let config = repo.get("config.json").map_err(|e| hub(e.to_string()))?;
-    let dir = config
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let repo = hub_repo(spec)?;
+    let dir = parent_dir(&repo.get("config.json").map_err(|e| hub(e.to_string()))?);
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(crate::error::io_err(&index))?;

@@ -21,6 +21,30 @@ pub fn default_workers(kind: DeviceKind) -> usize {
     }
 }
 
+/// Distinct devices of `kind` here: the GPUs CUDA sees (`CUDA_VISIBLE_DEVICES`, else
+/// `nvidia-smi -L`), 1 otherwise (the CPU's peers share its cores; wgpu uses its default
+/// adapter).
+pub fn physical_devices(kind: DeviceKind) -> usize {
+    if kind != DeviceKind::Cuda {
+        return 1;
+    }
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return v.split(',').filter(|s| !s.trim().is_empty()).count().max(1);
+    }
+    std::process::Command::new("nvidia-smi")
+        .arg("-L")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count()
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
 #[cfg(feature = "flex")]
 pub type Cpu = burn::backend::Flex;
 #[cfg(feature = "wgpu")]

@@ -34,6 +34,34 @@ fn keep_freed_pages() {
 
 use backend::DeviceKind;
 
+/// Prints the `log` records of the libraries below (burn-collective's peers and coordinator) on
+/// stderr, at the level `SHEAR_LOG` names (`error`, `warn`, `info`, `debug`, `trace`).
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    static LOGGER: StderrLog = StderrLog;
+    if let Some(level) = std::env::var("SHEAR_LOG")
+        .ok()
+        .and_then(|v| v.parse::<log::LevelFilter>().ok())
+    {
+        if log::set_logger(&LOGGER).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "shear",
@@ -79,16 +107,17 @@ enum Command {
 }
 
 impl Command {
-    /// Fills in `--workers` where the command has it and it was not given.
+    /// Fills in `--workers` where the command has it and it was not given: `n` shared by the
+    /// data-parallel peers of this machine.
     fn default_workers(&mut self, n: usize) {
-        let slot = match self {
-            Command::Prune(a) => &mut a.run.workers,
-            Command::Train(a) => &mut a.run.workers,
-            Command::Run(a) => &mut a.workers,
-            Command::Bench(a) => &mut a.workers,
+        let (slot, devices) = match self {
+            Command::Prune(a) => (&mut a.run.workers, a.run.peers.devices),
+            Command::Train(a) => (&mut a.run.workers, a.run.peers.devices),
+            Command::Run(a) => (&mut a.workers, a.peers.devices),
+            Command::Bench(a) => (&mut a.workers, None),
             _ => return,
         };
-        slot.get_or_insert(n);
+        slot.get_or_insert((n / devices.unwrap_or(1)).max(1));
     }
 }
 
@@ -106,6 +135,7 @@ fn explicit_args(matches: &clap::ArgMatches) -> Vec<String> {
 
 fn main() -> ExitCode {
     keep_freed_pages();
+    init_log();
     let matches = Cli::command().get_matches();
     let explicit = explicit_args(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -125,14 +155,14 @@ fn main() -> ExitCode {
             |B, device| cmd::convert::run::<B>(args, offline, &device)
         ),
         Command::Prune(args) => backend::dispatch!(cli.device, |B, device| cmd::prune::run::<B>(
-            args, explicit, offline, &device
+            args, explicit, offline, cli.device, &device
         )),
         Command::Train(args) => backend::dispatch!(cli.device, |B, device| cmd::train::run::<B>(
-            args, explicit, offline, &device
+            args, explicit, offline, cli.device, &device
         )),
         Command::Run(args) => {
             backend::dispatch!(cli.device, |B, device| cmd::run::run::<B>(
-                args, offline, &device
+                args, offline, cli.device, &device
             ))
         }
         Command::Materialize(args) => backend::dispatch!(cli.device, |B, device| {

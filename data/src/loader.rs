@@ -176,6 +176,19 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for DynamicDataLoader<B> {
 }
 
 impl<B: Backend> DynamicDataLoader<B> {
+    /// A data-parallel peer's share: rows `rows` of every global batch, with its own copy of
+    /// the state (every peer draws the whole global batch and keeps its rows, so N peers read
+    /// exactly what one would, and each saves the same state as the whole).
+    pub fn with_rows(&self, rows: Range<usize>) -> Self {
+        let copy = self.handle.lock().clone();
+        DynamicDataLoader {
+            handle: LoaderHandle(Arc::new(Mutex::new(copy))),
+            device: self.device.clone(),
+            rows,
+            batches: self.batches,
+        }
+    }
+
     /// The share `[start, end)` of `[0, num_items)` as rows of every batch, with its own copy of
     /// the state (see the module docs).
     pub fn share(&self, start: usize, end: usize) -> Self {
@@ -203,6 +216,8 @@ pub struct StreamDataLoader<B: Backend> {
     batches: u64,
     next: Arc<std::sync::atomic::AtomicU64>,
     device: B::Device,
+    /// The rows of every batch this loader yields (a data-parallel peer's share).
+    rows: Range<usize>,
 }
 
 impl<B: Backend> Clone for StreamDataLoader<B> {
@@ -216,6 +231,7 @@ impl<B: Backend> Clone for StreamDataLoader<B> {
             batches: self.batches,
             next: self.next.clone(),
             device: self.device.clone(),
+            rows: self.rows.clone(),
         }
     }
 }
@@ -223,7 +239,7 @@ impl<B: Backend> Clone for StreamDataLoader<B> {
 impl<B: Backend> StreamDataLoader<B> {
     /// `batches` batches of `batch` windows of `seq` tokens, `grad_accum` per step.
     pub fn new(
-        stream: TokenStream,
+        stream: impl Into<Arc<TokenStream>>,
         seq: usize,
         batch: usize,
         grad_accum: usize,
@@ -232,7 +248,7 @@ impl<B: Backend> StreamDataLoader<B> {
         device: &B::Device,
     ) -> Self {
         StreamDataLoader {
-            stream: Arc::new(stream),
+            stream: stream.into(),
             seq,
             batch,
             grad_accum: grad_accum.max(1),
@@ -240,6 +256,22 @@ impl<B: Backend> StreamDataLoader<B> {
             batches,
             next: Arc::new(0.into()),
             device: device.clone(),
+            rows: 0..batch,
+        }
+    }
+
+    /// Rows of every whole batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    /// A data-parallel peer's share: rows `rows` of every batch (each batch is drawn whole and
+    /// the other rows dropped, so N peers read exactly what one would), at its own position.
+    pub fn with_rows(&self, rows: Range<usize>) -> Self {
+        StreamDataLoader {
+            rows,
+            next: Arc::new(self.next.load(std::sync::atomic::Ordering::SeqCst).into()),
+            ..self.clone()
         }
     }
 
@@ -258,6 +290,8 @@ impl<B: Backend> StreamDataLoader<B> {
             .stream
             .sample(&mut rng, self.batch, self.seq)
             .chunks(self.seq)
+            .skip(self.rows.start)
+            .take(self.rows.len())
             .map(|w| crate::batch::Sequence {
                 tokens: w.to_vec(),
                 domain: 0,

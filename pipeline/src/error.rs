@@ -28,6 +28,18 @@ pub enum PipelineError {
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
 
+impl PipelineError {
+    /// Whether this is a failed collective operation between data-parallel peers (often only
+    /// the echo of another peer's failure).
+    pub fn is_collective(&self) -> bool {
+        match self {
+            PipelineError::Train(shear_train::TrainError::Collective(_)) => true,
+            PipelineError::Context { inner, .. } => inner.is_collective(),
+            _ => false,
+        }
+    }
+}
+
 /// Adds what was being done to an error.
 pub trait Context<T> {
     fn context(self, what: impl Into<String>) -> Result<T>;

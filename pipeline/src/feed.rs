@@ -13,6 +13,7 @@ use shear_data::{
 };
 use shear_model::LlamaConfig;
 use shear_train::dynamic::{DynamicConfig, DynamicSource};
+use shear_train::peers::Peer;
 use shear_train::source::{BatchSource, StreamSource};
 
 use crate::error::{invalid, Context, Result};
@@ -102,7 +103,7 @@ pub enum Feed {
     /// A prepared data folder: dynamic batch loading.
     Prepared(PreparedData),
     /// One token stream and the sequence length.
-    Stream(TokenStream, usize),
+    Stream(std::sync::Arc<TokenStream>, usize),
 }
 
 /// Opens a prepared data folder for the model in `model_dir`: its shards must fit the model's
@@ -171,7 +172,7 @@ impl Feed {
                 config.vocab_size
             );
         }
-        Ok((Feed::Stream(stream, seq), None))
+        Ok((Feed::Stream(std::sync::Arc::new(stream), seq), None))
     }
 
     pub fn seq_len(&self) -> usize {
@@ -216,7 +217,7 @@ impl Feed {
     /// with `reference` losses (per domain), or seeded windows of a token stream; both read
     /// through burn's `DataLoader` API.
     pub fn source<B: AutodiffBackend>(
-        self,
+        &self,
         opts: &DataOptions,
         plan: &LoaderPlan,
         reference: Vec<f64>,
@@ -227,21 +228,24 @@ impl Feed {
         }
         let batches = (plan.steps * plan.grad_accum.max(1)) as u64;
         match self {
-            Feed::Stream(stream, seq) => Ok(Box::new(StreamSource {
-                loader: StreamDataLoader::new(
-                    stream,
-                    seq,
-                    plan.batch,
-                    plan.grad_accum,
-                    plan.seed,
-                    batches,
-                    device,
-                ),
-                grad_accum: plan.grad_accum,
-            })),
+            Feed::Stream(stream, seq) => Ok(Box::new(
+                StreamSource {
+                    loader: StreamDataLoader::new(
+                        stream.clone(),
+                        *seq,
+                        plan.batch,
+                        plan.grad_accum,
+                        plan.seed,
+                        batches,
+                        device,
+                    ),
+                    grad_accum: plan.grad_accum,
+                }
+                .with_peer(&plan.peer),
+            )),
             Feed::Prepared(data) => {
                 let split = plan.split;
-                let weights = prepared_weights(&data, opts, split)?;
+                let weights = prepared_weights(data, opts, split)?;
                 let loader = DynamicLoader::new(
                     data.domains(),
                     data.shards(split)?,
@@ -261,12 +265,15 @@ impl Feed {
                     eval_sequences: opts.eval_sequences,
                     eval_first: plan.eval_first,
                 };
-                Ok(Box::new(DynamicSource::<B>::new(
-                    DynamicDataLoader::new(loader, batches, device),
-                    data.shards(Split::Eval)?,
-                    reference,
-                    cfg,
-                )?))
+                Ok(Box::new(
+                    DynamicSource::<B>::new(
+                        DynamicDataLoader::new(loader, batches, device),
+                        data.shards(Split::Eval)?,
+                        reference,
+                        cfg,
+                    )?
+                    .with_peer(plan.peer.clone()),
+                ))
             }
         }
     }
@@ -286,6 +293,8 @@ pub struct LoaderPlan {
     pub default_every: usize,
     /// Evaluate and update before the first step.
     pub eval_first: bool,
+    /// The data-parallel peer that reads (its rows of every batch, its share of evaluations).
+    pub peer: Peer,
 }
 
 fn prepared_weights(data: &PreparedData, opts: &DataOptions, split: Split) -> Result<Vec<f64>> {

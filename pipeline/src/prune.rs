@@ -7,19 +7,21 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use shear_data::Split;
 use shear_model::checkpoint::copy_tokenizer_files;
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, SafetensorsSource, TargetShape};
+use shear_train::peers::Peer;
 use shear_train::prune::{PruneConfig, PruneRun};
 use shear_train::{Event, Observer};
 
 use crate::error::{Context, Result};
 use crate::feed::{canonical, DataOptions, LoaderPlan};
 use crate::reference::reference_losses;
-use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
+use crate::stage::{check_peers, open_data, resumed, run_loop, run_peers, start, Job, Outcome};
 
 /// Everything a pruning run records in its checkpoints, and `--resume` restores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +84,7 @@ pub fn prune<B: Backend>(
     let begin = start(&job.out, requested, &job.resume)?;
     let s = begin.settings;
     s.config.validate(&config)?;
+    check_peers(&job.topology, s.batch)?;
     let dtype = match job.dtype {
         Some(d) => d,
         None => SafetensorsSource::open(&source_dir)?.stored_dtype(),
@@ -125,27 +128,41 @@ pub fn prune<B: Backend>(
         seed: s.config.seed,
         default_every: 50,
         eval_first: false,
+        peer: Peer::solo(),
     };
-    let mut source = feed.source::<AD<B>>(&s.data, &plan, reference, device)?;
-    let mut run = match (begin.from, model) {
-        (Some(mut from), _) => {
-            resumed(&mut from, source.as_mut(), observer)?;
-            let config = s.config.clone();
-            PruneRun::<AD<B>>::load(&from.dir, config, from.step, from.loop_state, device)?
-                .with_workers(job.workers)
-        }
-        (None, Some(model)) => PruneRun::new(model, s.config.clone()).with_workers(job.workers),
-        (None, None) => unreachable!("a fresh run loads the source"),
+    let from = begin.from;
+    // One pruning run per data-parallel peer; peer 0's is kept for the outputs.
+    let peer_run = |peer: Peer, device: &B::Device, observer: &mut dyn Observer| {
+        let _precision = shear_model::precision::autocast(s.precision);
+        let plan = LoaderPlan {
+            peer: peer.clone(),
+            ..plan.clone()
+        };
+        let mut source = feed.source::<AD<B>>(&s.data, &plan, reference.clone(), device)?;
+        let run = match (&from, &model) {
+            (Some(from), _) => {
+                resumed(from, source.as_mut(), observer)?;
+                let (config, state) = (s.config.clone(), from.loop_state.clone());
+                PruneRun::<AD<B>>::load(&from.dir, config, from.step, state, device)?
+            }
+            (None, Some(model)) => PruneRun::new(model.clone().fork(device), s.config.clone()),
+            (None, None) => unreachable!("a fresh run loads the source"),
+        };
+        let mut run = run.with_workers(job.workers).with_peer(peer.clone());
+        let (steps, total) = run_loop(
+            &mut run,
+            source.as_mut(),
+            job,
+            &s,
+            "prune_log.jsonl",
+            "pruning",
+            &peer,
+            observer,
+        )?;
+        Ok((steps, total, run))
     };
-    let (steps, total) = run_loop(
-        &mut run,
-        source.as_mut(),
-        job,
-        &s,
-        "prune_log.jsonl",
-        "pruning",
-        observer,
-    )?;
+    let (steps, total, run) =
+        run_peers::<B, _>(&job.topology, s.batch, device, observer, peer_run)?;
     run.save_masks(&job.out.join("masks.safetensors"))?;
     if steps < total {
         return Ok(Outcome {

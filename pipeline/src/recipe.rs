@@ -26,6 +26,28 @@ pub struct Recipe {
     pub eval: EvalSection,
     #[serde(default)]
     pub compare: CompareSection,
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// How the stages run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Data-parallel peers (devices) of the pruning and training stages (`--devices`
+    /// overrides it).
+    #[serde(default = "one")]
+    pub devices: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection { devices: 1 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -372,6 +394,7 @@ impl Recipe {
             ("train.update_every", t.update_every),
             ("dynamic.eval_batch", self.dynamic.eval_batch),
             ("eval.batch", self.eval.batch),
+            ("run.devices", self.run.devices),
         ] {
             if v == 0 {
                 return Err(format!("{key} must be positive"));

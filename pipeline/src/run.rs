@@ -14,6 +14,7 @@ use shear_data::{
     LoaderState, PreparedData, Proportions, ReferenceLoss, Split, Tokenizer, UpdateRule,
 };
 use shear_model::LlamaConfig;
+use shear_train::peers::{Nodes, Topology};
 use shear_train::prune::PruneConfig;
 use shear_train::trainer::{Distill, TrainConfig};
 use shear_train::{Event, Observer};
@@ -40,6 +41,13 @@ pub struct RunOptions {
     pub offline: bool,
     /// Workers per training or pruning step (see [`crate::stage::Job::workers`]; 0 counts as 1).
     pub workers: usize,
+    /// Data-parallel peers per node in the pruning and training stages (see
+    /// [`crate::stage::Job::topology`]); `None`: the recipe's `[run] devices` (default 1).
+    pub devices: Option<usize>,
+    /// Distinct devices on this machine ([`Topology::physical`]; 0 counts as 1).
+    pub physical: usize,
+    /// The nodes of a multi-node run.
+    pub nodes: Option<Nodes>,
 }
 
 /// Marks a finished stage.
@@ -139,6 +147,11 @@ pub fn run<B: Backend>(
         reference_losses,
         source: source.clone(),
         workers: opts.workers.max(1),
+        topology: Topology {
+            devices: opts.devices.unwrap_or(recipe.run.devices),
+            physical: opts.physical.max(1),
+            nodes: opts.nodes.clone(),
+        },
     };
 
     // 2. Prune (and materialize).
@@ -279,6 +292,7 @@ pub(crate) struct Stages<'a> {
     pub reference_losses: Option<Vec<f64>>,
     pub source: PathBuf,
     pub workers: usize,
+    pub topology: Topology,
 }
 
 /// Runs `work` unless `dir` holds a completion marker; marks it complete after.
@@ -370,6 +384,7 @@ impl Stages<'_> {
             resume: resume_stage(),
             dtype: m.dtype,
             workers: self.workers,
+            topology: self.topology.clone(),
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
@@ -413,6 +428,7 @@ impl Stages<'_> {
             resume: resume_stage(),
             dtype: self.recipe.model.dtype,
             workers: self.workers,
+            topology: self.topology.clone(),
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.train_tokens(plan.steps), || {

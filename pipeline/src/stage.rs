@@ -16,7 +16,11 @@ use shear_train::driver::{drive, Plan, Stepper};
 use shear_train::source::BatchSource;
 use shear_train::{Event, Observer};
 
-use crate::error::{invalid, Result};
+use burn::tensor::backend::Backend;
+use shear_train::peers::{self, Peer, Topology};
+use shear_train::Silent;
+
+use crate::error::{invalid, PipelineError, Result};
 use crate::feed::{DataOptions, Feed};
 
 /// A pruning or training run to do: its `settings` (what every checkpoint records and `Resume`
@@ -38,6 +42,10 @@ pub struct Job<S> {
     /// many copies of the model, their gradients summed. A run's numbers do not depend on it
     /// beyond the order of floating-point sums.
     pub workers: usize,
+    /// Data-parallel peers (shear_train::peers): devices in this process, and the nodes of a
+    /// multi-node run. A run's numbers do not depend on it beyond the order of floating-point
+    /// sums.
+    pub topology: Topology,
 }
 
 impl<S> Job<S> {
@@ -50,6 +58,7 @@ impl<S> Job<S> {
             resume: Resume::Fresh,
             dtype: None,
             workers: 1,
+            topology: Topology::default(),
         }
     }
 
@@ -180,12 +189,12 @@ pub(crate) fn open_data(
 
 /// Continues `source` from a checkpoint's loader state, and says so.
 pub(crate) fn resumed<B: AutodiffBackend>(
-    from: &mut FromCheckpoint,
+    from: &FromCheckpoint,
     source: &mut dyn BatchSource<B>,
     observer: &mut dyn Observer,
 ) -> Result<()> {
-    if let Some(state) = from.loader.take() {
-        source.restore(state)?;
+    if let Some(state) = &from.loader {
+        source.restore(state.clone())?;
     }
     observer.event(Event::Message(&format!(
         "resuming from {} (step {})",
@@ -198,6 +207,8 @@ pub(crate) fn resumed<B: AutodiffBackend>(
 /// Runs `stepper` in `job.out` up to `job.stop_after` (at most the run's steps) with checkpoints
 /// every `job.save_every`, appending to `out/log_name` (cut back to the starting step when
 /// resuming), then writes the loader's final state. Returns the steps done and the run's.
+/// Only `peer` 0 of a data-parallel run writes (the others keep the same numbers).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_loop<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
@@ -205,6 +216,7 @@ pub(crate) fn run_loop<B, S, C>(
     settings: &C,
     log_name: &str,
     what: &str,
+    peer: &Peer,
     observer: &mut dyn Observer,
 ) -> Result<(usize, usize)>
 where
@@ -213,21 +225,109 @@ where
     C: Serialize,
 {
     let path = job.out.join(log_name);
-    let mut log = match stepper.done() {
-        0 => JsonlLog::create(&path)?,
-        step => JsonlLog::resume(&path, step)?,
+    let mut log = match (peer.writes(), stepper.done()) {
+        (false, _) => None,
+        (true, 0) => Some(JsonlLog::create(&path)?),
+        (true, step) => Some(JsonlLog::resume(&path, step)?),
     };
     let checkpoints = Checkpoints::new(job.out.join("checkpoints"));
     let total = stepper.total();
     let plan = Plan {
-        checkpoints: &checkpoints,
+        checkpoints: peer.writes().then_some(&checkpoints),
         settings,
         save_every: job.save_every,
         until: job.stop_after.unwrap_or(total).min(total),
     };
-    drive(stepper, source, &mut log, plan, what, observer)?;
-    if let Some(state) = source.state() {
+    drive(stepper, source, log.as_mut(), plan, what, observer)?;
+    if let (true, Some(state)) = (peer.writes(), source.state()) {
         shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
     }
     Ok((stepper.done(), total))
+}
+
+/// Refuses data-parallel peers that cannot run (checked before any work).
+pub(crate) fn check_peers(topology: &Topology, batch: usize) -> Result<()> {
+    topology.validate()?;
+    if batch < topology.peers() {
+        return invalid!(
+            "batch {batch}: {} data-parallel peers need at least one sequence each",
+            topology.peers()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `peer_run(peer, device, observer)` once per local peer of `topology` (docs/algorithm.md
+/// §4.4): local peer 0 on this thread with `observer`, the others on their own threads,
+/// silent, on the devices of [`Topology::local_devices`] from `first`; node 0 of a multi-node
+/// run starts the coordinator. Returns local peer 0's result. When a peer fails, the others are
+/// woken from their collective operations and the failure reported is the first one that is
+/// not only the echo of another's.
+pub(crate) fn run_peers<B, R>(
+    topology: &Topology,
+    batch: usize,
+    first: &B::Device,
+    observer: &mut dyn Observer,
+    peer_run: impl Fn(Peer, &B::Device, &mut dyn Observer) -> Result<R> + Sync,
+) -> Result<R>
+where
+    B: Backend,
+{
+    check_peers(topology, batch)?;
+    if topology.peers() == 1 {
+        return peer_run(Peer::solo(), first, observer);
+    }
+    let _session = peers::session::<B>();
+    if let Some(n) = topology.nodes.as_ref().filter(|n| n.rank == 0) {
+        let (_, port) =
+            shear_train::peers::host_port(&n.coordinator).map_err(PipelineError::Invalid)?;
+        peers::start_coordinator(port)?;
+    }
+    let devices = topology.local_devices(first);
+    let one = |local: usize, observer: &mut dyn Observer| -> Result<R> {
+        let device = &devices[local];
+        let peer = Peer::join::<B>(topology, local, device)?.with_batch(batch);
+        let out = peer_run(peer.clone(), device, observer).and_then(|r| {
+            peer.leave::<B>(device)?;
+            Ok(r)
+        });
+        if out.is_err() {
+            peers::abort::<B>();
+        }
+        out
+    };
+    let (first_result, others) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..topology.devices)
+            .map(|local| {
+                let one = &one;
+                std::thread::Builder::new()
+                    .name(format!("shear-peer-{local}"))
+                    .stack_size(16 << 20)
+                    .spawn_scoped(scope, move || one(local, &mut Silent).map(|_| ()))
+            })
+            .collect();
+        let first_result = one(0, observer);
+        let others: Vec<Result<()>> = handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| invalid!("a peer thread panicked")),
+                Err(e) => invalid!("cannot start a peer thread: {e}"),
+            })
+            .collect();
+        (first_result, others)
+    });
+    let (result, mut errors) = match first_result {
+        Ok(r) => (Some(r), Vec::new()),
+        Err(e) => (None, vec![e]),
+    };
+    errors.extend(others.into_iter().filter_map(|r| r.err()));
+    match result {
+        Some(r) if errors.is_empty() => Ok(r),
+        _ => {
+            let i = errors.iter().position(|e| !e.is_collective()).unwrap_or(0);
+            Err(errors.swap_remove(i))
+        }
+    }
 }

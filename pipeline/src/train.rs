@@ -6,11 +6,13 @@
 use std::path::PathBuf;
 
 use burn::backend::Autodiff;
+use burn::module::Module;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 use shear_data::{ReferenceLoss, Split, UpdateRule};
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, RandomInit, SafetensorsSource};
+use shear_train::peers::Peer;
 use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::{Event, Observer};
 
@@ -18,7 +20,7 @@ use crate::error::{invalid, Context, Result};
 use crate::feed::{canonical, DataOptions, Feed, LoaderPlan};
 use crate::prune::save_with_tokenizer;
 use crate::reference::reference_losses;
-use crate::stage::{open_data, resumed, run_loop, start, Job, Outcome};
+use crate::stage::{check_peers, open_data, resumed, run_loop, run_peers, start, Job, Outcome};
 
 /// Where the weights start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +93,7 @@ pub fn train<B: Backend>(
     let begin = start(&job.out, requested, &job.resume)?;
     let s = begin.settings;
     s.config.validate()?;
+    check_peers(&job.topology, s.batch)?;
     if s.config.distill.is_some() != s.distill_from.is_some() {
         return invalid!("distillation needs both a teacher (distill_from) and its settings");
     }
@@ -143,38 +146,62 @@ pub fn train<B: Backend>(
         seed: s.config.seed,
         default_every: 400,
         eval_first: true,
+        peer: Peer::solo(),
     };
-    let mut source = feed.source::<AD<B>>(&s.data, &plan, reference, device)?;
-    let mut trainer = match begin.from {
-        Some(mut from) => {
-            resumed(&mut from, source.as_mut(), observer)?;
-            let config = s.config.clone();
-            let (step, state) = (from.step, from.loop_state);
-            Trainer::<AD<B>>::load(&from.dir, config, step, state, teacher, device)?
-                .with_workers(job.workers)
-        }
-        None => {
+    let from = begin.from;
+    let model: Option<Llama<AD<B>>> = match (&from, s.init) {
+        (Some(_), _) => None,
+        (None, Init::Weights) => {
             observer.event(Event::Busy(&format!("loading {}", model_dir.display())));
-            let model: Llama<AD<B>> = match s.init {
-                Init::Weights => shear_model::load_llama(&model_dir, device)
+            Some(
+                shear_model::load_llama(&model_dir, device)
                     .context(format!("cannot load model {}", model_dir.display()))?,
-                Init::Random => {
-                    <AD<B> as Backend>::seed(device, s.config.seed);
-                    Llama::from_source(&config, &mut RandomInit::default(), device)?
-                }
-            };
-            Trainer::new(model, s.config.clone(), teacher).with_workers(job.workers)
+            )
+        }
+        (None, Init::Random) => {
+            <AD<B> as Backend>::seed(device, s.config.seed);
+            Some(Llama::from_source(
+                &config,
+                &mut RandomInit::default(),
+                device,
+            )?)
         }
     };
-    let (steps, total) = run_loop(
-        &mut trainer,
-        source.as_mut(),
-        job,
-        &s,
-        "train_log.jsonl",
-        "training",
-        observer,
-    )?;
+    // One trainer per data-parallel peer; peer 0's is kept for the outputs.
+    let peer_run = |peer: Peer, device: &B::Device, observer: &mut dyn Observer| {
+        let _precision = shear_model::precision::autocast(s.precision);
+        let plan = LoaderPlan {
+            peer: peer.clone(),
+            ..plan.clone()
+        };
+        let mut source = feed.source::<AD<B>>(&s.data, &plan, reference.clone(), device)?;
+        let teacher = teacher.clone().map(|t| t.fork(device));
+        let trainer = match (&from, &model) {
+            (Some(from), _) => {
+                resumed(from, source.as_mut(), observer)?;
+                let (config, step, state) = (s.config.clone(), from.step, from.loop_state.clone());
+                Trainer::<AD<B>>::load(&from.dir, config, step, state, teacher, device)?
+            }
+            (None, Some(model)) => {
+                Trainer::new(model.clone().fork(device), s.config.clone(), teacher)
+            }
+            (None, None) => unreachable!("a fresh run has its model"),
+        };
+        let mut trainer = trainer.with_workers(job.workers).with_peer(peer.clone());
+        let (steps, total) = run_loop(
+            &mut trainer,
+            source.as_mut(),
+            job,
+            &s,
+            "train_log.jsonl",
+            "training",
+            &peer,
+            observer,
+        )?;
+        Ok((steps, total, trainer))
+    };
+    let (steps, total, trainer) =
+        run_peers::<B, _>(&job.topology, s.batch, device, observer, peer_run)?;
     if steps < total {
         return Ok(Outcome {
             steps,

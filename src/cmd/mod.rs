@@ -6,6 +6,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod materialize;
+pub mod peer_args;
 pub mod plan;
 pub mod prune;
 pub mod run;

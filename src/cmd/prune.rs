@@ -70,6 +70,7 @@ pub fn run<B: Backend>(
     args: Args,
     explicit: Vec<String>,
     offline: bool,
+    kind: crate::backend::DeviceKind,
     device: &B::Device,
 ) -> anyhow::Result<()> {
     let dir = super::resolve(&args.model, offline)?;
@@ -112,7 +113,7 @@ pub fn run<B: Backend>(
         data: args.feed.options(offline)?,
         precision: args.precision,
     };
-    let job = args.run.job(settings, explicit, RENAMED)?;
+    let job = args.run.job(settings, explicit, RENAMED, kind)?;
     let mut progress = crate::progress::Progress::default();
     let outcome = prune::<B>(&job, device, &mut progress)?;
     drop(progress);

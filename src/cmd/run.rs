@@ -27,9 +27,16 @@ pub struct Args {
     /// GPU).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
+    #[command(flatten)]
+    pub peers: super::peer_args::PeerArgs,
 }
 
-pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
+pub fn run<B: Backend>(
+    args: Args,
+    offline: bool,
+    kind: crate::backend::DeviceKind,
+    device: &B::Device,
+) -> anyhow::Result<()> {
     let recipe = match &args.recipe {
         Some(p) => p.clone(),
         None => {
@@ -44,6 +51,9 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         overrides: args.set,
         offline,
         workers: args.workers.unwrap_or(1),
+        devices: args.peers.devices,
+        physical: crate::backend::physical_devices(kind),
+        nodes: args.peers.nodes()?,
     };
     let mut progress = crate::progress::Progress::default();
     let summary = run_recipe::<B>(&recipe, &opts, device, &mut progress)?;

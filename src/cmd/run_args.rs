@@ -29,6 +29,8 @@ pub struct RunArgs {
     /// and their gradients summed (default: one per core on the CPU, 1 on a GPU).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
+    #[command(flatten)]
+    pub peers: super::peer_args::PeerArgs,
 }
 
 impl RunArgs {
@@ -39,6 +41,7 @@ impl RunArgs {
         settings: S,
         explicit: Vec<String>,
         renamed: &[(&str, &str)],
+        kind: crate::backend::DeviceKind,
     ) -> anyhow::Result<Job<S>> {
         let dtype = self.dtype.as_deref().map(str::parse).transpose()?;
         Ok(Job {
@@ -49,6 +52,7 @@ impl RunArgs {
             resume: super::resume(self.resume, explicit, renamed),
             dtype,
             workers: self.workers.unwrap_or(1),
+            topology: self.peers.topology(kind)?,
         })
     }
 

@@ -72,6 +72,7 @@ pub fn run<B: Backend>(
     args: Args,
     explicit: Vec<String>,
     offline: bool,
+    kind: crate::backend::DeviceKind,
     device: &B::Device,
 ) -> anyhow::Result<()> {
     let dir = super::resolve(&args.model, offline)?;
@@ -106,7 +107,7 @@ pub fn run<B: Backend>(
         distill_from,
         precision: args.precision,
     };
-    let job = args.run.job(settings, explicit, RENAMED)?;
+    let job = args.run.job(settings, explicit, RENAMED, kind)?;
     let mut progress = crate::progress::Progress::default();
     let outcome = train::<B>(&job, device, &mut progress)?;
     drop(progress);

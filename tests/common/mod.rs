@@ -3,7 +3,8 @@
 #![allow(dead_code, unused_imports)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use shear_testkit::*;
 
@@ -86,4 +87,46 @@ pub fn two_domains(dir: &Path, counts: [usize; 3]) {
                 .collect()
         },
     );
+}
+
+/// The lines of a text file (none when it does not exist).
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Starts `shear args` and kills it (SIGKILL) once `log` has `after` lines: past a checkpoint
+/// and some steps beyond it. Returns the number of lines the log had when it was killed.
+pub fn kill_after(args: &[String], log: &Path, after: usize) -> usize {
+    let mut child = shear()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let n = lines(log).len();
+        if n >= after {
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "the run was killed, not finished");
+            return lines(log).len();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+pub fn succeed(args: &[String]) -> String {
+    let o = run_shear(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    stderr
 }

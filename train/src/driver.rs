@@ -70,7 +70,8 @@ pub struct Position {
 
 /// Where and how often a loop checkpoints, and the configuration each checkpoint records.
 pub struct Plan<'a, C> {
-    pub checkpoints: &'a Checkpoints,
+    /// `None`: this loop writes nothing (a data-parallel peer other than peer 0).
+    pub checkpoints: Option<&'a Checkpoints>,
     /// Stored in every checkpoint (what `--resume` restores).
     pub settings: &'a C,
     /// Checkpoint after every this many steps (0: only when stopping early).
@@ -83,7 +84,7 @@ pub struct Plan<'a, C> {
 pub fn drive<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
-    log: &mut JsonlLog<S::Log>,
+    mut log: Option<&mut JsonlLog<S::Log>>,
     plan: Plan<'_, C>,
     what: &str,
     observer: &mut dyn Observer,
@@ -127,7 +128,9 @@ where
             observer.event(Event::Loader { step, event });
         }
         S::attach(&mut line, data, eval_first.take());
-        log.append(&line)?;
+        if let Some(log) = log.as_mut() {
+            log.append(&line)?;
+        }
         observer.event(Event::Step {
             step,
             total,
@@ -135,13 +138,12 @@ where
         });
         let done = stepper.done();
         let stopping = done == until && until < total;
-        if (plan.save_every > 0 && done.is_multiple_of(plan.save_every) && done < total) || stopping
-        {
-            let path = plan
-                .checkpoints
-                .write(done, plan.settings, source.state(), |dir| {
-                    stepper.save_records(dir)
-                })?;
+        let due = (plan.save_every > 0 && done.is_multiple_of(plan.save_every) && done < total)
+            || stopping;
+        if let (true, Some(checkpoints)) = (due, plan.checkpoints) {
+            let path = checkpoints.write(done, plan.settings, source.state(), |dir| {
+                stepper.save_records(dir)
+            })?;
             observer.event(Event::Checkpoint(&path));
         }
     }

@@ -13,7 +13,8 @@ use shear_data::{DynamicDataLoader, LoaderHandle, LoaderState, UpdateRecord, Upd
 use shear_model::{Llama, ZMasks};
 
 use crate::error::{Result, TrainError};
-use crate::eval::{eval_domains, DomainLoss};
+use crate::eval::{domain_losses, eval_domains, eval_sums, DomainLoss};
+use crate::peers::Peer;
 use crate::source::{BatchSource, DataReport, EvalView};
 
 /// When and how the weights are updated.
@@ -50,6 +51,9 @@ pub struct DynamicSource<B: Backend> {
     pub eval: Vec<Shard>,
     pub reference: Vec<f64>,
     pub cfg: DynamicConfig,
+    /// The data-parallel peer this source feeds: its rows of every batch, its share of every
+    /// evaluation (peers.rs).
+    peer: Peer,
 }
 
 impl<B: Backend> DynamicSource<B> {
@@ -97,7 +101,17 @@ impl<B: Backend> DynamicSource<B> {
             eval,
             reference,
             cfg,
+            peer: Peer::solo(),
         })
+    }
+
+    /// This source as `peer`'s: its rows of every global batch, and its share of the eval
+    /// batches, whose per-domain sums are all-reduced with the other peers'.
+    pub fn with_peer(mut self, peer: Peer) -> Self {
+        self.loader = self.loader.with_rows(peer.rows(self.loader.rows().len()));
+        self.handle = self.loader.handle();
+        self.peer = peer;
+        self
     }
 
     /// The loader's state (weights, cursors, random stream).
@@ -105,16 +119,31 @@ impl<B: Backend> DynamicSource<B> {
         &self.handle
     }
 
-    /// Per-domain losses of `model` (masked by `z`) on the eval split.
-    pub fn evaluate<M: Backend>(&self, model: &Llama<M>, z: Option<&ZMasks<M>>) -> Vec<DomainLoss> {
-        eval_domains(
-            model,
-            z,
-            &self.handle.domains(),
-            &self.eval,
-            self.cfg.eval_batch,
-            self.cfg.eval_sequences,
-        )
+    /// Per-domain losses of `model` (masked by `z`) on the eval split (sharded over the
+    /// peers, each evaluating every `count`-th batch).
+    pub fn evaluate<M: Backend>(
+        &self,
+        model: &Llama<M>,
+        z: Option<&ZMasks<M>>,
+    ) -> Result<Vec<DomainLoss>> {
+        let domains = self.handle.domains();
+        let (batch, max) = (self.cfg.eval_batch, self.cfg.eval_sequences);
+        if self.peer.count == 1 {
+            return Ok(eval_domains(model, z, &domains, &self.eval, batch, max));
+        }
+        let part = (self.peer.rank, self.peer.count);
+        let sums = eval_sums(model, z, &self.eval, batch, max, part);
+        let flat: Vec<f64> = sums
+            .iter()
+            .flat_map(|&(sum, tokens)| [sum, tokens as f64])
+            .collect();
+        let device = model.embed_tokens.weight.device();
+        let flat = self.peer.sum_host::<M>(&flat, &device)?;
+        let sums: Vec<(f64, u64)> = flat
+            .chunks(2)
+            .map(|c| (c[0], c[1].round() as u64))
+            .collect();
+        Ok(domain_losses(&domains, &self.eval, max, &sums))
     }
 
     /// Evaluates, updates the loader's weights by the rule, and returns the record (its `step`
@@ -125,7 +154,7 @@ impl<B: Backend> DynamicSource<B> {
         model: &Llama<M>,
         z: Option<&ZMasks<M>>,
     ) -> Result<UpdateRecord> {
-        let losses: Vec<f64> = self.evaluate(model, z).iter().map(|d| d.loss).collect();
+        let losses: Vec<f64> = self.evaluate(model, z)?.iter().map(|d| d.loss).collect();
         let domains = self.handle.domains();
         if let Some(i) = losses.iter().position(|l| !l.is_finite()) {
             return Err(TrainError::Invalid(format!(

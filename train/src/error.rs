@@ -27,6 +27,10 @@ pub enum TrainError {
     Data(#[from] shear_data::DataError),
     #[error("{0}")]
     Invalid(String),
+    /// A collective operation between data-parallel peers that failed (also when another
+    /// peer failed first and the run was stopped).
+    #[error("data parallelism: {0}")]
+    Collective(String),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

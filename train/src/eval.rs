@@ -30,17 +30,32 @@ pub fn eval_domains<B: Backend>(
     batch: usize,
     max_sequences: Option<usize>,
 ) -> Vec<DomainLoss> {
+    let sums = eval_sums(model, z, shards, batch, max_sequences, (0, 1));
+    domain_losses(domains, shards, max_sequences, &sums)
+}
+
+/// Per domain, the sum of token losses and the number of predicted tokens over the eval batches
+/// of part `(index, parts)` — batches `index`, `index + parts`, … (a data-parallel peer's
+/// share; `(0, 1)`: all).
+pub fn eval_sums<B: Backend>(
+    model: &Llama<B>,
+    z: Option<&ZMasks<B>>,
+    shards: &[Shard],
+    batch: usize,
+    max_sequences: Option<usize>,
+    (index, parts): (usize, usize),
+) -> Vec<(f64, u64)> {
     let device = model.embed_tokens.weight.device();
-    domains
+    shards
         .iter()
-        .zip(shards)
-        .map(|(name, shard)| {
+        .map(|shard| {
             let n = max_sequences.map_or(shard.len(), |m| m.min(shard.len()));
             let seq = shard.seq_len();
             let (mut sum, mut tokens) = (0.0f64, 0u64);
-            let mut start = 0;
+            let b = batch.max(1);
+            let mut start = index * b;
             while start < n {
-                let b = batch.max(1).min(n - start);
+                let b = b.min(n - start);
                 let mut ids = Vec::with_capacity(b * seq);
                 for i in start..start + b {
                     shard.read_into(i, &mut ids);
@@ -51,8 +66,25 @@ pub fn eval_domains<B: Backend>(
                 let count = (b * (seq - 1)) as u64;
                 sum += mean * count as f64;
                 tokens += count;
-                start += b;
+                start += batch.max(1) * parts.max(1);
             }
+            (sum, tokens)
+        })
+        .collect()
+}
+
+/// The per-domain losses from [`eval_sums`] over all batches.
+pub fn domain_losses(
+    domains: &[String],
+    shards: &[Shard],
+    max_sequences: Option<usize>,
+    sums: &[(f64, u64)],
+) -> Vec<DomainLoss> {
+    domains
+        .iter()
+        .zip(shards)
+        .zip(sums)
+        .map(|((name, shard), &(sum, tokens))| {
             let loss = if tokens > 0 {
                 sum / tokens as f64
             } else {
@@ -62,7 +94,7 @@ pub fn eval_domains<B: Backend>(
                 domain: name.clone(),
                 loss,
                 perplexity: loss.exp(),
-                sequences: n,
+                sequences: max_sequences.map_or(shard.len(), |m| m.min(shard.len())),
                 tokens,
             }
         })

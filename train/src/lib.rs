@@ -15,6 +15,7 @@ pub mod lagrangian;
 pub mod memory;
 pub mod observer;
 pub mod optim;
+pub mod peers;
 pub mod prune;
 pub mod schedule;
 pub mod source;

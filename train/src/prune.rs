@@ -28,6 +28,7 @@ use crate::error::TrainError;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
 use crate::optim::adamw;
+use crate::peers::Peer;
 use crate::schedule::{target_warmup, warmup_cosine};
 use crate::source::{DataReport, EvalView};
 use crate::workers::{self, StepGradients};
@@ -167,6 +168,8 @@ pub struct PruneRun<B: AutodiffBackend> {
     rng: rand_chacha::ChaCha8Rng,
     /// Workers per step (workers.rs); 1 by default.
     workers: usize,
+    /// This run's place among data-parallel peers (peers.rs).
+    peer: Peer,
 }
 
 /// `loop_state` of a pruning checkpoint.
@@ -206,9 +209,18 @@ impl<B: AutodiffBackend> PruneRun<B> {
             lambdas: adamw(0.0).init(),
             rng: mask_rng(cfg.seed),
             workers: 1,
+            peer: Peer::solo(),
             step: 0,
             cfg,
         }
+    }
+
+    /// Makes this run one of several data-parallel peers (peers.rs): its batches are its share
+    /// of every global batch, its gradients are all-reduced with the others', and all peers
+    /// draw the same mask sample (the same seeded stream).
+    pub fn with_peer(mut self, peer: Peer) -> Self {
+        self.peer = peer;
+        self
     }
 
     /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
@@ -377,10 +389,14 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 }
                 Ok((ce + lag, [ce_v, lag_v]))
             });
-        let StepGradients {
-            grads: mut all,
-            figures: [ce, lag],
-        } = match all {
+        let all = all.and_then(|StepGradients { grads, figures }| {
+            let (mut figures, mut tokens) = (figures, [tokens as f64]);
+            let grads = self
+                .peer
+                .reduce_step(grads, &pruner, &mut figures, &mut tokens)?;
+            Ok((grads, figures, tokens[0].round() as usize))
+        });
+        let (mut all, [ce, lag], tokens) = match all {
             Ok(g) => g,
             Err(e) => {
                 self.pruner = Some(pruner);

@@ -33,7 +33,7 @@ pub struct DataReport {
 }
 
 /// A loop's supply of token ids.
-pub trait BatchSource<B: AutodiffBackend> {
+pub trait BatchSource<B: AutodiffBackend>: Send {
     /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
     fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>>;
 
@@ -71,6 +71,14 @@ pub trait BatchSource<B: AutodiffBackend> {
 pub struct StreamSource<B: Backend> {
     pub loader: StreamDataLoader<B>,
     pub grad_accum: usize,
+}
+
+impl<B: Backend> StreamSource<B> {
+    /// This source as a data-parallel peer's: its rows of every batch.
+    pub fn with_peer(mut self, peer: &crate::peers::Peer) -> Self {
+        self.loader = self.loader.with_rows(peer.rows(self.loader.batch_size()));
+        self
+    }
 }
 
 impl<B: AutodiffBackend> BatchSource<B> for StreamSource<B> {

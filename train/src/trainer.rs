@@ -22,9 +22,10 @@ use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::grads::clip_global_norm;
 use crate::optim::adamw;
+use crate::peers::Peer;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
-use crate::workers::{mean_gradients, StepGradients};
+use crate::workers::mean_gradients;
 
 /// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7, scaled by
 /// `steps`).
@@ -156,6 +157,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub cfg: TrainConfig,
     /// Workers per step (workers.rs); 1 by default.
     workers: usize,
+    /// This trainer's place among data-parallel peers (peers.rs).
+    peer: Peer,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -175,7 +178,15 @@ impl<B: AutodiffBackend> Trainer<B> {
             step: 0,
             cfg,
             workers: 1,
+            peer: Peer::solo(),
         }
+    }
+
+    /// Makes this trainer one of several data-parallel peers (peers.rs): its batches are its
+    /// share of every global batch, and its gradients are all-reduced with the others'.
+    pub fn with_peer(mut self, peer: Peer) -> Self {
+        self.peer = peer;
+        self
     }
 
     /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
@@ -270,10 +281,14 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
             Ok((loss, [value, ce]))
         });
-        let StepGradients {
-            grads,
-            figures: [loss, ce_loss],
-        } = match grads {
+        let grads = grads.and_then(|g| {
+            let (mut figures, mut tokens) = (g.figures, [tokens as f64]);
+            let grads = self
+                .peer
+                .reduce_step(g.grads, &model, &mut figures, &mut tokens)?;
+            Ok((grads, figures, tokens[0].round() as usize))
+        });
+        let (grads, [loss, ce_loss], tokens) = match grads {
             Ok(g) => g,
             Err(e) => {
                 self.model = Some(model);

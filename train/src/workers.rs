@@ -67,12 +67,12 @@ pub struct StepGradients<const K: usize> {
     pub figures: [f64; K],
 }
 
-/// Rows `[start, end)` of worker `w` out of `workers` for a micro-batch of `rows` rows: as even
-/// as possible, the first workers taking one more.
-fn rows_of(rows: usize, workers: usize, w: usize) -> (usize, usize) {
-    let (base, extra) = (rows / workers, rows % workers);
+/// Rows `[start, end)` of part `w` out of `parts` (a worker's, a peer's) for a batch of `rows`
+/// rows: as even as possible, the first parts taking one more.
+pub fn share(rows: usize, parts: usize, w: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (rows / parts, rows % parts);
     let start = w * base + w.min(extra);
-    (start, start + base + usize::from(w < extra))
+    start..start + base + usize::from(w < extra)
 }
 
 /// The gradients of the mean loss over `batches` (micro-batches `[rows, seq]`), computed by
@@ -148,7 +148,7 @@ where
     let mut figures = [0.0; K];
     for (m, ids) in batches.iter().enumerate() {
         let [rows, seq] = ids.dims();
-        let (start, end) = rows_of(rows, workers, w);
+        let std::ops::Range { start, end } = share(rows, workers, w);
         let ids = if workers == 1 {
             ids.clone()
         } else {
@@ -175,7 +175,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::rows_of;
+    use super::share;
 
     #[test]
     fn rows_cover_the_batch_once_in_order() {
@@ -183,7 +183,7 @@ mod tests {
             for workers in 1..=rows {
                 let mut next = 0;
                 for w in 0..workers {
-                    let (s, e) = rows_of(rows, workers, w);
+                    let std::ops::Range { start: s, end: e } = share(rows, workers, w);
                     assert_eq!(s, next);
                     assert!(e > s, "{rows} rows over {workers}: worker {w} empty");
                     next = e;

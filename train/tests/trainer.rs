@@ -40,12 +40,12 @@ fn run(
     };
     let checkpoints = Checkpoints::new(dir.join("checkpoints"));
     let plan = Plan {
-        checkpoints: &checkpoints,
+        checkpoints: Some(&checkpoints),
         settings: &t.cfg.clone(),
         save_every: 0,
         until,
     };
-    drive(t, source, &mut log, plan, "test", &mut Silent).unwrap();
+    drive(t, source, Some(&mut log), plan, "test", &mut Silent).unwrap();
     shear_io::read_jsonl(&path).unwrap()
 }
 

@@ -1,0 +1,332 @@
+//! Data parallelism through the binary (docs/algorithm.md §4.4): pruning and training with two
+//! CPU peers (`--devices 2`) give the step logs of one peer with the same global batch, a killed
+//! two-peer run resumes exactly, and two processes on the loopback address (`--nodes 2`, one
+//! peer each) give the single process's numbers.
+//!
+//! Tolerance: 1e-5, relative to max(|x|, 1) (the Lagrangian and the multipliers cross zero).
+//! What differs between the runs is only the order of floating-point sums: each peer's rows
+//! go through the model as a smaller batch, the gradients are summed in f32 across peers, and
+//! the evaluation's per-domain sums are reduced in f32.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const STEPS: usize = 20;
+
+/// Two domains of ids below 500, enough sequences that nothing runs out.
+fn data(dir: &Path) {
+    two_domains(dir, [3, 60, 60]);
+}
+
+fn prune_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
+    let src = fixture("pruning/source");
+    [
+        "prune",
+        src.to_str().unwrap(),
+        "--target",
+        "layers=3,hidden=48,heads=2,intermediate=96",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--batch",
+        "4",
+        "--grad-accum",
+        "2",
+        "--update-every",
+        "3",
+        "--save-every",
+        "4",
+        "--workers",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn train_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
+    let model = fixture("pruning/source");
+    [
+        "train",
+        model.to_str().unwrap(),
+        "--reference-model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--batch",
+        "4",
+        "--grad-accum",
+        "2",
+        "--update-every",
+        "3",
+        "--save-every",
+        "4",
+        "--lr",
+        "1e-3",
+        "--workers",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {
+    args.extend(more.iter().map(|s| s.to_string()));
+    args
+}
+
+fn log(path: &Path) -> Vec<Value> {
+    lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every number of `a` within `tol` of `b`'s (relative to max(|b|, 1)); everything else equal.
+/// Returns the largest difference seen.
+fn assert_close(a: &Value, b: &Value, tol: f64, at: &str) -> f64 {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            let d = (x - y).abs() / y.abs().max(1.0);
+            assert!(d <= tol, "{at}: {x} vs {y} (relative difference {d:.2e})");
+            d
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let (mut kx, mut ky): (Vec<_>, Vec<_>) = (x.keys().collect(), y.keys().collect());
+            kx.sort();
+            ky.sort();
+            assert_eq!(kx, ky, "{at}: the same keys");
+            x.iter()
+                .map(|(k, v)| assert_close(v, &y[k], tol, &format!("{at}.{k}")))
+                .fold(0.0, f64::max)
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: the same length");
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .map(|(i, (v, w))| assert_close(v, w, tol, &format!("{at}[{i}]")))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(a, b, "{at}");
+            0.0
+        }
+    }
+}
+
+/// The step logs of two runs agree step for step within 1e-5; returns the largest difference.
+fn logs_agree(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (log(a), log(b));
+    assert_eq!(a.len(), STEPS);
+    assert_eq!(b.len(), STEPS);
+    let worst = a
+        .iter()
+        .zip(&b)
+        .enumerate()
+        .map(|(i, (x, y))| assert_close(x, y, 1e-5, &format!("step {i}")))
+        .fold(0.0, f64::max);
+    // The figures are the global batch's: the same tokens per step.
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x["tokens"], y["tokens"]);
+    }
+    eprintln!("largest relative difference over {STEPS} steps: {worst:.2e}");
+    worst
+}
+
+/// Dynamic batch loading ran: some steps carry a domain-weight update.
+fn has_updates(path: &Path) -> bool {
+    log(path).iter().any(|l| l.get("domain_update").is_some())
+}
+
+#[test]
+fn two_cpu_peers_prune_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&prune_args(&d, &one, STEPS));
+    let stderr = succeed(&with(prune_args(&d, &two, STEPS), &["--devices", "2"]));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let log = "prune_log.jsonl";
+    logs_agree(&two.join(log), &one.join(log));
+    assert!(has_updates(&two.join(log)));
+    // Peer 0 wrote everything once: the pruned model at the target shape.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("model/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["hidden_size"], 48);
+    assert_eq!(config["num_hidden_layers"], 3);
+}
+
+#[test]
+fn two_cpu_peers_train_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&train_args(&d, &one, STEPS));
+    succeed(&with(train_args(&d, &two, STEPS), &["--devices", "2"]));
+    let log = "train_log.jsonl";
+    logs_agree(&two.join(log), &one.join(log));
+    assert!(has_updates(&two.join(log)));
+    // The models differ only by the order of sums.
+    let (a, b) = (
+        raw_tensors(&one.join("model/model.safetensors")),
+        raw_tensors(&two.join("model/model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, dtype, shape, x), (_, _, _, y)) in a.iter().zip(&b) {
+        assert_eq!(dtype, "F32", "{name}");
+        let f = |v: &[u8]| -> Vec<f32> {
+            v.chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let (x, y) = (f(x), f(y));
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{name} {shape:?}: {worst:.2e}");
+    }
+}
+
+/// A two-peer run killed (SIGKILL) between checkpoints and resumed with `--resume` ends with
+/// the uninterrupted two-peer run's log, line for line, and its model, byte for byte.
+#[test]
+fn a_killed_two_peer_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (whole, killed) = (tmp.path().join("whole"), tmp.path().join("killed"));
+    let args = |out: &Path| with(prune_args(&d, out, STEPS), &["--devices", "2"]);
+    succeed(&args(&whole));
+    let log = "prune_log.jsonl";
+    let at_kill = kill_after(&args(&killed), &killed.join(log), 7);
+    assert!(at_kill < STEPS, "killed before the end");
+    let stderr = succeed(&with(args(&killed), &["--resume"]));
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert_eq!(lines(&whole.join(log)), lines(&killed.join(log)));
+    assert_eq!(
+        std::fs::read(whole.join("model/model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model/model.safetensors")).unwrap(),
+        "the final models are byte-identical"
+    );
+}
+
+/// A port on the loopback address with the next two free as well (the nodes' data services
+/// listen on port + 1 + rank).
+fn free_ports() -> u16 {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX - 2 && (1..=2).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no three consecutive free ports");
+}
+
+fn spawn(args: &[String]) -> Child {
+    shear()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Two processes, one CPU peer each, on 127.0.0.1 only: node 0 runs the coordinator, both
+/// read the same data and write into one run directory (node 0 writes, as on a shared file
+/// system), and the log is the single process's.
+#[test]
+fn two_processes_on_the_loopback_address_train_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&train_args(&d, &one, STEPS));
+    let port = free_ports();
+    let coordinator = format!("127.0.0.1:{port}");
+    let node = |rank: &str| {
+        with(
+            train_args(&d, &two, STEPS),
+            &[
+                "--nodes",
+                "2",
+                "--node-rank",
+                rank,
+                "--coordinator",
+                &coordinator,
+            ],
+        )
+    };
+    let (n0, n1) = (spawn(&node("0")), spawn(&node("1")));
+    let (o0, o1) = (
+        n0.wait_with_output().unwrap(),
+        n1.wait_with_output().unwrap(),
+    );
+    for (rank, o) in [(0, &o0), (1, &o1)] {
+        assert!(
+            o.status.success(),
+            "node {rank}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let log = "train_log.jsonl";
+    logs_agree(&two.join(log), &one.join(log));
+    assert!(two.join("model/model.safetensors").is_file());
+}
+
+/// Misuse is refused with one line naming the option.
+#[test]
+fn peer_options_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let out = tmp.path().join("run");
+    let base = prune_args(&d, &out, STEPS);
+    let case = |more: &[&str], needles: &[&str]| {
+        let args = with(base.clone(), more);
+        let o = run_shear(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert_error_line(&o, needles);
+    };
+    case(&["--devices", "5"], &["batch 4", "5 data-parallel peers"]);
+    case(
+        &[
+            "--nodes",
+            "2",
+            "--node-rank",
+            "2",
+            "--coordinator",
+            "127.0.0.1:1",
+        ],
+        &["--node-rank 2", "--nodes 2"],
+    );
+    case(
+        &[
+            "--nodes",
+            "2",
+            "--node-rank",
+            "0",
+            "--coordinator",
+            "127.0.0.1",
+        ],
+        &["--coordinator 127.0.0.1", "HOST:PORT"],
+    );
+}

@@ -14,6 +14,9 @@
 #    tokens/s, MFU against the card's dense bf16 peak (PEAK_TFLOPS, else looked up by name) and
 #    peak device memory (nvidia-smi sampled every 200 ms).
 # 4. The embedded default's pipeline in f32 and in bf16 (final mean eval losses side by side).
+# 5. Data parallelism on CUDA: 20 pruning and 20 training steps of the embedded model with one
+#    peer and with N peers (`--devices N`, N = the GPUs, at least 2: several peers share a GPU
+#    when there is one), the step logs compared within 1e-4 relative.
 # Everything goes to $OUT/device_check.log (or /tmp) and a summary table at the end.
 set -uo pipefail
 SHEAR=${SHEAR:-.devbin/shear}
@@ -113,6 +116,42 @@ for prec in f32 bf16; do
   timeout 180 $SHEAR --device cuda run --out /tmp/run-$prec --set model.precision=$prec || fail=1
   python3 -c "import json;m=json.load(open('/tmp/run-$prec/run.json'))['metrics']['final']['domains'];print('$prec', 'final mean eval loss', round(sum(d['loss'] for d in m)/len(m), 4))" || fail=1
 done
+
+say "5. one CUDA device vs N (--devices)"
+ngpu=$(nvidia-smi -L | grep -c '^GPU ')
+npeers=$(( ngpu < 2 ? 2 : ngpu ))
+tiny=/tmp/run-f32/inputs/tiny
+data=/tmp/run-f32/data
+common="--data $data --steps 20 --batch 4 --grad-accum 2 --update-every 3"
+for n in 1 $npeers; do
+  rm -rf /tmp/dp-prune-$n /tmp/dp-train-$n
+  timeout 120 $SHEAR --device cuda prune $tiny --target layers=2,hidden=64,heads=2,intermediate=128 \
+    $common --out /tmp/dp-prune-$n --devices $n >/dev/null || fail=1
+  timeout 120 $SHEAR --device cuda train $tiny --reference-model $tiny $common --lr 1e-3 \
+    --out /tmp/dp-train-$n --devices $n >/dev/null || fail=1
+done
+python3 - "$npeers" "$ngpu" <<'EOF' || fail=1
+import json, sys
+n, gpus = sys.argv[1], sys.argv[2]
+def figures(v, out):
+    if isinstance(v, dict):
+        for k in sorted(v): figures(v[k], out)
+    elif isinstance(v, list):
+        for x in v: figures(x, out)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        out.append(float(v))
+    return out
+worst = 0.0
+for stage, log in (("prune", "prune_log.jsonl"), ("train", "train_log.jsonl")):
+    a = [json.loads(l) for l in open(f"/tmp/dp-{stage}-1/{log}")]
+    b = [json.loads(l) for l in open(f"/tmp/dp-{stage}-{n}/{log}")]
+    assert len(a) == len(b) == 20, (stage, len(a), len(b))
+    for x, y in zip(a, b):
+        for p, q in zip(figures(x, []), figures(y, [])):
+            worst = max(worst, abs(p - q) / max(abs(p), 1.0))
+print(f"1 vs {n} CUDA peers on {gpus} GPU(s): largest relative difference over 20 steps {worst:.2e}")
+sys.exit(0 if worst <= 1e-4 else 1)
+EOF
 
 say "summary ($gpu)"
 echo "| step | params | batch x seq | tokens/s | model TFLOP/s | MFU (bf16 peak ${peak}) | peak memory |"

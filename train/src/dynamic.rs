@@ -13,7 +13,7 @@ use shear_data::{DynamicDataLoader, LoaderHandle, LoaderState, UpdateRecord, Upd
 use shear_model::{Llama, ZMasks};
 
 use crate::error::{Result, TrainError};
-use crate::eval::{domain_losses, eval_domains, eval_sums, DomainLoss};
+use crate::eval::{domain_losses, eval_domains, eval_sums_parallel, DomainLoss};
 use crate::peers::Peer;
 use crate::source::{BatchSource, DataReport, EvalView};
 
@@ -132,7 +132,7 @@ impl<B: Backend> DynamicSource<B> {
             return Ok(eval_domains(model, z, &domains, &self.eval, batch, max));
         }
         let part = (self.peer.rank, self.peer.count);
-        let sums = eval_sums(model, z, &self.eval, batch, max, part);
+        let sums = eval_sums_parallel(model, z, &self.eval, batch, max, part);
         let flat: Vec<f64> = sums
             .iter()
             .flat_map(|&(sum, tokens)| [sum, tokens as f64])

@@ -30,8 +30,39 @@ pub fn eval_domains<B: Backend>(
     batch: usize,
     max_sequences: Option<usize>,
 ) -> Vec<DomainLoss> {
-    let sums = eval_sums(model, z, shards, batch, max_sequences, (0, 1));
+    let sums = eval_sums_parallel(model, z, shards, batch, max_sequences, (0, 1));
     domain_losses(domains, shards, max_sequences, &sums)
+}
+
+/// [`eval_sums`] of part `(index, parts)`, its batches spread over the threads of the current
+/// rayon pool (one CPU core each: an evaluation batch alone leaves cores idle at small
+/// shapes). Each thread takes every `threads`-th batch of the part; the threads' sums are added
+/// in thread order, so the result does not depend on their timing.
+pub fn eval_sums_parallel<B: Backend>(
+    model: &Llama<B>,
+    z: Option<&ZMasks<B>>,
+    shards: &[Shard],
+    batch: usize,
+    max_sequences: Option<usize>,
+    (index, parts): (usize, usize),
+) -> Vec<(f64, u64)> {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads().max(1);
+    let per_thread: Vec<Vec<(f64, u64)>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let part = (index + parts * t, parts * threads);
+            eval_sums(model, z, shards, batch, max_sequences, part)
+        })
+        .collect();
+    let mut sums = vec![(0.0, 0); shards.len()];
+    for part in per_thread {
+        for (acc, (s, t)) in sums.iter_mut().zip(part) {
+            acc.0 += s;
+            acc.1 += t;
+        }
+    }
+    sums
 }
 
 /// Per domain, the sum of token losses and the number of predicted tokens over the eval batches

@@ -206,6 +206,23 @@ fn two_cpu_peers_train_like_one() {
     }
 }
 
+/// `--recompute` (blocks recomputed in the backward pass) changes the memory, not the numbers:
+/// with two peers as well, the pruning log is one peer's without it.
+#[test]
+fn two_peers_recomputing_prune_like_one_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&prune_args(&d, &one, STEPS));
+    succeed(&with(
+        prune_args(&d, &two, STEPS),
+        &["--devices", "2", "--recompute"],
+    ));
+    let log = "prune_log.jsonl";
+    logs_agree(&two.join(log), &one.join(log));
+}
+
 /// A two-peer run killed (SIGKILL) between checkpoints and resumed with `--resume` ends with
 /// the uninterrupted two-peer run's log, line for line, and its model, byte for byte.
 #[test]

@@ -385,14 +385,7 @@ impl<B: Backend> Llama<B> {
     ) -> Tensor<B, 3> {
         let start = cache.as_ref().map_or(0, |c| c.len());
         let seq = input_ids.dims()[1];
-        let z_hidden = z.and_then(|z| z.hidden.as_ref());
-        let mut x = self.embed_tokens.forward(input_ids);
-        // docs/algorithm.md §0.2: with an untied head the embedding output is masked too, so that
-        // the masked model and the materialized one agree exactly; a tied embedding stays
-        // unmasked (it is also the head) and is only sliced at materialization.
-        if let (Some(h), Some(_)) = (z_hidden, &self.lm_head) {
-            x = x * h.clone().unsqueeze::<3>();
-        }
+        let mut x = self.embed_masked(input_ids, z);
         for (i, layer) in self.layers.iter().enumerate() {
             let entry = cache.as_mut().map(|c| c.layer_mut(i));
             let lz = z.map(|z| z.layer_z(i));
@@ -401,7 +394,51 @@ impl<B: Backend> Llama<B> {
         if let Some(c) = cache {
             c.advance(seq);
         }
-        self.norm.forward_masked(x, z_hidden)
+        self.final_norm(x, z)
+    }
+
+    /// The embedding of `input_ids`, masked: `[batch, seq] -> [batch, seq, d]`, the input of
+    /// block 0.
+    pub fn embed_masked(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        z: Option<&ZMasks<B>>,
+    ) -> Tensor<B, 3> {
+        let x = self.embed_tokens.forward(input_ids);
+        // docs/algorithm.md §0.2: with an untied head the embedding output is masked too, so that
+        // the masked model and the materialized one agree exactly; a tied embedding stays
+        // unmasked (it is also the head) and is only sliced at materialization.
+        match (z.and_then(|z| z.hidden.as_ref()), &self.lm_head) {
+            (Some(h), Some(_)) => x * h.clone().unsqueeze::<3>(),
+            _ => x,
+        }
+    }
+
+    /// The final norm of the last block's output: `[batch, seq, d] -> [batch, seq, d]`.
+    pub fn final_norm(&self, x: Tensor<B, 3>, z: Option<&ZMasks<B>>) -> Tensor<B, 3> {
+        self.norm
+            .forward_masked(x, z.and_then(|z| z.hidden.as_ref()))
+    }
+
+    /// The mean next-token cross-entropy from final hidden states `h [batch, seq, d]` (after
+    /// the final norm) of `input_ids [batch, seq]` -> `[1]`: the LM head and its loss in one
+    /// operation (lm_loss.rs), without `[b, n, vocab]` logits; the last position predicts
+    /// nothing and is left out.
+    pub fn head_loss(&self, h: Tensor<B, 3>, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+        let s = input_ids.dims()[1];
+        let h = h.narrow(1, 0, s - 1); // [b, s-1, d]
+        let [b, n, d] = h.dims();
+        let targets = input_ids.narrow(1, 1, s - 1).reshape([b * n]);
+        let h = h.reshape([b * n, d]);
+        match &self.lm_head {
+            Some(head) => lm_head_loss(h, head.weight.val(), HeadLayout::InOut, targets),
+            None => lm_head_loss(
+                h,
+                self.embed_tokens.weight.val(),
+                HeadLayout::OutIn,
+                targets,
+            ),
+        }
     }
 
     /// Hidden states to logits: `[batch, seq, d] -> [batch, seq, vocab]`.
@@ -427,6 +464,16 @@ impl<B: Backend> Llama<B> {
         self.lm_logits(self.hidden(input_ids, Some(cache), None))
     }
 
+    /// Final hidden states of the masked model (plain with `z = None`), after the final norm:
+    /// `[batch, seq] -> [batch, seq, d]`.
+    pub fn hidden_masked(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        z: Option<&ZMasks<B>>,
+    ) -> Tensor<B, 3> {
+        self.hidden(input_ids, None, z)
+    }
+
     /// Training loss: mean next-token cross-entropy of `input_ids [batch, seq]` -> `[1]`.
     /// Equals `next_token_loss(self.forward(ids), ids)`, but the last position's logits (which
     /// predict nothing) are never computed.
@@ -441,21 +488,7 @@ impl<B: Backend> Llama<B> {
 
     /// Training loss of the masked model (or of the plain one with `z = None`).
     pub fn loss_masked(&self, input_ids: Tensor<B, 2, Int>, z: Option<&ZMasks<B>>) -> Tensor<B, 1> {
-        let s = input_ids.dims()[1];
-        let h = self.hidden(input_ids.clone(), None, z).narrow(1, 0, s - 1); // [b, s-1, d]
-        let [b, n, d] = h.dims();
-        let targets = input_ids.narrow(1, 1, s - 1).reshape([b * n]);
-        let h = h.reshape([b * n, d]);
-        // The head and its loss in one operation (lm_loss.rs): no `[b, n, vocab]` logits.
-        match &self.lm_head {
-            Some(head) => lm_head_loss(h, head.weight.val(), HeadLayout::InOut, targets),
-            None => lm_head_loss(
-                h,
-                self.embed_tokens.weight.val(),
-                HeadLayout::OutIn,
-                targets,
-            ),
-        }
+        self.head_loss(self.hidden(input_ids.clone(), None, z), input_ids)
     }
 
     /// An empty KV cache for this model.

@@ -148,7 +148,10 @@ pub fn prune<B: Backend>(
             (None, Some(model)) => PruneRun::new(model.clone().fork(device), s.config.clone()),
             (None, None) => unreachable!("a fresh run loads the source"),
         };
-        let mut run = run.with_workers(job.workers).with_peer(peer.clone());
+        let mut run = run
+            .with_workers(job.workers)
+            .with_peer(peer.clone())
+            .with_recompute(job.recompute);
         let (steps, total) = run_loop(
             &mut run,
             source.as_mut(),

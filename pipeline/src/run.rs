@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub physical: usize,
     /// The nodes of a multi-node run.
     pub nodes: Option<Nodes>,
+    /// Recompute each block in the backward pass of the pruning and training stages.
+    pub recompute: bool,
 }
 
 /// Marks a finished stage.
@@ -152,6 +154,7 @@ pub fn run<B: Backend>(
             physical: opts.physical.max(1),
             nodes: opts.nodes.clone(),
         },
+        recompute: opts.recompute,
     };
 
     // 2. Prune (and materialize).
@@ -293,6 +296,7 @@ pub(crate) struct Stages<'a> {
     pub source: PathBuf,
     pub workers: usize,
     pub topology: Topology,
+    pub recompute: bool,
 }
 
 /// Runs `work` unless `dir` holds a completion marker; marks it complete after.
@@ -385,6 +389,7 @@ impl Stages<'_> {
             dtype: m.dtype,
             workers: self.workers,
             topology: self.topology.clone(),
+            recompute: self.recompute,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
@@ -429,6 +434,7 @@ impl Stages<'_> {
             dtype: self.recipe.model.dtype,
             workers: self.workers,
             topology: self.topology.clone(),
+            recompute: self.recompute,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.train_tokens(plan.steps), || {

@@ -46,6 +46,9 @@ pub struct Job<S> {
     /// multi-node run. A run's numbers do not depend on it beyond the order of floating-point
     /// sums.
     pub topology: Topology,
+    /// Recompute each block in the backward pass (shear_train::recompute): less memory, one
+    /// more forward pass; the same numbers up to the order of floating-point sums.
+    pub recompute: bool,
 }
 
 impl<S> Job<S> {
@@ -59,6 +62,7 @@ impl<S> Job<S> {
             dtype: None,
             workers: 1,
             topology: Topology::default(),
+            recompute: false,
         }
     }
 

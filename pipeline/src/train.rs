@@ -187,7 +187,10 @@ pub fn train<B: Backend>(
             }
             (None, None) => unreachable!("a fresh run has its model"),
         };
-        let mut trainer = trainer.with_workers(job.workers).with_peer(peer.clone());
+        let mut trainer = trainer
+            .with_workers(job.workers)
+            .with_peer(peer.clone())
+            .with_recompute(job.recompute);
         let (steps, total) = run_loop(
             &mut trainer,
             source.as_mut(),

@@ -37,6 +37,10 @@ pub struct Args {
     /// Workers per training and pruning step (default: one per core on the CPU, 1 on a GPU).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub workers: Option<usize>,
+    /// Recompute each block in the backward pass of the training and pruning steps (keeps only
+    /// the blocks' inputs between the passes; docs/algorithm.md §13.2).
+    #[arg(long)]
+    pub recompute: bool,
     /// Generation: prompt tokens before the new ones.
     #[arg(long, default_value_t = 128)]
     pub gen_prompt: usize,
@@ -79,6 +83,7 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         steps: args.steps,
         seed: 0,
         workers: args.workers.unwrap_or(1),
+        recompute: args.recompute,
         gen_prompt: args.gen_prompt,
         gen_new: args.gen_new,
         steps_kind: match args.only {
@@ -101,7 +106,7 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
                 "train_step_tokens_per_s": r.train_step_tps,
                 "prune_step_tokens_per_s": r.prune_step_tps,
                 "prune_over_train_step_time": r.prune_over_train,
-                "workers": cfg.workers,
+                "workers": cfg.workers, "recompute": cfg.recompute,
                 "train_flops_per_token": r.train_flops_per_token,
                 "generate_tokens_per_s": r.generate_tps,
                 "gen_prompt": args.gen_prompt, "gen_new": args.gen_new,

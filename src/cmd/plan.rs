@@ -35,6 +35,9 @@ pub struct Args {
     /// Data-parallel devices, each holding the whole model.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// Plan a run with `--recompute` (blocks recomputed in the backward pass).
+    #[arg(long)]
+    pub recompute: bool,
     /// Only this card (H200, H100-80GB, A100-80GB, A100-40GB, L40S, RTX-4090); default: all.
     #[arg(long)]
     pub card: Option<String>,
@@ -101,6 +104,7 @@ pub fn run(args: Args, offline: bool, fused_loss: bool) -> anyhow::Result<()> {
         seq_len: args.seq,
         grad_accum: args.batch / per_step,
         fused_loss,
+        recompute: args.recompute,
     };
     let plan = memory::plan(&input);
     if args.json {

@@ -29,6 +29,10 @@ pub struct Args {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub peers: super::peer_args::PeerArgs,
+    /// Recompute each block in the backward pass of the pruning and training stages (less
+    /// memory, one more forward pass per step).
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 pub fn run<B: Backend>(
@@ -54,6 +58,7 @@ pub fn run<B: Backend>(
         devices: args.peers.devices,
         physical: crate::backend::physical_devices(kind),
         nodes: args.peers.nodes()?,
+        recompute: args.recompute,
     };
     let mut progress = crate::progress::Progress::default();
     let summary = run_recipe::<B>(&recipe, &opts, device, &mut progress)?;

@@ -31,6 +31,10 @@ pub struct RunArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub peers: super::peer_args::PeerArgs,
+    /// Keep only the blocks' inputs for the backward pass and recompute each block there: less
+    /// memory (docs/algorithm.md §13.2), one more forward pass per step.
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 impl RunArgs {
@@ -53,6 +57,7 @@ impl RunArgs {
             dtype,
             workers: self.workers.unwrap_or(1),
             topology: self.peers.topology(kind)?,
+            recompute: self.recompute,
         })
     }
 

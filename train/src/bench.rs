@@ -26,6 +26,9 @@ pub struct BenchConfig {
     pub seed: u64,
     /// Workers per training and pruning step (workers.rs).
     pub workers: usize,
+    /// Recompute each block in the backward pass of the training and pruning steps
+    /// (recompute.rs).
+    pub recompute: bool,
     /// Generation: a prompt of this many tokens, then `gen_new` new ones (greedy, KV cache,
     /// batch 1); 0 new tokens skips it.
     pub gen_prompt: usize,
@@ -165,12 +168,16 @@ pub fn run<B: AutodiffBackend>(
     let tcfg = TrainConfig::new(1_000_000)
         .with_warmup(Some(0))
         .with_min_lr_ratio(1.0);
-    let mut trainer = trainer
-        .take()
-        .map(|m| Trainer::new(m, tcfg, None).with_workers(cfg.workers));
-    let mut pruner = pruner
-        .take()
-        .map(|m| PruneRun::new(m, pcfg).with_workers(cfg.workers));
+    let mut trainer = trainer.take().map(|m| {
+        Trainer::new(m, tcfg, None)
+            .with_workers(cfg.workers)
+            .with_recompute(cfg.recompute)
+    });
+    let mut pruner = pruner.take().map(|m| {
+        PruneRun::new(m, pcfg)
+            .with_workers(cfg.workers)
+            .with_recompute(cfg.recompute)
+    });
     let timed = |t: &mut Vec<f64>, step: &mut dyn FnMut()| {
         let start = Instant::now();
         step();

@@ -17,6 +17,7 @@ pub mod observer;
 pub mod optim;
 pub mod peers;
 pub mod prune;
+pub mod recompute;
 pub mod schedule;
 pub mod source;
 pub mod trainer;

@@ -28,6 +28,9 @@ pub struct PlanInput {
     /// The LM head and cross-entropy fused, as on the CPU backend (docs/algorithm.md §12): the
     /// `[tokens, vocab]` logits are never kept. Off on GPU backends.
     pub fused_loss: bool,
+    /// Blocks recomputed in the backward pass (`--recompute`, recompute.rs): only every
+    /// block's input is kept, plus one block's activations at a time.
+    pub recompute: bool,
 }
 
 /// Bytes per device, by what holds them.
@@ -154,7 +157,12 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
         } else {
             0
         };
-    let activations = tokens * (layers * per_layer + outside * F32);
+    let activations = match input.recompute {
+        // Every block's input `[tokens, d]`, the gradient flowing back `[tokens, d]`, and the
+        // graph of the one block being recomputed (or of the head).
+        true => tokens * ((layers + 1) * c.hidden_size as u64 * F32 + per_layer + outside * F32),
+        false => tokens * (layers * per_layer + outside * F32),
+    };
     // Logits and their log-softmax, both `[tokens, vocab]`.
     let logits = if input.fused_loss {
         0

@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, Optimizer};
+use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -29,6 +29,7 @@ use crate::grads;
 use crate::lagrangian::Lagrangian;
 use crate::optim::adamw;
 use crate::peers::Peer;
+use crate::recompute;
 use crate::schedule::{target_warmup, warmup_cosine};
 use crate::source::{DataReport, EvalView};
 use crate::workers::{self, StepGradients};
@@ -170,6 +171,8 @@ pub struct PruneRun<B: AutodiffBackend> {
     workers: usize,
     /// This run's place among data-parallel peers (peers.rs).
     peer: Peer,
+    /// Recompute each block in the backward pass (recompute.rs).
+    recompute: bool,
 }
 
 /// `loop_state` of a pruning checkpoint.
@@ -210,9 +213,17 @@ impl<B: AutodiffBackend> PruneRun<B> {
             rng: mask_rng(cfg.seed),
             workers: 1,
             peer: Peer::solo(),
+            recompute: false,
             step: 0,
             cfg,
         }
+    }
+
+    /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
+    /// (recompute.rs): less memory, one more forward pass.
+    pub fn with_recompute(mut self, recompute: bool) -> Self {
+        self.recompute = recompute;
+        self
     }
 
     /// Makes this run one of several data-parallel peers (peers.rs): its batches are its share
@@ -376,19 +387,44 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .iter()
             .map(|_| pruner.l0.noise_from(&mut self.rng))
             .collect();
-        let all =
-            workers::mean_gradients(&pruner, batches, self.workers, |p: &Pruner<B>, m, ids| {
+        let recompute = self.recompute;
+        let all = workers::mean_gradients(
+            &pruner,
+            batches,
+            self.workers,
+            |p: &Pruner<B>, m, ids, weight| {
                 let z = p.l0.sample_noise(&noise[m]);
-                let ce = p.model.loss_masked(ids, Some(&z));
                 let lag = p.lagrangian.value(&p.l0.expected_sparsity(), &target);
-                let (ce_v, lag_v) = (scalar(ce.clone().detach()), scalar(lag.clone().detach()));
-                if !ce_v.is_finite() || !lag_v.is_finite() {
-                    return Err(TrainError::Invalid(format!(
-                    "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
-                )));
+                let lag_v = scalar(lag.clone().detach());
+                let finite = |ce_v: f64| match ce_v.is_finite() && lag_v.is_finite() {
+                    true => Ok(()),
+                    false => Err(TrainError::Invalid(format!(
+                        "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
+                    ))),
+                };
+                if !recompute {
+                    let ce = p.model.loss_masked(ids, Some(&z));
+                    let ce_v = scalar(ce.clone().detach());
+                    finite(ce_v)?;
+                    return Ok((workers::backward(ce + lag, weight, p), [ce_v, lag_v]));
                 }
-                Ok((ce + lag, [ce_v, lag_v]))
-            });
+                // The model's gradients block by block; those that reached the mask values
+                // then go back into `log_alpha` with the Lagrangian's in one more backward.
+                let head = |h| {
+                    let ce = p.model.head_loss(h, ids.clone());
+                    let ce_v = scalar(ce.clone().detach());
+                    finite(ce_v)?;
+                    Ok((ce, ce_v))
+                };
+                let r = recompute::gradients(&p.model, ids.clone(), Some(&z), weight, head)?;
+                let z_grads = r.z.expect("masks were given");
+                let rest = recompute::z_surrogate(&z, &z_grads) + lag * weight;
+                let mut acc = GradientsAccumulator::<Pruner<B>>::new();
+                acc.accumulate(p, r.grads);
+                acc.accumulate(p, GradientsParams::from_grads(rest.backward(), p));
+                Ok((acc.grads(), [r.head, lag_v]))
+            },
+        );
         let all = all.and_then(|StepGradients { grads, figures }| {
             let (mut figures, mut tokens) = (figures, [tokens as f64]);
             let grads = self

@@ -23,9 +23,10 @@ use crate::error::TrainError;
 use crate::grads::clip_global_norm;
 use crate::optim::adamw;
 use crate::peers::Peer;
+use crate::recompute;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
-use crate::workers::mean_gradients;
+use crate::workers::{backward, mean_gradients};
 
 /// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7, scaled by
 /// `steps`).
@@ -159,6 +160,8 @@ pub struct Trainer<B: AutodiffBackend> {
     workers: usize,
     /// This trainer's place among data-parallel peers (peers.rs).
     peer: Peer,
+    /// Recompute each block in the backward pass (recompute.rs).
+    recompute: bool,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -179,7 +182,15 @@ impl<B: AutodiffBackend> Trainer<B> {
             cfg,
             workers: 1,
             peer: Peer::solo(),
+            recompute: false,
         }
+    }
+
+    /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
+    /// (recompute.rs): less memory, one more forward pass.
+    pub fn with_recompute(mut self, recompute: bool) -> Self {
+        self.recompute = recompute;
+        self
     }
 
     /// Makes this trainer one of several data-parallel peers (peers.rs): its batches are its
@@ -262,25 +273,41 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             .map(|b| b.dims().iter().product::<usize>())
             .sum();
         let (step, distill, teacher) = (self.step, self.cfg.distill, &self.teacher);
-        let grads = mean_gradients(&model, batches, self.workers, |model: &Llama<B>, _, ids| {
-            // With distillation the loss is CE + weight · KD; otherwise the CE (one host read).
-            let (loss, ce) = match (distill, teacher) {
-                (Some(d), Some(t)) => {
-                    let logits = model.forward(ids.clone());
-                    let ce = next_token_loss(logits.clone(), ids.clone());
-                    let t_logits = Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
-                    let kd = distill_loss(logits, t_logits, d.temperature);
-                    (ce.clone() + kd * d.weight, Some(ce))
+        let recompute = self.recompute;
+        let grads = mean_gradients(
+            &model,
+            batches,
+            self.workers,
+            |model: &Llama<B>, _, ids, weight| {
+                // The loss of final hidden states `h`, and [loss, CE] read back: with
+                // distillation CE + weight · KD, otherwise the CE (one host read).
+                let head = |h: Tensor<B, 3>| {
+                    let (loss, ce) = match (distill, teacher) {
+                        (Some(d), Some(t)) => {
+                            let logits = model.lm_logits(h);
+                            let ce = next_token_loss(logits.clone(), ids.clone());
+                            let t_logits =
+                                Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
+                            let kd = distill_loss(logits, t_logits, d.temperature);
+                            (ce.clone() + kd * d.weight, Some(ce))
+                        }
+                        _ => (model.head_loss(h, ids.clone()), None),
+                    };
+                    let value = loss.clone().detach().into_scalar().elem::<f64>();
+                    if !value.is_finite() {
+                        return Err(TrainError::Invalid(format!("step {step}: loss is {value}")));
+                    }
+                    let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
+                    Ok((loss, [value, ce]))
+                };
+                if recompute {
+                    let r = recompute::gradients(model, ids.clone(), None, weight, head)?;
+                    return Ok((r.grads, r.head));
                 }
-                _ => (model.loss(ids), None),
-            };
-            let value = loss.clone().detach().into_scalar().elem::<f64>();
-            if !value.is_finite() {
-                return Err(TrainError::Invalid(format!("step {step}: loss is {value}")));
-            }
-            let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
-            Ok((loss, [value, ce]))
-        });
+                let (loss, figures) = head(model.hidden_masked(ids.clone(), None))?;
+                Ok((backward(loss, weight, model), figures))
+            },
+        );
         let grads = grads.and_then(|g| {
             let (mut figures, mut tokens) = (g.figures, [tokens as f64]);
             let grads = self

@@ -79,9 +79,11 @@ pub fn share(rows: usize, parts: usize, w: usize) -> std::ops::Range<usize> {
 /// `workers` (at most as many as the smallest micro-batch has rows; 1: on this thread, on
 /// `module` itself).
 ///
-/// `loss_of(module, m, ids)` is the mean loss of `ids` (some rows of micro-batch `m`) under
-/// `module` (the worker's copy), with `K` host figures to report (e.g. its cross-entropy); it
-/// must depend on `m` and the rows only, not on which worker asks.
+/// `grads_of(module, m, ids, weight)` gives the gradients of `weight` times the mean loss of
+/// `ids` (some rows of micro-batch `m`) under `module` (the worker's copy) — [`backward`] of the
+/// loss, or a recomputing backward (recompute.rs) — with `K` host figures to report (e.g. its
+/// cross-entropy, unweighted); it must depend on `m` and the rows only, not on which worker
+/// asks.
 pub fn mean_gradients<B, M, F, const K: usize>(
     module: &M,
     batches: &[Tensor<B, 2, Int>],
@@ -91,7 +93,7 @@ pub fn mean_gradients<B, M, F, const K: usize>(
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
-    F: Fn(&M, usize, Tensor<B, 2, Int>) -> crate::Result<(Tensor<B, 1>, [f64; K])> + Sync,
+    F: Fn(&M, usize, Tensor<B, 2, Int>, f64) -> crate::Result<(GradientsParams, [f64; K])> + Sync,
 {
     let min_rows = batches.iter().map(|b| b.dims()[0]).min().unwrap_or(1);
     let workers = workers.clamp(1, min_rows.max(1));
@@ -128,6 +130,15 @@ where
     })
 }
 
+/// The gradients of `weight · loss` for `module`'s parameters (one backward pass).
+pub fn backward<B: AutodiffBackend, M: AutodiffModule<B>>(
+    loss: Tensor<B, 1>,
+    weight: f64,
+    module: &M,
+) -> GradientsParams {
+    GradientsParams::from_grads((loss * weight).backward(), module)
+}
+
 /// Worker `w`'s share: its rows of every micro-batch, on `module`. With one micro-batch and one
 /// worker the accumulator's copy of every gradient is skipped.
 fn part<B, M, F, const K: usize>(
@@ -140,7 +151,7 @@ fn part<B, M, F, const K: usize>(
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
-    F: Fn(&M, usize, Tensor<B, 2, Int>) -> crate::Result<(Tensor<B, 1>, [f64; K])>,
+    F: Fn(&M, usize, Tensor<B, 2, Int>, f64) -> crate::Result<(GradientsParams, [f64; K])>,
 {
     let n = batches.len().max(1) as f64;
     let mut acc = GradientsAccumulator::<M>::new();
@@ -154,13 +165,12 @@ where
         } else {
             ids.clone().slice([start..end, 0..seq])
         };
-        let (loss, f) = loss_of(module, m, ids)?;
         let weight = (end - start) as f64 / rows as f64 / n;
+        let (grads, f) = loss_of(module, m, ids, weight)?;
         figures
             .iter_mut()
             .zip(f)
             .for_each(|(a, b)| *a += b * weight);
-        let grads = GradientsParams::from_grads((loss * weight).backward(), module);
         if batches.len() == 1 {
             single = Some(grads);
         } else {

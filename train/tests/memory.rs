@@ -20,6 +20,7 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
         seq_len: 4,
         grad_accum: 2,
         fused_loss: false,
+        recompute: false,
     });
     // Parameters: embedding 100·8 = 800; attention per layer q 8·8 + k,v 2·8·4 + o 8·8 = 192,
     // two layers 384; FFN 3·8·12 = 288 per layer, 576; norms (2·2+1)·8 = 40; head 800.
@@ -66,6 +67,7 @@ fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
         seq_len: 4,
         grad_accum: 1,
         fused_loss: true,
+        recompute: false,
     });
     // Per token and layer: (48 + 32 + 72) · 4 bytes + 104 for the scores = 712, two layers
     // 1424, final norm 24 · 4: 1520 bytes per token, 4 tokens.
@@ -73,6 +75,30 @@ fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
     assert_eq!(p.activations, 1520 * 4);
     assert_eq!(p.workspace, 4 * 4 * 4 * 2 * 4);
     assert_eq!(p.weights, 2600 * 4);
+}
+
+/// With blocks recomputed, the backward pass keeps every block's input and the gradient flowing
+/// back (`[tokens, d]` each) and the graph of one block at a time.
+#[test]
+fn recomputation_keeps_the_block_inputs_and_one_block() {
+    let input = |recompute| PlanInput {
+        model: small(),
+        pruning: false,
+        micro_batch: 1,
+        seq_len: 4,
+        grad_accum: 1,
+        fused_loss: true,
+        recompute,
+    };
+    let (plain, again) = (plan(&input(false)), plan(&input(true)));
+    // Per token: (2 block inputs + 1 gradient) · 8 · 4 = 96, one layer's 712 (above), the
+    // final norm's 24 · 4 = 96: 904 bytes, 4 tokens; 1520 · 4 without.
+    assert_eq!(again.activations, 904 * 4);
+    assert_eq!(plain.activations, 1520 * 4);
+    assert_eq!(
+        plain.total() - again.total(),
+        plain.activations - again.activations
+    );
 }
 
 /// Llama-2-7B pruned at the paper's sequence length: the weights, gradients and moments alone
@@ -90,6 +116,7 @@ fn llama_2_7b_state_and_the_cards() {
         seq_len: 4096,
         grad_accum: 1,
         fused_loss: false,
+        recompute: false,
     });
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let state = p.weights + p.gradients + p.optimizer;

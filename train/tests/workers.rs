@@ -12,7 +12,7 @@ use shear_testkit::*;
 use shear_train::driver::Stepper;
 use shear_train::prune::{PruneConfig, PruneRun};
 use shear_train::trainer::{TrainConfig, Trainer};
-use shear_train::workers::mean_gradients;
+use shear_train::workers::{backward, mean_gradients};
 
 type AD = Autodiff<B>;
 
@@ -67,10 +67,10 @@ fn split_gradients_equal_one_backward_over_all_rows() {
     let want_loss: f32 = model.valid().loss(all.inner()).into_scalar();
     let want = flat(&model, &want);
     for workers in [1, 2, 3, 5, 8] {
-        let got = mean_gradients(&model, &batches, workers, |m: &Llama<AD>, _, ids| {
+        let got = mean_gradients(&model, &batches, workers, |m: &Llama<AD>, _, ids, w| {
             let loss = m.loss(ids);
             let v = loss.clone().into_scalar() as f64;
-            Ok((loss, [v]))
+            Ok((backward(loss, w, m), [v]))
         })
         .unwrap();
         let d = rel_diff(&flat(&model, &got.grads), &want);

@@ -1,0 +1,199 @@
+//! Activation recomputation per block (`--recompute`, docs/algorithm.md §13.2): the gradients of
+//! a loss with only the blocks' inputs kept between the forward and the backward pass.
+//!
+//! burn's autodiff keeps every intermediate of the forward pass for the backward (at 4 096
+//! tokens, mostly the attention scores). Here the forward runs without a graph and keeps the
+//! input of each block. The backward then goes block by block from the last: the block's
+//! forward is redone from its saved input, with a graph, and back-propagated from the gradient
+//! that reached its output. Only one block's graph exists at a time, and each block's gradients
+//! go straight into the running sum, so there is no second full-size copy of the gradients.
+//! The arithmetic is the plain backward's, in the same order within each block; the result
+//! differs only in the order of a few sums (the tied embedding's two uses, the masks' uses in
+//! every block).
+//!
+//! The masks `z` enter every block. So that the blocks' graphs stay separate, each block sees
+//! `z` as a leaf; the gradients reaching the leaves are summed and returned, and the caller
+//! back-propagates them into `log_alpha` ([`z_surrogate`]).
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use shear_model::{Llama, ZMasks};
+
+/// What [`gradients`] returns: the model's gradients, the gradients of the mask values `z`
+/// (inner tensors, same layout as `z`) when masks were given, and what the head reported.
+pub struct Recomputed<B: AutodiffBackend, T> {
+    pub grads: GradientsParams,
+    pub z: Option<ZMasks<B::InnerBackend>>,
+    pub head: T,
+}
+
+/// `z` as leaves of a new graph (same values, no history).
+fn leaves<B: AutodiffBackend>(z: &ZMasks<B>) -> ZMasks<B> {
+    fn leaf<B: AutodiffBackend, const D: usize>(t: &Option<Tensor<B, D>>) -> Option<Tensor<B, D>> {
+        t.as_ref()
+            .map(|t| Tensor::from_inner(t.clone().inner()).require_grad())
+    }
+    ZMasks {
+        hidden: leaf(&z.hidden),
+        head: leaf(&z.head),
+        intermediate: leaf(&z.intermediate),
+        layer: leaf(&z.layer),
+        mlp: leaf(&z.mlp),
+    }
+}
+
+/// The gradients that reached `z`'s leaves in `grads`, added to `sum`.
+fn add_z_grads<B: AutodiffBackend>(
+    sum: &mut Option<ZMasks<B::InnerBackend>>,
+    z: &ZMasks<B>,
+    grads: &B::Gradients,
+) {
+    fn add<B: AutodiffBackend, const D: usize>(
+        acc: &mut Option<Tensor<B::InnerBackend, D>>,
+        leaf: &Option<Tensor<B, D>>,
+        grads: &B::Gradients,
+    ) {
+        if let Some(g) = leaf.as_ref().and_then(|t| t.grad(grads)) {
+            *acc = Some(match acc.take() {
+                Some(a) => a + g,
+                None => g,
+            });
+        }
+    }
+    let s = sum.get_or_insert(ZMasks {
+        hidden: None,
+        head: None,
+        intermediate: None,
+        layer: None,
+        mlp: None,
+    });
+    add(&mut s.hidden, &z.hidden, grads);
+    add(&mut s.head, &z.head, grads);
+    add(&mut s.intermediate, &z.intermediate, grads);
+    add(&mut s.layer, &z.layer, grads);
+    add(&mut s.mlp, &z.mlp, grads);
+}
+
+/// The inner-backend values of `z`.
+fn inner<B: AutodiffBackend>(z: &ZMasks<B>) -> ZMasks<B::InnerBackend> {
+    fn i<B: AutodiffBackend, const D: usize>(
+        t: &Option<Tensor<B, D>>,
+    ) -> Option<Tensor<B::InnerBackend, D>> {
+        t.as_ref().map(|t| t.clone().inner())
+    }
+    ZMasks {
+        hidden: i(&z.hidden),
+        head: i(&z.head),
+        intermediate: i(&z.intermediate),
+        layer: i(&z.layer),
+        mlp: i(&z.mlp),
+    }
+}
+
+/// The gradients of `weight · loss` for the model masked by `z` (plain when `None`) on
+/// `input_ids [batch, seq]`, where `head(h)` is the loss of the final hidden states `h [batch,
+/// seq, d]` (after the final norm) and anything it reports.
+pub fn gradients<B, T>(
+    model: &Llama<B>,
+    input_ids: Tensor<B, 2, Int>,
+    z: Option<&ZMasks<B>>,
+    weight: f64,
+    head: impl FnOnce(Tensor<B, 3>) -> crate::Result<(Tensor<B, 1>, T)>,
+) -> crate::Result<Recomputed<B, T>>
+where
+    B: AutodiffBackend,
+{
+    // Forward without a graph, keeping each block's input.
+    let plain = model.valid();
+    let z_inner = z.map(inner);
+    let mut inputs = Vec::with_capacity(model.layers.len() + 1);
+    let mut x = plain.embed_masked(input_ids.clone().inner(), z_inner.as_ref());
+    for (i, block) in plain.layers.iter().enumerate() {
+        let lz = z_inner.as_ref().map(|z| z.layer_z(i));
+        let next = block.forward(x.clone(), &plain.rope, 0, None, lz.as_ref());
+        inputs.push(x);
+        x = next;
+    }
+    drop(plain);
+    let z_leaf = z.map(leaves);
+    let mut z_grads = None;
+    let mut acc = GradientsAccumulator::<Llama<B>>::new();
+
+    // The head: final norm, LM head, loss.
+    let last = Tensor::<B, 3>::from_inner(x).require_grad();
+    let (loss, reported) = head(model.final_norm(last.clone(), z_leaf.as_ref()))?;
+    let grads = (loss * weight).backward();
+    let mut g = last
+        .grad(&grads)
+        .expect("the loss depends on the last block");
+    if let Some(zl) = &z_leaf {
+        add_z_grads(&mut z_grads, zl, &grads);
+    }
+    acc.accumulate(model, GradientsParams::from_grads(grads, model));
+
+    // The blocks, last first: redo the forward from the saved input, back-propagate `g`.
+    for (i, block) in model.layers.iter().enumerate().rev() {
+        let input = Tensor::<B, 3>::from_inner(inputs.pop().expect("one per block")).require_grad();
+        let lz = z_leaf.as_ref().map(|z| z.layer_z(i));
+        let out = block.forward(input.clone(), &model.rope, 0, None, lz.as_ref());
+        let grads = (out * Tensor::from_inner(g)).sum().backward();
+        g = input
+            .grad(&grads)
+            .expect("a block's output depends on its input");
+        if let Some(zl) = &z_leaf {
+            add_z_grads(&mut z_grads, zl, &grads);
+        }
+        acc.accumulate(model, GradientsParams::from_grads(grads, model));
+    }
+
+    // The embedding.
+    let x0 = model.embed_masked(input_ids, z_leaf.as_ref());
+    let grads = (x0 * Tensor::from_inner(g)).sum().backward();
+    if let Some(zl) = &z_leaf {
+        add_z_grads(&mut z_grads, zl, &grads);
+    }
+    acc.accumulate(model, GradientsParams::from_grads(grads, model));
+    Ok(Recomputed {
+        grads: acc.grads(),
+        z: z_grads,
+        head: reported,
+    })
+}
+
+/// `Σ z · g` over the mask tensors: back-propagated, it carries the gradients `g` that reached
+/// the values `z` (from [`gradients`]) into what `z` was computed from (`log_alpha`).
+pub fn z_surrogate<B: AutodiffBackend>(z: &ZMasks<B>, g: &ZMasks<B::InnerBackend>) -> Tensor<B, 1> {
+    fn term<B: AutodiffBackend, const D: usize>(
+        z: &Option<Tensor<B, D>>,
+        g: &Option<Tensor<B::InnerBackend, D>>,
+    ) -> Option<Tensor<B, 1>> {
+        match (z, g) {
+            (Some(z), Some(g)) => Some((z.clone() * Tensor::from_inner(g.clone())).sum()),
+            _ => None,
+        }
+    }
+    [
+        term(&z.hidden, &g.hidden),
+        term(&z.head, &g.head),
+        term(&z.intermediate, &g.intermediate),
+        term(&z.layer, &g.layer),
+        term(&z.mlp, &g.mlp),
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(|a, b| a + b)
+    .unwrap_or_else(|| Tensor::zeros([1], &z_device(z)))
+}
+
+fn z_device<B: Backend>(z: &ZMasks<B>) -> B::Device {
+    z.hidden
+        .as_ref()
+        .map(|t| t.device())
+        .or_else(|| z.layer.as_ref().map(|t| t.device()))
+        .or_else(|| z.mlp.as_ref().map(|t| t.device()))
+        .or_else(|| z.head.as_ref().map(|t| t.device()))
+        .or_else(|| z.intermediate.as_ref().map(|t| t.device()))
+        .unwrap_or_default()
+}

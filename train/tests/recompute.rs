@@ -1,0 +1,181 @@
+//! Recomputation per block (recompute.rs) computes the plain backward pass's gradients: of the
+//! training loss (a tied model: the embedding's two uses add up), of the masked loss with
+//! respect to the weights and, through the masks' values, to `log_alpha`; and a pruning and a
+//! training step give the same figures and parameters with and without it.
+
+use burn::backend::Autodiff;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use rand::SeedableRng;
+use shear_model::{
+    load_llama, HardConcrete, L0Masks, LayerMasks, Llama, PruneModules, TargetShape,
+};
+use shear_testkit::*;
+use shear_train::driver::Stepper;
+use shear_train::prune::{PruneConfig, PruneRun};
+use shear_train::recompute;
+use shear_train::trainer::{TrainConfig, Trainer};
+
+type AD = Autodiff<B>;
+
+fn model() -> Llama<AD> {
+    load_llama(&fixture("llama-gqa-tied-bf16-sharded"), &device()).unwrap()
+}
+
+fn ids(rows: usize, seq: usize, salt: i64) -> Tensor<AD, 2, Int> {
+    let v: Vec<i64> = (0..(rows * seq) as i64)
+        .map(|i| (i * 53 + salt * 101 + 7) % 1000)
+        .collect();
+    Tensor::from_data(TensorData::new(v, [rows, seq]), &device())
+}
+
+/// Every parameter's gradient (or value), in visiting order.
+fn flat<M: Module<AD>>(module: &M, grads: Option<&GradientsParams>) -> Vec<Vec<f32>> {
+    struct Collect<'a>(Option<&'a GradientsParams>, Vec<Vec<f32>>);
+    impl ModuleVisitor<AD> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AD, D>>) {
+            let t = match self.0 {
+                Some(g) => g.get::<B, D>(p.id).expect("every parameter has a gradient"),
+                None => p.val().inner(),
+            };
+            self.1
+                .push(t.into_data().convert::<f32>().to_vec().unwrap());
+        }
+    }
+    let mut c = Collect(grads, Vec::new());
+    module.visit(&mut c);
+    c.1
+}
+
+/// Largest difference over all tensors, relative to the largest reference entry.
+fn rel_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0f32, f32::max);
+    diff / scale
+}
+
+#[test]
+fn recomputed_gradients_of_the_training_loss_equal_the_plain_backward() {
+    let model = model();
+    assert!(model.lm_head.is_none(), "a tied model");
+    let x = ids(3, 24, 1);
+    let want = GradientsParams::from_grads(model.loss(x.clone()).backward(), &model);
+    let r = recompute::gradients(&model, x.clone(), None, 0.5, |h| {
+        let loss = model.head_loss(h, x.clone());
+        let v: f32 = loss.clone().into_scalar();
+        Ok((loss, v))
+    })
+    .unwrap();
+    let d = rel_diff(&flat(&model, Some(&r.grads)), &flat(&model, Some(&want)));
+    // `weight` 0.5 scales the gradients: compare with half the plain ones.
+    let half: Vec<Vec<f32>> = flat(&model, Some(&want))
+        .into_iter()
+        .map(|v| v.into_iter().map(|x| x * 0.5).collect())
+        .collect();
+    let d_half = rel_diff(&flat(&model, Some(&r.grads)), &half);
+    eprintln!("training loss: recomputed vs plain gradients (× 0.5) differ by {d_half:e}");
+    assert!(d > 0.1, "the weight is applied");
+    assert!(d_half <= 1e-5, "{d_half}");
+    let plain: f32 = model.loss(x).into_scalar();
+    assert!((r.head - plain).abs() <= 1e-6 * plain.abs());
+}
+
+#[test]
+fn recomputed_gradients_of_the_masked_loss_reach_log_alpha() {
+    let model = model();
+    let l0 = L0Masks::<AD>::new(
+        &model.config,
+        HardConcrete::default(),
+        PruneModules::default(),
+        LayerMasks::Layer,
+        &device(),
+    );
+    let z = l0.sample_from(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+    let x = ids(2, 20, 2);
+    // Plain: one backward through the model and the masks.
+    let grads = model.loss_masked(x.clone(), Some(&z)).backward();
+    let want_model = GradientsParams::from_grads(grads, &model);
+    let z2 = l0.sample_from(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+    let grads = model.loss_masked(x.clone(), Some(&z2)).backward();
+    let want_l0 = GradientsParams::from_grads(grads, &l0);
+    // Recomputed: the model block by block, then the masks' values into log_alpha.
+    let z3 = l0.sample_from(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+    let r = recompute::gradients(&model, x.clone(), Some(&z3), 1.0, |h| {
+        Ok((model.head_loss(h, x.clone()), ()))
+    })
+    .unwrap();
+    let got_l0 = GradientsParams::from_grads(
+        recompute::z_surrogate(&z3, r.z.as_ref().unwrap()).backward(),
+        &l0,
+    );
+    let dm = rel_diff(
+        &flat(&model, Some(&r.grads)),
+        &flat(&model, Some(&want_model)),
+    );
+    let dz = rel_diff(&flat(&l0, Some(&got_l0)), &flat(&l0, Some(&want_l0)));
+    eprintln!("masked loss: weights' gradients differ by {dm:e}, log_alpha's by {dz:e}");
+    assert!(dm <= 1e-5, "{dm}");
+    assert!(dz <= 1e-5, "{dz}");
+}
+
+#[test]
+fn training_and_pruning_steps_are_the_same_with_recomputation() {
+    let batches = [ids(2, 16, 3), ids(2, 16, 4)];
+    let cfg = TrainConfig::new(10).with_lr(1e-3).with_grad_accum(2);
+    let mut plain = Trainer::new(model(), cfg.clone(), None);
+    let mut again = Trainer::new(model(), cfg, None).with_recompute(true);
+    for step in 0..3 {
+        let (a, b) = (plain.step(&batches).unwrap(), again.step(&batches).unwrap());
+        assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss, "step {step}");
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm,
+            "step {step}"
+        );
+    }
+    let d = rel_diff(&flat(plain.model(), None), &flat(again.model(), None));
+    assert!(
+        d <= 1e-5,
+        "training: parameters after 3 steps differ by {d}"
+    );
+
+    let c = model().config;
+    let target = TargetShape {
+        layers: c.num_hidden_layers,
+        hidden: c.hidden_size / 2,
+        heads: c.num_attention_heads / 2,
+        kv_heads: c.num_key_value_heads / 2,
+        intermediate: c.intermediate_size / 2,
+    };
+    let cfg = PruneConfig::new(target, 10).with_seed(3).with_grad_accum(2);
+    let mut plain = PruneRun::new(model(), cfg.clone());
+    let mut again = PruneRun::new(model(), cfg).with_recompute(true);
+    for step in 0..3 {
+        let (a, b) = (plain.step(&batches).unwrap(), again.step(&batches).unwrap());
+        eprintln!(
+            "pruning step {step}: ce {} vs {}, grad norm {} vs {}",
+            a.ce_loss, b.ce_loss, a.grad_norm, b.grad_norm
+        );
+        assert!(
+            (a.ce_loss - b.ce_loss).abs() <= 1e-6 * a.ce_loss,
+            "step {step}"
+        );
+        assert!((a.lagrangian - b.lagrangian).abs() <= 1e-6, "step {step}");
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm,
+            "step {step}"
+        );
+    }
+    let d = rel_diff(
+        &flat(&plain.pruner().model, None),
+        &flat(&again.pruner().model, None),
+    );
+    assert!(d <= 1e-5, "pruning: weights after 3 steps differ by {d}");
+    let d = rel_diff(&flat(&plain.masks(), None), &flat(&again.masks(), None));
+    assert!(d <= 1e-5, "pruning: log_alpha after 3 steps differs by {d}");
+}

@@ -15,57 +15,11 @@ fn data(dir: &Path) {
 }
 
 fn prune_args(data: &Path, out: &Path) -> Vec<String> {
-    let src = fixture("pruning/source");
-    [
-        "prune",
-        src.to_str().unwrap(),
-        "--target",
-        "layers=3,hidden=48,heads=2,intermediate=96",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "40",
-        "--batch",
-        "4",
-        "--grad-accum",
-        "2",
-        "--update-every",
-        "3",
-        "--save-every",
-        "4",
-    ]
-    .map(String::from)
-    .to_vec()
+    tiny_prune_args(data, out, 40)
 }
 
 fn train_args(data: &Path, out: &Path) -> Vec<String> {
-    let model = fixture("pruning/source");
-    [
-        "train",
-        model.to_str().unwrap(),
-        "--reference-model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "40",
-        "--batch",
-        "4",
-        "--grad-accum",
-        "2",
-        "--update-every",
-        "3",
-        "--save-every",
-        "4",
-        "--lr",
-        "1e-3",
-    ]
-    .map(String::from)
-    .to_vec()
+    tiny_train_args(data, out, 40)
 }
 
 /// Kills a run of `args` in `killed` after `after` log lines, resumes it, and compares it with

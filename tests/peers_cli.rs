@@ -24,62 +24,14 @@ fn data(dir: &Path) {
     two_domains(dir, [3, 60, 60]);
 }
 
+/// The shared tiny runs (tests/common) on one worker per peer, so that a peer's rows go through
+/// the model in one pass.
 fn prune_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
-    let src = fixture("pruning/source");
-    [
-        "prune",
-        src.to_str().unwrap(),
-        "--target",
-        "layers=3,hidden=48,heads=2,intermediate=96",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        &steps.to_string(),
-        "--batch",
-        "4",
-        "--grad-accum",
-        "2",
-        "--update-every",
-        "3",
-        "--save-every",
-        "4",
-        "--workers",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec()
+    with(tiny_prune_args(data, out, steps), &["--workers", "1"])
 }
 
 fn train_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
-    let model = fixture("pruning/source");
-    [
-        "train",
-        model.to_str().unwrap(),
-        "--reference-model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        &steps.to_string(),
-        "--batch",
-        "4",
-        "--grad-accum",
-        "2",
-        "--update-every",
-        "3",
-        "--save-every",
-        "4",
-        "--lr",
-        "1e-3",
-        "--workers",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec()
+    with(tiny_train_args(data, out, steps), &["--workers", "1"])
 }
 
 fn with(mut args: Vec<String>, more: &[&str]) -> Vec<String> {

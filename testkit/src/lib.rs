@@ -77,6 +77,43 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Every float parameter of `module` in visiting order: its gradient in `grads` (each must have
+/// one), or its value when `grads` is `None`.
+pub fn param_tensors<M: burn::module::Module<burn::backend::Autodiff<B>>>(
+    module: &M,
+    grads: Option<&burn::optim::GradientsParams>,
+) -> Vec<Vec<f32>> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    type AD = burn::backend::Autodiff<B>;
+    struct Collect<'a>(Option<&'a burn::optim::GradientsParams>, Vec<Vec<f32>>);
+    impl ModuleVisitor<AD> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AD, D>>) {
+            let t = match self.0 {
+                Some(g) => g.get::<B, D>(p.id).expect("every parameter has a gradient"),
+                None => p.val().inner(),
+            };
+            self.1
+                .push(t.into_data().convert::<f32>().to_vec().unwrap());
+        }
+    }
+    let mut c = Collect(grads, Vec::new());
+    module.visit(&mut c);
+    c.1
+}
+
+/// Largest difference over all tensors, relative to the largest entry of `want`.
+pub fn rel_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| max_abs_diff(a, b))
+        .fold(0f32, f32::max);
+    diff / scale
+}
+
 /// Copies a fixture directory into a fresh temporary directory (writable).
 pub fn copy_fixture(rel: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();

@@ -130,3 +130,60 @@ pub fn succeed(args: &[String]) -> String {
     assert!(o.status.success(), "{stderr}");
     stderr
 }
+
+/// A pruning run of the `pruning/source` fixture over two-domain data: micro-batches of 4, two
+/// per step, an update every 3 steps, a checkpoint every 4.
+pub fn tiny_prune_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
+    let src = fixture("pruning/source");
+    [
+        "prune",
+        src.to_str().unwrap(),
+        "--target",
+        "layers=3,hidden=48,heads=2,intermediate=96",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--batch",
+        "4",
+        "--grad-accum",
+        "2",
+        "--update-every",
+        "3",
+        "--save-every",
+        "4",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Continued training of the `pruning/source` fixture, as [`tiny_prune_args`].
+pub fn tiny_train_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
+    let model = fixture("pruning/source");
+    [
+        "train",
+        model.to_str().unwrap(),
+        "--reference-model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--batch",
+        "4",
+        "--grad-accum",
+        "2",
+        "--update-every",
+        "3",
+        "--save-every",
+        "4",
+        "--lr",
+        "1e-3",
+    ]
+    .map(String::from)
+    .to_vec()
+}

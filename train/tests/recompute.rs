@@ -4,7 +4,6 @@
 //! training step give the same figures and parameters with and without it.
 
 use burn::backend::Autodiff;
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::SeedableRng;
@@ -30,36 +29,6 @@ fn ids(rows: usize, seq: usize, salt: i64) -> Tensor<AD, 2, Int> {
     Tensor::from_data(TensorData::new(v, [rows, seq]), &device())
 }
 
-/// Every parameter's gradient (or value), in visiting order.
-fn flat<M: Module<AD>>(module: &M, grads: Option<&GradientsParams>) -> Vec<Vec<f32>> {
-    struct Collect<'a>(Option<&'a GradientsParams>, Vec<Vec<f32>>);
-    impl ModuleVisitor<AD> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AD, D>>) {
-            let t = match self.0 {
-                Some(g) => g.get::<B, D>(p.id).expect("every parameter has a gradient"),
-                None => p.val().inner(),
-            };
-            self.1
-                .push(t.into_data().convert::<f32>().to_vec().unwrap());
-        }
-    }
-    let mut c = Collect(grads, Vec::new());
-    module.visit(&mut c);
-    c.1
-}
-
-/// Largest difference over all tensors, relative to the largest reference entry.
-fn rel_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| max_abs_diff(a, b))
-        .fold(0f32, f32::max);
-    diff / scale
-}
-
 #[test]
 fn recomputed_gradients_of_the_training_loss_equal_the_plain_backward() {
     let model = model();
@@ -72,13 +41,16 @@ fn recomputed_gradients_of_the_training_loss_equal_the_plain_backward() {
         Ok((loss, v))
     })
     .unwrap();
-    let d = rel_diff(&flat(&model, Some(&r.grads)), &flat(&model, Some(&want)));
+    let d = rel_diff(
+        &param_tensors(&model, Some(&r.grads)),
+        &param_tensors(&model, Some(&want)),
+    );
     // `weight` 0.5 scales the gradients: compare with half the plain ones.
-    let half: Vec<Vec<f32>> = flat(&model, Some(&want))
+    let half: Vec<Vec<f32>> = param_tensors(&model, Some(&want))
         .into_iter()
         .map(|v| v.into_iter().map(|x| x * 0.5).collect())
         .collect();
-    let d_half = rel_diff(&flat(&model, Some(&r.grads)), &half);
+    let d_half = rel_diff(&param_tensors(&model, Some(&r.grads)), &half);
     eprintln!("training loss: recomputed vs plain gradients (× 0.5) differ by {d_half:e}");
     assert!(d > 0.1, "the weight is applied");
     assert!(d_half <= 1e-5, "{d_half}");
@@ -115,10 +87,13 @@ fn recomputed_gradients_of_the_masked_loss_reach_log_alpha() {
         &l0,
     );
     let dm = rel_diff(
-        &flat(&model, Some(&r.grads)),
-        &flat(&model, Some(&want_model)),
+        &param_tensors(&model, Some(&r.grads)),
+        &param_tensors(&model, Some(&want_model)),
     );
-    let dz = rel_diff(&flat(&l0, Some(&got_l0)), &flat(&l0, Some(&want_l0)));
+    let dz = rel_diff(
+        &param_tensors(&l0, Some(&got_l0)),
+        &param_tensors(&l0, Some(&want_l0)),
+    );
     eprintln!("masked loss: weights' gradients differ by {dm:e}, log_alpha's by {dz:e}");
     assert!(dm <= 1e-5, "{dm}");
     assert!(dz <= 1e-5, "{dz}");
@@ -138,7 +113,10 @@ fn training_and_pruning_steps_are_the_same_with_recomputation() {
             "step {step}"
         );
     }
-    let d = rel_diff(&flat(plain.model(), None), &flat(again.model(), None));
+    let d = rel_diff(
+        &param_tensors(plain.model(), None),
+        &param_tensors(again.model(), None),
+    );
     assert!(
         d <= 1e-5,
         "training: parameters after 3 steps differ by {d}"
@@ -172,10 +150,13 @@ fn training_and_pruning_steps_are_the_same_with_recomputation() {
         );
     }
     let d = rel_diff(
-        &flat(&plain.pruner().model, None),
-        &flat(&again.pruner().model, None),
+        &param_tensors(&plain.pruner().model, None),
+        &param_tensors(&again.pruner().model, None),
     );
     assert!(d <= 1e-5, "pruning: weights after 3 steps differ by {d}");
-    let d = rel_diff(&flat(&plain.masks(), None), &flat(&again.masks(), None));
+    let d = rel_diff(
+        &param_tensors(&plain.masks(), None),
+        &param_tensors(&again.masks(), None),
+    );
     assert!(d <= 1e-5, "pruning: log_alpha after 3 steps differs by {d}");
 }

@@ -28,35 +28,6 @@ fn ids(rows: usize, seq: usize, salt: i64) -> Tensor<AD, 2, Int> {
     Tensor::from_data(TensorData::new(v, [rows, seq]), &device())
 }
 
-/// Every parameter's gradient, in visiting order.
-fn flat<M: Module<AD>>(module: &M, grads: &GradientsParams) -> Vec<Vec<f32>> {
-    struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
-    impl ModuleVisitor<AD> for Collect<'_> {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<AD, D>>) {
-            let g = self
-                .0
-                .get::<B, D>(p.id)
-                .expect("every parameter has a gradient");
-            self.1.push(g.into_data().to_vec().unwrap());
-        }
-    }
-    let mut c = Collect(grads, Vec::new());
-    module.visit(&mut c);
-    c.1
-}
-
-/// Largest difference over all gradients, relative to the largest reference entry.
-fn rel_diff(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| max_abs_diff(a, b))
-        .fold(0f32, f32::max);
-    diff / scale
-}
-
 #[test]
 fn split_gradients_equal_one_backward_over_all_rows() {
     let model = model();
@@ -65,7 +36,7 @@ fn split_gradients_equal_one_backward_over_all_rows() {
     let all = Tensor::cat(batches.to_vec(), 0);
     let want = GradientsParams::from_grads(model.loss(all.clone()).backward(), &model);
     let want_loss: f32 = model.valid().loss(all.inner()).into_scalar();
-    let want = flat(&model, &want);
+    let want = param_tensors(&model, Some(&want));
     for workers in [1, 2, 3, 5, 8] {
         let got = mean_gradients(&model, &batches, workers, |m: &Llama<AD>, _, ids, w| {
             let loss = m.loss(ids);
@@ -73,7 +44,7 @@ fn split_gradients_equal_one_backward_over_all_rows() {
             Ok((backward(loss, w, m), [v]))
         })
         .unwrap();
-        let d = rel_diff(&flat(&model, &got.grads), &want);
+        let d = rel_diff(&param_tensors(&model, Some(&got.grads)), &want);
         eprintln!(
             "{workers} workers: gradients differ by {d:e} (relative), loss {} vs {want_loss}",
             got.figures[0]

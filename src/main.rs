@@ -9,6 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 mod backend;
 mod cmd;
 mod progress;
+mod signals;
 
 /// mimalloc keeps freed pages for reuse: every step allocates the same large intermediates,
 /// which the system allocator returns to the kernel and faults in (zeroed) again (README,
@@ -142,6 +143,10 @@ fn main() -> ExitCode {
     let offline = cli.offline || shear_model::hub::offline_from_env();
     let mut command = cli.command;
     command.default_workers(backend::default_workers(cli.device));
+    let resume = match &command {
+        Command::Run(_) => "run the same command again to continue",
+        _ => "continue with --resume",
+    };
     let result = match command {
         Command::Inspect(args) => cmd::inspect::run(args, offline),
         // The CPU backend's fused LM-head loss keeps no logits.
@@ -182,9 +187,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<shear_pipeline::PipelineError>() {
+            // Not a failure: the run can continue (--resume, or `shear run` again).
+            Some(p) if p.is_interrupted() => {
+                eprintln!("{e:#}; {resume}");
+                ExitCode::from(signals::RESUMABLE)
+            }
+            _ => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

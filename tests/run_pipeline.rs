@@ -5,68 +5,10 @@ mod common;
 
 use common::*;
 
-fn corpus(dir: &std::path::Path) {
-    let words = [
-        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
-    ];
-    for (d, name) in ["web", "books"].iter().enumerate() {
-        let lines: String = (0..40)
-            .map(|i| {
-                let text: Vec<&str> = (0..30).map(|j| words[(i * 7 + j * (d + 3)) % 10]).collect();
-                serde_json::json!({ "text": text.join(" ") }).to_string() + "\n"
-            })
-            .collect();
-        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
-    }
-}
-
 #[test]
 fn the_pipeline_runs_every_stage_and_skips_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    tiny_llama2_vocab_model(&tmp.path().join("source"));
-    corpus(tmp.path());
-    let tasks =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tasks/capitals.jsonl");
-    let recipe = tmp.path().join("mini.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"[model]
-source = "source"
-target = "layers=1,hidden=32,heads=2,intermediate=64"
-
-[data]
-seq_len = 32
-eval_sequences = 2
-
-[[data.domain]]
-name = "web"
-paths = ["web.jsonl"]
-
-[[data.domain]]
-name = "books"
-paths = ["books.jsonl"]
-
-[prune]
-steps = 4
-batch = 2
-grad_accum = 1
-update_every = 2
-proportions = "uniform"
-
-[train]
-steps = 4
-batch = 2
-grad_accum = 1
-update_every = 2
-save_every = 2
-
-[eval]
-tasks = [{tasks:?}]
-"#
-        ),
-    )
-    .unwrap();
+    let recipe = mini_recipe(tmp.path(), 4);
     let out = tmp.path().join("run");
     let args = [
         "run",

@@ -18,6 +18,15 @@ pub enum PipelineError {
     /// A setting that cannot work, named with its value.
     #[error("{0}")]
     Invalid(String),
+    /// A run stopped by request (a signal) after `step` of `total`, with a checkpoint in
+    /// `checkpoints`: it continues with `--resume`.
+    #[error("{what} stopped by a signal after step {step} of {total} (checkpoint in {})", checkpoints.display())]
+    Interrupted {
+        what: String,
+        step: usize,
+        total: usize,
+        checkpoints: std::path::PathBuf,
+    },
     /// `inner`, while doing `context`.
     #[error("{context}: {inner}")]
     Context {
@@ -31,6 +40,15 @@ pub type Result<T> = std::result::Result<T, PipelineError>;
 impl PipelineError {
     /// Whether this is a failed collective operation between data-parallel peers (often only
     /// the echo of another peer's failure).
+    /// Whether this is (or wraps) a run stopped by a signal ([`PipelineError::Interrupted`]).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            PipelineError::Interrupted { .. } => true,
+            PipelineError::Context { inner, .. } => inner.is_interrupted(),
+            _ => false,
+        }
+    }
+
     pub fn is_collective(&self) -> bool {
         match self {
             PipelineError::Train(shear_train::TrainError::Collective(_)) => true,

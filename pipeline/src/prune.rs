@@ -160,6 +160,7 @@ pub fn prune<B: Backend>(
             "prune_log.jsonl",
             "pruning",
             &peer,
+            device,
             observer,
         )?;
         Ok((steps, total, run))

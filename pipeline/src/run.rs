@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub nodes: Option<Nodes>,
     /// Recompute each block in the backward pass of the pruning and training stages.
     pub recompute: bool,
+    /// Set to stop the running stage after its current step, with a checkpoint (see
+    /// [`crate::stage::Job::stop`]); running the recipe again continues it.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Marks a finished stage.
@@ -155,6 +158,7 @@ pub fn run<B: Backend>(
             nodes: opts.nodes.clone(),
         },
         recompute: opts.recompute,
+        stop: opts.stop.clone(),
     };
 
     // 2. Prune (and materialize).
@@ -297,6 +301,7 @@ pub(crate) struct Stages<'a> {
     pub workers: usize,
     pub topology: Topology,
     pub recompute: bool,
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs `work` unless `dir` holds a completion marker; marks it complete after.
@@ -390,6 +395,7 @@ impl Stages<'_> {
             workers: self.workers,
             topology: self.topology.clone(),
             recompute: self.recompute,
+            stop: self.stop.clone(),
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
@@ -435,6 +441,7 @@ impl Stages<'_> {
             workers: self.workers,
             topology: self.topology.clone(),
             recompute: self.recompute,
+            stop: self.stop.clone(),
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.train_tokens(plan.steps), || {

@@ -4,6 +4,8 @@
 //! training data, the step log cut back to the checkpoint's step, and the loop itself.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::de::DeserializeOwned;
@@ -49,6 +51,9 @@ pub struct Job<S> {
     /// Recompute each block in the backward pass (shear_train::recompute): less memory, one
     /// more forward pass; the same numbers up to the order of floating-point sums.
     pub recompute: bool,
+    /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint: the
+    /// run then ends with [`PipelineError::Interrupted`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl<S> Job<S> {
@@ -63,6 +68,7 @@ impl<S> Job<S> {
             workers: 1,
             topology: Topology::default(),
             recompute: false,
+            stop: None,
         }
     }
 
@@ -211,7 +217,9 @@ pub(crate) fn resumed<B: AutodiffBackend>(
 /// Runs `stepper` in `job.out` up to `job.stop_after` (at most the run's steps) with checkpoints
 /// every `job.save_every`, appending to `out/log_name` (cut back to the starting step when
 /// resuming), then writes the loader's final state. Returns the steps done and the run's.
-/// Only `peer` 0 of a data-parallel run writes (the others keep the same numbers).
+/// Only `peer` 0 of a data-parallel run writes (the others keep the same numbers). A stop asked
+/// through `job.stop` ends the run after the step where any peer saw it, with a checkpoint, as
+/// [`PipelineError::Interrupted`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_loop<B, S, C>(
     stepper: &mut S,
@@ -221,6 +229,7 @@ pub(crate) fn run_loop<B, S, C>(
     log_name: &str,
     what: &str,
     peer: &Peer,
+    device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<(usize, usize)>
 where
@@ -236,15 +245,34 @@ where
     };
     let checkpoints = Checkpoints::new(job.out.join("checkpoints"));
     let total = stepper.total();
+    let asked = |flag: &AtomicBool| -> shear_train::Result<bool> {
+        let local = flag.load(Ordering::SeqCst);
+        match peer.count {
+            1 => Ok(local),
+            _ => peer.any::<B::InnerBackend>(local, device),
+        }
+    };
+    let stop = job.stop.as_deref().map(|flag| move || asked(flag));
     let plan = Plan {
         checkpoints: peer.writes().then_some(&checkpoints),
         settings,
         save_every: job.save_every,
         until: job.stop_after.unwrap_or(total).min(total),
+        stop: stop
+            .as_ref()
+            .map(|f| f as &dyn Fn() -> shear_train::Result<bool>),
     };
-    drive(stepper, source, log.as_mut(), plan, what, observer)?;
+    let stopped = drive(stepper, source, log.as_mut(), plan, what, observer)?;
     if let (true, Some(state)) = (peer.writes(), source.state()) {
         shear_io::write_json_atomic(&job.out.join("loader_state.json"), &state)?;
+    }
+    if stopped {
+        return Err(PipelineError::Interrupted {
+            what: what.to_string(),
+            step: stepper.done(),
+            total,
+            checkpoints: checkpoints.dir().to_path_buf(),
+        });
     }
     Ok((stepper.done(), total))
 }

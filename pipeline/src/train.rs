@@ -199,6 +199,7 @@ pub fn train<B: Backend>(
             "train_log.jsonl",
             "training",
             &peer,
+            device,
             observer,
         )?;
         Ok((steps, total, trainer))

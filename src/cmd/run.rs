@@ -59,6 +59,7 @@ pub fn run<B: Backend>(
         physical: crate::backend::physical_devices(kind),
         nodes: args.peers.nodes()?,
         recompute: args.recompute,
+        stop: Some(crate::signals::stop_flag()?),
     };
     let mut progress = crate::progress::Progress::default();
     let summary = run_recipe::<B>(&recipe, &opts, device, &mut progress)?;

@@ -58,6 +58,7 @@ impl RunArgs {
             workers: self.workers.unwrap_or(1),
             topology: self.peers.topology(kind)?,
             recompute: self.recompute,
+            stop: Some(crate::signals::stop_flag()?),
         })
     }
 

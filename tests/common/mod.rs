@@ -187,3 +187,64 @@ pub fn tiny_train_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
+
+/// A miniature `shear run` recipe in `dir` (a tiny model with Llama-2's vocabulary, two
+/// domains of repeated words, the capitals task): `prune_steps` pruning steps, 4 training steps
+/// with a checkpoint every 2. Returns the recipe's path.
+pub fn mini_recipe(dir: &Path, prune_steps: usize) -> std::path::PathBuf {
+    tiny_llama2_vocab_model(&dir.join("source"));
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
+    ];
+    for (d, name) in ["web", "books"].iter().enumerate() {
+        let lines: String = (0..40)
+            .map(|i| {
+                let text: Vec<&str> = (0..30).map(|j| words[(i * 7 + j * (d + 3)) % 10]).collect();
+                serde_json::json!({ "text": text.join(" ") }).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
+    }
+    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tasks/capitals.jsonl");
+    let recipe = dir.join("mini.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"[model]
+source = "source"
+target = "layers=1,hidden=32,heads=2,intermediate=64"
+
+[data]
+seq_len = 32
+eval_sequences = 2
+
+[[data.domain]]
+name = "web"
+paths = ["web.jsonl"]
+
+[[data.domain]]
+name = "books"
+paths = ["books.jsonl"]
+
+[prune]
+steps = {prune_steps}
+batch = 2
+grad_accum = 1
+update_every = 2
+proportions = "uniform"
+
+[train]
+steps = 4
+batch = 2
+grad_accum = 1
+update_every = 2
+save_every = 2
+
+[eval]
+tasks = [{tasks:?}]
+"#
+        ),
+    )
+    .unwrap();
+    recipe
+}

@@ -78,9 +78,14 @@ pub struct Plan<'a, C> {
     pub save_every: usize,
     /// Stop after this many steps in total (at most the run's), with a checkpoint.
     pub until: usize,
+    /// Asked after every step whether to stop there (a signal, docs/algorithm.md §9): then a
+    /// checkpoint is written and [`drive`] returns `true`. Data-parallel peers must all give
+    /// the same answer.
+    pub stop: Option<&'a dyn Fn() -> Result<bool>>,
 }
 
-/// Runs `stepper` from its current step to `plan.until` (see the module documentation).
+/// Runs `stepper` from its current step to `plan.until` (see the module documentation);
+/// returns whether it stopped early because `plan.stop` asked.
 pub fn drive<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
@@ -88,7 +93,7 @@ pub fn drive<B, S, C>(
     plan: Plan<'_, C>,
     what: &str,
     observer: &mut dyn Observer,
-) -> Result<()>
+) -> Result<bool>
 where
     B: AutodiffBackend,
     S: Stepper<B>,
@@ -137,7 +142,11 @@ where
             summary: &S::summary(&line),
         });
         let done = stepper.done();
-        let stopping = done == until && until < total;
+        let asked = match plan.stop {
+            Some(stop) if done < total => stop()?,
+            _ => false,
+        };
+        let stopping = (done == until && until < total) || asked;
         let due = (plan.save_every > 0 && done.is_multiple_of(plan.save_every) && done < total)
             || stopping;
         if let (true, Some(checkpoints)) = (due, plan.checkpoints) {
@@ -146,7 +155,10 @@ where
             })?;
             observer.event(Event::Checkpoint(&path));
         }
+        if asked {
+            return Ok(true);
+        }
     }
     observer.event(Event::Finished);
-    Ok(())
+    Ok(false)
 }

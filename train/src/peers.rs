@@ -318,6 +318,11 @@ impl Peer {
         Ok(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(out)).narrow(0, 0, n))
     }
 
+    /// Whether `local` holds on any peer (every peer gets the same answer).
+    pub fn any<B: Backend>(&self, local: bool, device: &B::Device) -> Result<bool> {
+        Ok(self.sum_host::<B>(&[f64::from(u8::from(local))], device)?[0] > 0.0)
+    }
+
     /// The sum over peers of host values (through the device, in f32).
     pub fn sum_host<B: Backend>(&self, values: &[f64], device: &B::Device) -> Result<Vec<f64>> {
         if self.count == 1 {

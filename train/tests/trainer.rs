@@ -44,6 +44,7 @@ fn run(
         settings: &t.cfg.clone(),
         save_every: 0,
         until,
+        stop: None,
     };
     drive(t, source, Some(&mut log), plan, "test", &mut Silent).unwrap();
     shear_io::read_jsonl(&path).unwrap()

@@ -8,6 +8,9 @@ use burn::prelude::*;
 pub struct Sequence {
     pub tokens: Vec<u32>,
     pub domain: usize,
+    /// Where it came from in its domain: the sequence's number in the shard (a token stream:
+    /// the window's number in the run).
+    pub index: u64,
 }
 
 /// A batch on a device: `input_ids [batch, seq]`, `domains [batch]`.
@@ -17,6 +20,8 @@ pub struct TokenBatch<B: Backend> {
     pub domains: Tensor<B, 1, Int>,
     /// The same domain ids, on the host (for per-domain bookkeeping).
     pub domain_ids: Vec<usize>,
+    /// Every row's [`Sequence::index`].
+    pub indices: Vec<u64>,
 }
 
 /// Stacks equal-length sequences into a [`TokenBatch`].
@@ -34,11 +39,13 @@ impl<B: Backend> Batcher<B, Sequence, TokenBatch<B>> for TokenBatcher {
             })
             .collect();
         let domain_ids: Vec<usize> = items.iter().map(|x| x.domain).collect();
+        let indices: Vec<u64> = items.iter().map(|x| x.index).collect();
         let d: Vec<i64> = domain_ids.iter().map(|&d| d as i64).collect();
         TokenBatch {
             input_ids: Tensor::from_data(TensorData::new(ids, [b, s]), device),
             domains: Tensor::from_data(TensorData::new(d, [b]), device),
             domain_ids,
+            indices,
         }
     }
 }

@@ -266,6 +266,7 @@ impl DynamicLoader {
                 out.push(Sequence {
                     tokens: self.shards[d].get(index).expect("index within the shard"),
                     domain: d,
+                    index: index as u64,
                 });
             }
         }

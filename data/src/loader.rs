@@ -290,11 +290,13 @@ impl<B: Backend> StreamDataLoader<B> {
             .stream
             .sample(&mut rng, self.batch, self.seq)
             .chunks(self.seq)
+            .enumerate()
             .skip(self.rows.start)
             .take(self.rows.len())
-            .map(|w| crate::batch::Sequence {
+            .map(|(r, w)| crate::batch::Sequence {
                 tokens: w.to_vec(),
                 domain: 0,
+                index: k * self.batch as u64 + r as u64,
             })
             .collect();
         TokenBatcher.batch(items, &self.device)

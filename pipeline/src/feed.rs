@@ -240,6 +240,7 @@ impl Feed {
                         device,
                     ),
                     grad_accum: plan.grad_accum,
+                    drawn: Vec::new(),
                 }
                 .with_peer(&plan.peer),
             )),

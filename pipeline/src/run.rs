@@ -396,6 +396,7 @@ impl Stages<'_> {
             topology: self.topology.clone(),
             recompute: self.recompute,
             stop: self.stop.clone(),
+            max_skipped: 10,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
@@ -442,6 +443,7 @@ impl Stages<'_> {
             topology: self.topology.clone(),
             recompute: self.recompute,
             stop: self.stop.clone(),
+            max_skipped: 10,
         };
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.train_tokens(plan.steps), || {

@@ -54,6 +54,9 @@ pub struct Job<S> {
     /// Set (e.g. by a signal handler) to stop after the current step with a checkpoint: the
     /// run then ends with [`PipelineError::Interrupted`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// Steps with a non-finite loss or gradient norm are skipped (recorded in
+    /// `OUT/skipped.jsonl`); the run stops once more than this many were.
+    pub max_skipped: usize,
 }
 
 impl<S> Job<S> {
@@ -69,6 +72,7 @@ impl<S> Job<S> {
             topology: Topology::default(),
             recompute: false,
             stop: None,
+            max_skipped: 10,
         }
     }
 
@@ -243,6 +247,12 @@ where
         (true, 0) => Some(JsonlLog::create(&path)?),
         (true, step) => Some(JsonlLog::resume(&path, step)?),
     };
+    let skips_path = job.out.join("skipped.jsonl");
+    let mut skips = match (peer.writes(), stepper.done()) {
+        (false, _) => None,
+        (true, 0) => Some(JsonlLog::create(&skips_path)?),
+        (true, step) => Some(JsonlLog::resume(&skips_path, step)?),
+    };
     let checkpoints = Checkpoints::new(job.out.join("checkpoints"));
     let total = stepper.total();
     let asked = |flag: &AtomicBool| -> shear_train::Result<bool> {
@@ -261,6 +271,9 @@ where
         stop: stop
             .as_ref()
             .map(|f| f as &dyn Fn() -> shear_train::Result<bool>),
+        skips: skips.as_mut(),
+        max_skipped: job.max_skipped,
+        skips_path: &skips_path,
     };
     let stopped = drive(stepper, source, log.as_mut(), plan, what, observer)?;
     if let (true, Some(state)) = (peer.writes(), source.state()) {

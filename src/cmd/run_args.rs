@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// memory (docs/algorithm.md §13.2), one more forward pass per step.
     #[arg(long)]
     pub recompute: bool,
+    /// Steps whose loss or gradient norm is not finite are skipped (no update; recorded with
+    /// their rows in OUT/skipped.jsonl); the run stops once more than this many were.
+    #[arg(long, default_value_t = 10)]
+    pub max_skipped: usize,
 }
 
 impl RunArgs {
@@ -59,6 +63,7 @@ impl RunArgs {
             topology: self.peers.topology(kind)?,
             recompute: self.recompute,
             stop: Some(crate::signals::stop_flag()?),
+            max_skipped: self.max_skipped,
         })
     }
 

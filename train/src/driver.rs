@@ -20,14 +20,14 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shear_data::UpdateRecord;
 use shear_io::{JsonlLog, Stepped};
 
 use crate::checkpoint::Checkpoints;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::observer::{Event, Observer};
-use crate::source::{BatchSource, DataReport, EvalView};
+use crate::source::{BatchSource, DataReport, EvalView, RowRef};
 
 /// One kind of optimizer step and the state it carries from step to step.
 pub trait Stepper<B: AutodiffBackend> {
@@ -53,6 +53,11 @@ pub trait Stepper<B: AutodiffBackend> {
     /// Adds what the data side did during the step (and, on the first step, the update of the
     /// evaluation before it) to the step's log line.
     fn attach(log: &mut Self::Log, data: DataReport, eval_first: Option<UpdateRecord>);
+    /// Steps skipped so far because their loss or gradient norm was not finite (kept in
+    /// checkpoints).
+    fn skipped(&self) -> usize {
+        0
+    }
     /// A short line of the step's figures, for progress.
     fn summary(log: &Self::Log) -> String;
     /// Writes module and optimizer records into a checkpoint directory; returns the loop state
@@ -82,6 +87,40 @@ pub struct Plan<'a, C> {
     /// checkpoint is written and [`drive`] returns `true`. Data-parallel peers must all give
     /// the same answer.
     pub stop: Option<&'a dyn Fn() -> Result<bool>>,
+    /// Where skipped steps are recorded (`None`: nowhere, a peer other than peer 0).
+    pub skips: Option<&'a mut JsonlLog<Skip>>,
+    /// The run stops once more steps than this were skipped.
+    pub max_skipped: usize,
+    /// The file `skips` writes, for messages.
+    pub skips_path: &'a Path,
+}
+
+/// A step skipped because its loss or gradient norm was not finite (one line of
+/// `skipped.jsonl`): what was not finite, and the rows of its batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skip {
+    pub step: usize,
+    pub reason: String,
+    pub rows: Vec<RowRef>,
+}
+
+impl Stepped for Skip {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
+/// `web#12, code#40, …` (at most eight rows).
+fn name_rows(rows: &[RowRef]) -> String {
+    let mut s: Vec<String> = rows
+        .iter()
+        .take(8)
+        .map(|r| format!("{}#{}", r.domain, r.index))
+        .collect();
+    if rows.len() > 8 {
+        s.push(format!("… ({} rows)", rows.len()));
+    }
+    s.join(", ")
 }
 
 /// Runs `stepper` from its current step to `plan.until` (see the module documentation);
@@ -90,7 +129,7 @@ pub fn drive<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
     mut log: Option<&mut JsonlLog<S::Log>>,
-    plan: Plan<'_, C>,
+    mut plan: Plan<'_, C>,
     what: &str,
     observer: &mut dyn Observer,
 ) -> Result<bool>
@@ -120,7 +159,37 @@ where
         let batches = (0..stepper.position().grad_accum.max(1))
             .map(|m| source.batch(step, m))
             .collect::<Result<Vec<_>>>()?;
-        let mut line = stepper.step(&batches)?;
+        // A non-finite loss or gradient norm: the stepper changed nothing but counted the
+        // step; it is recorded with its rows, and the run goes on up to `max_skipped`.
+        let line = match stepper.step(&batches) {
+            Ok(line) => Some(line),
+            Err(TrainError::NonFinite { step, what }) => {
+                let rows = source.rows();
+                let named = name_rows(&rows);
+                if let Some(skips) = plan.skips.as_mut() {
+                    skips.append(&Skip {
+                        step,
+                        reason: what.clone(),
+                        rows,
+                    })?;
+                }
+                if stepper.skipped() > plan.max_skipped {
+                    return Err(TrainError::TooManySkipped {
+                        step,
+                        what: format!("{what} (rows {named})"),
+                        skipped: stepper.skipped(),
+                        max: plan.max_skipped,
+                        log: plan.skips_path.display().to_string(),
+                    });
+                }
+                observer.event(Event::Message(&format!(
+                    "warning: step {step} skipped: {what} (rows {named}; {})",
+                    plan.skips_path.display()
+                )));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let view = match source.wants_eval(Some(step)) {
             true => Some(stepper.eval_view()?),
             false => None,
@@ -132,15 +201,17 @@ where
         for event in &data.loader_events {
             observer.event(Event::Loader { step, event });
         }
-        S::attach(&mut line, data, eval_first.take());
-        if let Some(log) = log.as_mut() {
-            log.append(&line)?;
+        if let Some(mut line) = line {
+            S::attach(&mut line, data, eval_first.take());
+            if let Some(log) = log.as_mut() {
+                log.append(&line)?;
+            }
+            observer.event(Event::Step {
+                step,
+                total,
+                summary: &S::summary(&line),
+            });
         }
-        observer.event(Event::Step {
-            step,
-            total,
-            summary: &S::summary(&line),
-        });
         let done = stepper.done();
         let asked = match plan.stop {
             Some(stop) if done < total => stop()?,

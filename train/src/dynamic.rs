@@ -15,7 +15,7 @@ use shear_model::{Llama, ZMasks};
 use crate::error::{Result, TrainError};
 use crate::eval::{domain_losses, eval_domains, eval_sums_parallel, DomainLoss};
 use crate::peers::Peer;
-use crate::source::{BatchSource, DataReport, EvalView};
+use crate::source::{BatchSource, DataReport, EvalView, RowRef};
 
 /// When and how the weights are updated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,8 @@ pub struct DynamicSource<B: Backend> {
     /// The data-parallel peer this source feeds: its rows of every batch, its share of every
     /// evaluation (peers.rs).
     peer: Peer,
+    /// The rows of the current step's micro-batches.
+    drawn: Vec<RowRef>,
 }
 
 impl<B: Backend> DynamicSource<B> {
@@ -102,6 +104,7 @@ impl<B: Backend> DynamicSource<B> {
             reference,
             cfg,
             peer: Peer::solo(),
+            drawn: Vec::new(),
         })
     }
 
@@ -190,14 +193,32 @@ impl<B: Backend> DynamicSource<B> {
 }
 
 impl<B: AutodiffBackend> BatchSource<B> for DynamicSource<B> {
-    fn batch(&mut self, step: usize, _micro: usize) -> Result<Tensor<B, 2, Int>> {
+    fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>> {
         let batch = self.loader.iter().next().ok_or_else(|| {
             TrainError::Invalid(format!(
                 "step {step}: the loader's batches are used up ({} rows)",
                 self.loader.num_items()
             ))
         })?;
+        if micro == 0 {
+            self.drawn.clear();
+        }
+        let domains = self.handle.domains();
+        self.drawn.extend(
+            batch
+                .domain_ids
+                .iter()
+                .zip(&batch.indices)
+                .map(|(&d, &index)| RowRef {
+                    domain: domains[d].clone(),
+                    index,
+                }),
+        );
         Ok(batch.input_ids)
+    }
+
+    fn rows(&self) -> Vec<RowRef> {
+        self.drawn.clone()
     }
 
     fn wants_eval(&self, after: Option<usize>) -> bool {

@@ -27,6 +27,19 @@ pub enum TrainError {
     Data(#[from] shear_data::DataError),
     #[error("{0}")]
     Invalid(String),
+    /// A step whose loss or gradient norm is not finite: it was skipped (no parameter changed,
+    /// the step counted as done).
+    #[error("step {step}: {what}")]
+    NonFinite { step: usize, what: String },
+    /// More skipped steps than allowed.
+    #[error("step {step}: {what}; {skipped} steps skipped, more than the {max} allowed (--max-skipped); the skipped batches are in {log}")]
+    TooManySkipped {
+        step: usize,
+        what: String,
+        skipped: usize,
+        max: usize,
+        log: String,
+    },
     /// A collective operation between data-parallel peers that failed (also when another
     /// peer failed first and the run was stopped).
     #[error("data parallelism: {0}")]

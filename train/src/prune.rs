@@ -173,12 +173,19 @@ pub struct PruneRun<B: AutodiffBackend> {
     peer: Peer,
     /// Recompute each block in the backward pass (recompute.rs).
     recompute: bool,
+    /// Steps skipped so far (non-finite loss or gradient norm).
+    skipped: usize,
+    /// Steps whose loss is made NaN (tests of the guard).
+    poisoned: Vec<usize>,
 }
 
 /// `loop_state` of a pruning checkpoint.
 #[derive(Serialize, Deserialize)]
 struct PruneLoopState {
     rng_word_pos: u128,
+    /// Steps skipped so far (absent in checkpoints from before the guard).
+    #[serde(default)]
+    skipped: usize,
     /// The source's config.json.
     model_config: serde_json::Value,
 }
@@ -214,9 +221,18 @@ impl<B: AutodiffBackend> PruneRun<B> {
             workers: 1,
             peer: Peer::solo(),
             recompute: false,
+            skipped: 0,
+            poisoned: Vec::new(),
             step: 0,
             cfg,
         }
+    }
+
+    /// For tests of the non-finite guard: the loss of these steps is made NaN.
+    #[doc(hidden)]
+    pub fn with_poisoned_steps(mut self, steps: Vec<usize>) -> Self {
+        self.poisoned = steps;
+        self
     }
 
     /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
@@ -270,6 +286,7 @@ impl<B: AutodiffBackend> PruneRun<B> {
             .lambdas
             .load_record(load_record(dir, "optim_lambdas", device)?);
         run.rng.set_word_pos(state.rng_word_pos);
+        run.skipped = state.skipped;
         run.step = step;
         Ok(run)
     }
@@ -387,7 +404,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .iter()
             .map(|_| pruner.l0.noise_from(&mut self.rng))
             .collect();
-        let recompute = self.recompute;
+        let (recompute, poisoned) = (self.recompute, self.poisoned.contains(&step));
         let all = workers::mean_gradients(
             &pruner,
             batches,
@@ -396,24 +413,22 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 let z = p.l0.sample_noise(&noise[m]);
                 let lag = p.lagrangian.value(&p.l0.expected_sparsity(), &target);
                 let lag_v = scalar(lag.clone().detach());
-                let finite = |ce_v: f64| match ce_v.is_finite() && lag_v.is_finite() {
-                    true => Ok(()),
-                    false => Err(TrainError::Invalid(format!(
-                        "step {step}: loss is not finite (cross-entropy {ce_v}, Lagrangian {lag_v})"
-                    ))),
+                // A non-finite loss is checked after the peers' figures are reduced, so that
+                // every peer skips the same steps.
+                let poison = |ce: Tensor<B, 1>| match poisoned {
+                    true => ce * f64::NAN,
+                    false => ce,
                 };
                 if !recompute {
-                    let ce = p.model.loss_masked(ids, Some(&z));
+                    let ce = poison(p.model.loss_masked(ids, Some(&z)));
                     let ce_v = scalar(ce.clone().detach());
-                    finite(ce_v)?;
                     return Ok((workers::backward(ce + lag, weight, p), [ce_v, lag_v]));
                 }
                 // The model's gradients block by block; those that reached the mask values
                 // then go back into `log_alpha` with the Lagrangian's in one more backward.
                 let head = |h| {
-                    let ce = p.model.head_loss(h, ids.clone());
+                    let ce = poison(p.model.head_loss(h, ids.clone()));
                     let ce_v = scalar(ce.clone().detach());
-                    finite(ce_v)?;
                     Ok((ce, ce_v))
                 };
                 let r = recompute::gradients(&p.model, ids.clone(), Some(&z), weight, head)?;
@@ -441,11 +456,18 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         };
         // Global norm over every group, then clip.
         let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
-        if !norm.is_finite() {
+        if !(ce.is_finite() && lag.is_finite() && norm.is_finite()) {
+            // Skipped: nothing changes but the step count (the run's schedules and random
+            // streams move on as for any step).
             self.pruner = Some(pruner);
-            return Err(TrainError::Invalid(format!(
-                "step {step}: gradient norm is {norm}"
-            )));
+            self.step += 1;
+            self.skipped += 1;
+            return Err(TrainError::NonFinite {
+                step,
+                what: format!(
+                    "not finite: cross-entropy {ce}, Lagrangian {lag}, gradient norm {norm}"
+                ),
+            });
         }
         let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / (norm + 1e-6)
@@ -500,6 +522,10 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         log.data = data;
     }
 
+    fn skipped(&self) -> usize {
+        self.skipped
+    }
+
     fn summary(log: &PruneLog) -> String {
         let e = &log.expected_shape;
         format!(
@@ -516,6 +542,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         save_record::<B, _>(self.lambdas.to_record(), dir, "optim_lambdas")?;
         let state = PruneLoopState {
             rng_word_pos: self.rng.get_word_pos(),
+            skipped: self.skipped,
             model_config: self
                 .pruner()
                 .model

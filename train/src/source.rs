@@ -32,10 +32,24 @@ pub struct DataReport {
     pub loader_events: Vec<LoaderEvent>,
 }
 
+/// Where a row of a batch came from: its domain and its sequence's number there (a token
+/// stream: the window's number in the run).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowRef {
+    pub domain: String,
+    pub index: u64,
+}
+
 /// A loop's supply of token ids.
 pub trait BatchSource<B: AutodiffBackend>: Send {
     /// Micro-batch `micro` of optimizer step `step`: token ids `[batch, seq]`.
     fn batch(&mut self, step: usize, micro: usize) -> Result<Tensor<B, 2, Int>>;
+
+    /// The rows of the micro-batches drawn for the current step (since the last micro-batch
+    /// 0), in order: what a skipped step names.
+    fn rows(&self) -> Vec<RowRef> {
+        Vec::new()
+    }
 
     /// Whether [`BatchSource::after_step`] wants the model after step `after` (`None`: before
     /// the first step of a run that starts at 0).
@@ -71,6 +85,8 @@ pub trait BatchSource<B: AutodiffBackend>: Send {
 pub struct StreamSource<B: Backend> {
     pub loader: StreamDataLoader<B>,
     pub grad_accum: usize,
+    /// The rows of the current step's micro-batches.
+    pub drawn: Vec<RowRef>,
 }
 
 impl<B: Backend> StreamSource<B> {
@@ -88,6 +104,17 @@ impl<B: AutodiffBackend> BatchSource<B> for StreamSource<B> {
         let batch = self.loader.iter().next().ok_or_else(|| {
             crate::TrainError::Invalid(format!("step {step}: past the run's batches"))
         })?;
+        if micro == 0 {
+            self.drawn.clear();
+        }
+        self.drawn.extend(batch.indices.iter().map(|&index| RowRef {
+            domain: "stream".into(),
+            index,
+        }));
         Ok(batch.input_ids)
+    }
+
+    fn rows(&self) -> Vec<RowRef> {
+        self.drawn.clone()
     }
 }

@@ -162,6 +162,10 @@ pub struct Trainer<B: AutodiffBackend> {
     peer: Peer,
     /// Recompute each block in the backward pass (recompute.rs).
     recompute: bool,
+    /// Steps skipped so far (non-finite loss or gradient norm).
+    skipped: usize,
+    /// Steps whose loss is made NaN (tests of the guard).
+    poisoned: Vec<usize>,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -169,6 +173,9 @@ pub struct Trainer<B: AutodiffBackend> {
 struct TrainLoopState {
     /// The model's config.json.
     model_config: serde_json::Value,
+    /// Steps skipped so far (absent in checkpoints from before the guard).
+    #[serde(default)]
+    skipped: usize,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -183,7 +190,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             workers: 1,
             peer: Peer::solo(),
             recompute: false,
+            skipped: 0,
+            poisoned: Vec::new(),
         }
+    }
+
+    /// For tests of the non-finite guard: the loss of these steps is made NaN.
+    #[doc(hidden)]
+    pub fn with_poisoned_steps(mut self, steps: Vec<usize>) -> Self {
+        self.poisoned = steps;
+        self
     }
 
     /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
@@ -227,6 +243,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut t = Trainer::new(model, cfg, teacher);
         t.optim = t.optim.load_record(load_record(dir, "optim", device)?);
         t.step = step;
+        t.skipped = state.skipped;
         Ok(t)
     }
 
@@ -273,7 +290,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             .map(|b| b.dims().iter().product::<usize>())
             .sum();
         let (step, distill, teacher) = (self.step, self.cfg.distill, &self.teacher);
-        let recompute = self.recompute;
+        let (recompute, poisoned) = (self.recompute, self.poisoned.contains(&step));
         let grads = mean_gradients(
             &model,
             batches,
@@ -293,10 +310,13 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                         }
                         _ => (model.head_loss(h, ids.clone()), None),
                     };
+                    let loss = match poisoned {
+                        true => loss * f64::NAN,
+                        false => loss,
+                    };
+                    // A non-finite loss is checked after the peers' figures are reduced, so
+                    // that every peer skips the same steps.
                     let value = loss.clone().detach().into_scalar().elem::<f64>();
-                    if !value.is_finite() {
-                        return Err(TrainError::Invalid(format!("step {step}: loss is {value}")));
-                    }
                     let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
                     Ok((loss, [value, ce]))
                 };
@@ -323,12 +343,15 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             }
         };
         let (grads, norm) = clip_global_norm::<B, _>(grads, &model, self.cfg.max_grad_norm);
-        if !norm.is_finite() {
+        if !(loss.is_finite() && norm.is_finite()) {
+            // Skipped: nothing changes but the step count (the schedule moves on).
             self.model = Some(model);
-            return Err(TrainError::Invalid(format!(
-                "step {}: gradient norm is {norm}",
-                self.step
-            )));
+            self.step += 1;
+            self.skipped += 1;
+            return Err(TrainError::NonFinite {
+                step,
+                what: format!("not finite: loss {loss}, gradient norm {norm}"),
+            });
         }
         let lr = self.lr(self.step);
         self.model = Some(self.optim.step(lr, model, grads));
@@ -358,6 +381,10 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         log.eval_first_update = eval_first;
     }
 
+    fn skipped(&self) -> usize {
+        self.skipped
+    }
+
     fn summary(log: &TrainLog) -> String {
         format!("loss {:.3} lr {:.2e}", log.loss, log.lr)
     }
@@ -367,6 +394,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         save_record::<B, _>(self.optim.to_record(), dir, "optim")?;
         let state = TrainLoopState {
             model_config: self.model().config.to_hf_json(shear_model::Dtype::F32),
+            skipped: self.skipped,
         };
         Ok(serde_json::to_value(state).expect("serialises"))
     }

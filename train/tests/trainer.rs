@@ -45,6 +45,9 @@ fn run(
         save_every: 0,
         until,
         stop: None,
+        skips: None,
+        max_skipped: 0,
+        skips_path: std::path::Path::new("skipped.jsonl"),
     };
     drive(t, source, Some(&mut log), plan, "test", &mut Silent).unwrap();
     shear_io::read_jsonl(&path).unwrap()

@@ -34,10 +34,11 @@ pub fn eval_domains<B: Backend>(
     domain_losses(domains, shards, max_sequences, &sums)
 }
 
-/// [`eval_sums`] of part `(index, parts)`, its batches spread over the threads of the current
-/// rayon pool (one CPU core each: an evaluation batch alone leaves cores idle at small
-/// shapes). Each thread takes every `threads`-th batch of the part; the threads' sums are added
-/// in thread order, so the result does not depend on their timing.
+/// [`eval_sums`] of part `(index, parts)`, on the CPU backend its batches spread over the
+/// threads of the current rayon pool (one core each: an evaluation batch alone leaves cores
+/// idle at small shapes; on a GPU one batch already fills the device, and several at once would
+/// only multiply the memory). Each thread takes every `threads`-th batch of the part; the
+/// threads' sums are added in thread order, so the result does not depend on their timing.
 pub fn eval_sums_parallel<B: Backend>(
     model: &Llama<B>,
     z: Option<&ZMasks<B>>,
@@ -47,7 +48,10 @@ pub fn eval_sums_parallel<B: Backend>(
     (index, parts): (usize, usize),
 ) -> Vec<(f64, u64)> {
     use rayon::prelude::*;
-    let threads = rayon::current_num_threads().max(1);
+    let threads = match shear_model::fused_kernels::<B>() {
+        true => rayon::current_num_threads().max(1),
+        false => 1,
+    };
     let per_thread: Vec<Vec<(f64, u64)>> = (0..threads)
         .into_par_iter()
         .map(|t| {

@@ -166,3 +166,41 @@ fn cli_bench_measures_every_step_of_a_tiny_shape() {
         assert!(v > 0.0 && v.is_finite(), "{key}: {v}");
     }
 }
+
+/// Generation stops at the model's EOS token (2 in the embedded model's config.json), which it
+/// prints; `--ignore-eos` goes on to `--max-new-tokens` through the same first tokens.
+#[test]
+fn cli_generate_stops_at_eos_unless_told_otherwise() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny");
+    let ids = |more: &[&str]| -> Vec<u32> {
+        let mut args = vec![
+            "generate",
+            dir.to_str().unwrap(),
+            "--prompt",
+            "the cat sat",
+            "--max-new-tokens",
+            "300",
+            "--greedy",
+            "--ids-only",
+        ];
+        args.extend_from_slice(more);
+        let out = run_shear(&args, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect()
+    };
+    let stopped = ids(&[]);
+    let all = ids(&["--ignore-eos"]);
+    assert!(stopped.len() < 300, "{} tokens", stopped.len());
+    assert_eq!(stopped.last(), Some(&2), "ends with EOS");
+    assert_eq!(stopped.iter().filter(|&&t| t == 2).count(), 1);
+    assert_eq!(all.len(), 300);
+    assert_eq!(&all[..stopped.len()], &stopped[..]);
+}

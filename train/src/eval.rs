@@ -69,6 +69,11 @@ pub fn eval_sums_parallel<B: Backend>(
     sums
 }
 
+/// Sequences of `shard` an evaluation reads: the first `max_sequences` (all when `None`).
+fn evaluated(shard: &Shard, max_sequences: Option<usize>) -> usize {
+    max_sequences.map_or(shard.len(), |m| m.min(shard.len()))
+}
+
 /// Per domain, the sum of token losses and the number of predicted tokens over the eval batches
 /// of part `(index, parts)` — batches `index`, `index + parts`, … (a data-parallel peer's
 /// share; `(0, 1)`: all).
@@ -84,7 +89,7 @@ pub fn eval_sums<B: Backend>(
     shards
         .iter()
         .map(|shard| {
-            let n = max_sequences.map_or(shard.len(), |m| m.min(shard.len()));
+            let n = evaluated(shard, max_sequences);
             let seq = shard.seq_len();
             let (mut sum, mut tokens) = (0.0f64, 0u64);
             let b = batch.max(1);
@@ -129,7 +134,7 @@ pub fn domain_losses(
                 domain: name.clone(),
                 loss,
                 perplexity: loss.exp(),
-                sequences: max_sequences.map_or(shard.len(), |m| m.min(shard.len())),
+                sequences: evaluated(shard, max_sequences),
                 tokens,
             }
         })

@@ -67,7 +67,9 @@ impl CommunicationChannel for WsClientChannel {
                 Err(err) => Err(WsClientError::Tungstenite(err)),
                 msg => Err(WsClientError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // [shear patch] The stream ended: the peer went away. Reported as a closed
+            // connection (as a Close frame is) rather than a panic on a runtime thread.
+            None => Ok(None),
         }
     }
 

@@ -100,7 +100,9 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // [shear patch] The stream ended: the peer went away. Reported as a closed
+            // connection (as a Close frame is) rather than a panic on a runtime thread.
+            None => Ok(None),
         }
     }
 

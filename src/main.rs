@@ -134,10 +134,76 @@ fn explicit_args(matches: &clap::ArgMatches) -> Vec<String> {
         .collect()
 }
 
+/// The command line, with negative numbers taken as values everywhere (`--lr -1` is then refused
+/// by the option's own check, naming it, instead of clap's generic "unexpected argument").
+fn command_line() -> clap::Command {
+    fn negatives(cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        names
+            .iter()
+            .fold(cmd.allow_negative_numbers(true), |cmd, name| {
+                cmd.mut_subcommand(name, negatives)
+            })
+    }
+    negatives(Cli::command())
+}
+
+/// Help and version go to stdout as clap prints them; a usage error is one line on stderr (clap's
+/// first line, which names the argument and value) and exit status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    // clap's message runs up to the first blank line (a missing argument is named on the line
+    // after "required arguments were not provided:"); usage and tips follow it.
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{} (see --help)", message.join(" "));
+    ExitCode::from(2)
+}
+
+/// An error and its causes on one line: a cause already quoted by the message before it (as
+/// `path: {source}` messages do) is not repeated, and line breaks inside a message (a TOML
+/// parser's excerpt) become single spaces.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn main() -> ExitCode {
     keep_freed_pages();
     init_log();
-    let matches = Cli::command().get_matches();
+    let matches = match command_line().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
     let explicit = explicit_args(&matches);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let offline = cli.offline || shear_model::hub::offline_from_env();
@@ -182,7 +248,11 @@ fn main() -> ExitCode {
             args, offline, &device
         )),
         Command::Bench(args) => {
-            backend::dispatch!(cli.device, |B, device| cmd::bench::run::<B>(args, &device))
+            backend::dispatch!(cli.device, |B, device| cmd::bench::run::<B>(
+                args,
+                cli.device == DeviceKind::Cpu,
+                &device
+            ))
         }
     };
     match result {
@@ -194,7 +264,7 @@ fn main() -> ExitCode {
                 ExitCode::from(signals::RESUMABLE)
             }
             _ => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", one_line(&e));
                 ExitCode::FAILURE
             }
         },

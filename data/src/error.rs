@@ -38,10 +38,14 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataError {
         let path = path.into();
         move |source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                DataError::NotFound { path }
-            } else {
-                DataError::Io { path, source }
+            match source.kind() {
+                std::io::ErrorKind::NotFound => DataError::NotFound { path },
+                // What `read_to_string` and `lines` report for bytes that are not UTF-8.
+                std::io::ErrorKind::InvalidData => DataError::Invalid {
+                    path,
+                    msg: "not UTF-8 text".into(),
+                },
+                _ => DataError::Io { path, source },
             }
         }
     }

@@ -182,6 +182,7 @@ impl PreparedData {
                             ),
                         });
                     }
+                    shard.check_ids(m.vocab_size)?;
                     Ok(shard)
                 }
                 None => Ok(Shard::empty(m.token_width, m.seq_len)),

@@ -151,6 +151,21 @@ impl PrepareRecipe {
                 self.prune_fraction
             ));
         }
+        if self.eval_sequences == 0 {
+            return bad(
+                "eval_sequences 0 (at least 1: dynamic loading evaluates every domain)".into(),
+            );
+        }
+        for (name, v) in [
+            ("prune_tokens", self.prune_tokens),
+            ("train_tokens", self.train_tokens),
+        ] {
+            if v == Some(0) {
+                return bad(format!(
+                    "{name} 0 (at least 1; leave it out for the default)"
+                ));
+            }
+        }
         Ok(())
     }
 }

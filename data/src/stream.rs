@@ -14,9 +14,15 @@ impl TokenStream {
     /// Reads `path`: a `.txt` file is tokenized (BOS as the tokenizer adds it, EOS appended);
     /// any other file holds token ids separated by whitespace or commas.
     pub fn from_file(path: &Path, tokenizer: Option<&Tokenizer>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|_| DataError::NotFound {
-            path: path.to_path_buf(),
-        })?;
+        if path.is_dir() {
+            return Err(DataError::Invalid {
+                path: path.to_path_buf(),
+                msg: "a folder without manifest.json: not prepared data (`shear data prepare` \
+                      makes it), nor a text or token-id file"
+                    .into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
         let tokens = if path.extension().is_some_and(|e| e == "txt") {
             let tok = tokenizer.ok_or_else(|| DataError::Tokenizer {
                 path: path.to_path_buf(),

@@ -49,6 +49,12 @@ pub fn read_tasks(path: &Path) -> Result<Vec<McItem>> {
                 item.label
             )));
         }
+        // An empty choice adds no tokens, so its log-likelihood is 0, above every real choice.
+        if let Some(k) = item.choices.iter().position(|c| c.trim().is_empty()) {
+            return Err(at(format!(
+                "choice {k} is empty: every choice needs text to score"
+            )));
+        }
         items.push(item);
     }
     if items.is_empty() {

@@ -185,7 +185,38 @@ impl SafetensorsSource {
         })?;
         let bytes = &self.files[info.file].1[info.start..info.end];
         self.used.insert(name.to_string());
-        Ok(dtype.decode(bytes))
+        let values = dtype.decode(bytes);
+        // A NaN or infinity in a weight spreads through every product (or is hidden by
+        // attention's softmax and gives plausible but wrong losses): refused where it is found.
+        if let Some((index, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(ModelError::NonFiniteWeight {
+                path: path.clone(),
+                name: name.to_string(),
+                index,
+                value: *v,
+            });
+        }
+        Ok(values)
+    }
+
+    /// Checks that every float tensor holds finite values (what [`Self::read`] checks one
+    /// tensor at a time while a model is built), so a run can refuse such weights before any
+    /// other work. Reads every tensor once.
+    pub fn check_finite(&self) -> Result<()> {
+        for (name, info) in &self.tensors {
+            let Some(dtype) = info.dtype else { continue };
+            let (path, map) = &self.files[info.file];
+            let values = dtype.decode(&map[info.start..info.end]);
+            if let Some((index, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ModelError::NonFiniteWeight {
+                    path: path.clone(),
+                    name: name.clone(),
+                    index,
+                    value: *v,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// After building a model: every tensor in the files must have been used (a tied model's
@@ -347,8 +378,8 @@ pub fn save_llama<B: Backend>(model: &Llama<B>, dir: &Path, dtype: Dtype) -> Res
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     shear_io::write_atomic_path(&weights, |tmp| {
         safetensors::serialize_to_file(named_tensors(model, dtype), Some(metadata), tmp).map_err(
-            |e| ModelError::Safetensors {
-                path: tmp.to_path_buf(),
+            |e| ModelError::Write {
+                path: weights.clone(),
                 msg: e.to_string(),
             },
         )

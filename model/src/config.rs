@@ -169,6 +169,19 @@ impl LlamaConfig {
                 ));
             }
         }
+        if let Some(q) = r.get("quantization_config") {
+            let method = q
+                .get("quant_method")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            return Err(r.err(
+                "quantization_config",
+                format!(
+                    "quantized weights ({method}) are not supported; give the unquantized \
+                     model (f32, bf16 or f16 safetensors, or a GGUF)"
+                ),
+            ));
+        }
         if r.bool_opt("mlp_bias")? == Some(true) {
             return Err(r.err(
                 "mlp_bias",
@@ -193,7 +206,10 @@ impl LlamaConfig {
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: r.f64_opt("rms_norm_eps")?.unwrap_or(1e-6),
+            rms_norm_eps: match r.f64_opt("rms_norm_eps")?.unwrap_or(1e-6) {
+                eps if eps.is_finite() && eps > 0.0 => eps,
+                eps => return Err(r.err("rms_norm_eps", format!("{eps}: must be positive"))),
+            },
             rope: Self::read_rope(&r)?,
             max_position_embeddings: r.usize_opt("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: r.bool_opt("tie_word_embeddings")?.unwrap_or(false),
@@ -234,6 +250,9 @@ impl LlamaConfig {
             Some(Some(t)) => t,
             _ => r.f64_opt("rope_theta")?.unwrap_or(10000.0),
         };
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(r.err("rope_theta", format!("{theta}: must be positive")));
+        }
         let Some(s) = sub else {
             return Ok(RopeConfig {
                 theta,
@@ -246,8 +265,11 @@ impl LlamaConfig {
             .and_then(Value::as_str)
             .unwrap_or("default");
         let need = |k: &str| -> Result<f64> {
-            s.f64_opt(k)?
-                .ok_or_else(|| r.err(&format!("{key}.{k}"), "missing"))
+            match s.f64_opt(k)? {
+                Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+                Some(v) => Err(r.err(&format!("{key}.{k}"), format!("{v}: must be positive"))),
+                None => Err(r.err(&format!("{key}.{k}"), "missing")),
+            }
         };
         let scaling = match kind {
             "default" => RopeScaling::None,

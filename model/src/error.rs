@@ -47,6 +47,15 @@ pub enum ModelError {
         name: String,
         dtype: String,
     },
+    #[error("{}: tensor `{name}` holds {value} at index {index}: weights must be finite", path.display())]
+    NonFiniteWeight {
+        path: PathBuf,
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("{}: cannot write ({msg}); is the disk full or the folder read-only?", path.display())]
+    Write { path: PathBuf, msg: String },
     #[error("{}: tensor `{name}` is missing from the checkpoint", dir.display())]
     MissingTensor { dir: PathBuf, name: String },
     #[error("{}: unexpected tensor `{name}` (not part of a {arch} model)", path.display())]

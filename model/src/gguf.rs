@@ -79,11 +79,9 @@ pub fn convert_gguf(path: &Path, out: &Path, dtype: Dtype) -> Result<(LlamaConfi
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let weights = out.join("model.safetensors");
     shear_io::write_atomic_path(&weights, |tmp| {
-        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| {
-            ModelError::Safetensors {
-                path: tmp.to_path_buf(),
-                msg: e.to_string(),
-            }
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| ModelError::Write {
+            path: weights.clone(),
+            msg: e.to_string(),
         })
     })?;
     let json = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("JSON serialises");

@@ -118,11 +118,26 @@ pub fn resolve_model(spec: &str, offline: bool) -> Result<PathBuf> {
         ));
     }
     let hub = |msg: String| hub_error(spec, msg);
+    // A mistyped local path shaped like owner/name reaches here too: say both readings.
+    let neither = |msg: String| {
+        hub_error(
+            spec,
+            format!("no such local directory, and not found on the hub: {msg}"),
+        )
+    };
     if offline {
-        return Ok(parent_dir(&cached_config(spec)?));
+        let config = cached_config(spec).map_err(|e| match e {
+            ModelError::Hub { msg, .. } => neither(msg),
+            other => other,
+        })?;
+        return Ok(parent_dir(&config));
     }
     let repo = hub_repo(spec)?;
-    let dir = parent_dir(&repo.get("config.json").map_err(|e| hub(e.to_string()))?);
+    let dir = parent_dir(
+        &repo
+            .get("config.json")
+            .map_err(|e| neither(e.to_string()))?,
+    );
     match repo.get("model.safetensors.index.json") {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(crate::error::io_err(&index))?;

@@ -184,7 +184,8 @@ impl TargetShape {
         if !self.hidden.is_multiple_of(self.heads) && s.hidden.is_multiple_of(s.heads) {
             let below = self.hidden - self.hidden % self.heads;
             return Err(format!(
-                "target hidden {} is not a multiple of heads {}: transformers refuses such a Llama                  config (hidden_size % num_attention_heads must be 0); take e.g. hidden {} or {}",
+                "target hidden {} is not a multiple of heads {}: transformers refuses such a Llama \
+                 config (hidden_size % num_attention_heads must be 0); take e.g. hidden {} or {}",
                 self.hidden,
                 self.heads,
                 below,

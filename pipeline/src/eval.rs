@@ -91,7 +91,10 @@ pub fn evaluate<B: Backend>(
     observer: &mut dyn Observer,
 ) -> Result<ModelMetrics> {
     if job.batch == 0 {
-        return invalid!("eval batch must be positive");
+        return invalid!("--batch 0: the eval batch must be positive");
+    }
+    if job.max_sequences == Some(0) {
+        return invalid!("--max-sequences 0: must be positive (leave it out for all)");
     }
     let dir = &job.model;
     let config = LlamaConfig::from_file(dir)?;
@@ -147,10 +150,20 @@ pub fn evaluate<B: Backend>(
             d.loss
         );
     }
-    let tasks = tasks
+    let tasks: Vec<TaskScore> = tasks
         .iter()
         .map(|(name, items)| score_task(&model, name, items))
         .collect();
+    if let Some(t) = tasks
+        .iter()
+        .find(|t| t.logliks.iter().flatten().any(|l| !l.is_finite()))
+    {
+        return invalid!(
+            "{}: a log-likelihood of task `{}` is not finite (non-finite weights?)",
+            dir.display(),
+            t.task
+        );
+    }
     let mut text_losses = Vec::new();
     for (i, (file, ids)) in texts.iter().enumerate() {
         let n = ids.len();
@@ -162,6 +175,13 @@ pub fn evaluate<B: Backend>(
         let loss: f64 = next_token_loss(logits.clone(), input.clone())
             .into_scalar()
             .elem::<f64>();
+        if !loss.is_finite() {
+            return invalid!(
+                "{}: the loss of {} is {loss} (non-finite weights?)",
+                dir.display(),
+                file.display()
+            );
+        }
         if let (0, Some(out)) = (i, &job.logits_out) {
             write_logits(out, ids, logits)?;
         }

@@ -28,7 +28,9 @@ pub fn materialize_masks<B: Backend>(
             target
                 .validate(&config, l0.modules())
                 .map_err(|e| PipelineError::Invalid(format!("invalid target ({target}): {e}")))?;
-            l0.clamp_log_alpha().deterministic(Some(&target))?
+            l0.clamp_log_alpha()
+                .deterministic(Some(&target))
+                .context(format!("{}", masks.display()))?
         }
     };
     let model = shear_model::load_llama::<B>(source, device)

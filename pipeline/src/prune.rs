@@ -81,7 +81,7 @@ pub fn prune<B: Backend>(
         data: job.settings.data.clone().canonical(),
         ..job.settings.clone()
     };
-    let begin = start(&job.out, requested, &job.resume)?;
+    let begin = start(job, requested, observer)?;
     let s = begin.settings;
     s.config.validate(&config)?;
     check_peers(&job.topology, s.batch)?;

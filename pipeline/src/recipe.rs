@@ -10,6 +10,8 @@ use shear_data::prepare::PrepareRecipe;
 use shear_data::{Proportions, ReferenceLoss, UpdateRule};
 use shear_model::precision::Compute;
 use shear_model::{Dtype, LayerMasks, LlamaConfig, PruneModules, TargetShape};
+use shear_train::prune::PruneConfig;
+use shear_train::trainer::{Distill, TrainConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +152,8 @@ pub struct PruneSection {
     pub proportions: Proportions,
     /// Checkpoint every this many steps (an interrupted stage resumes from the newest).
     pub save_every: usize,
+    /// Keep the newest this many checkpoints (docs/algorithm.md §9); may change on resume.
+    pub keep_checkpoints: usize,
     pub seed: u64,
     /// Hard-concrete temperature β (2/3: the reference code; 0.83: the paper).
     pub temperature: f64,
@@ -169,6 +173,7 @@ impl Default for PruneSection {
             update_every: 50,
             proportions: Proportions::default(),
             save_every: 400,
+            keep_checkpoints: 2,
             seed: 0,
             temperature: 2.0 / 3.0,
         }
@@ -195,6 +200,8 @@ pub struct TrainSection {
     /// weights (Paper §2.2).
     pub proportions: Proportions,
     pub save_every: usize,
+    /// Keep the newest this many checkpoints (docs/algorithm.md §9); may change on resume.
+    pub keep_checkpoints: usize,
     pub seed: u64,
     /// Knowledge distillation from the source model (off by default).
     pub distill: Option<DistillSection>,
@@ -215,6 +222,7 @@ impl Default for TrainSection {
             update_every: 400,
             proportions: Proportions::Named("pruning".into()),
             save_every: 3200,
+            keep_checkpoints: 2,
             seed: 0,
             distill: None,
         }
@@ -388,10 +396,12 @@ impl Recipe {
             ("prune.batch", p.batch),
             ("prune.grad_accum", p.grad_accum),
             ("prune.update_every", p.update_every),
+            ("prune.keep_checkpoints", p.keep_checkpoints),
             ("train.steps", t.steps),
             ("train.batch", t.batch),
             ("train.grad_accum", t.grad_accum),
             ("train.update_every", t.update_every),
+            ("train.keep_checkpoints", t.keep_checkpoints),
             ("dynamic.eval_batch", self.dynamic.eval_batch),
             ("eval.batch", self.eval.batch),
             ("run.devices", self.run.devices),
@@ -418,23 +428,38 @@ impl Recipe {
                 t.min_lr_ratio
             ));
         }
-        shear_model::HardConcrete::with_temperature(p.temperature)
+        // The stages' own checks (ranges, warm-ups within the steps, the temperatures), here
+        // before any work; the target is checked against the source in `resolve`.
+        let any_target = TargetShape {
+            layers: 1,
+            hidden: 1,
+            heads: 1,
+            kv_heads: 1,
+            intermediate: 1,
+        };
+        PruneConfig::new(any_target, p.steps)
+            .with_lr_warmup(p.lr_warmup)
+            .with_lagrangian_warmup(p.lagrangian_warmup)
+            .with_lr_weights(p.lr_weights)
+            .with_lr_masks(p.lr_masks)
+            .with_lr_lambda(p.lr_lambda)
+            .with_grad_accum(p.grad_accum)
+            .with_temperature(p.temperature)
+            .validate_settings()
+            .map_err(|e| format!("[prune] {e}"))?;
+        TrainConfig::new(t.steps)
+            .with_lr(t.lr)
+            .with_warmup(t.warmup)
+            .with_min_lr_ratio(t.min_lr_ratio)
+            .with_weight_decay(t.weight_decay)
+            .with_max_grad_norm(t.max_grad_norm)
+            .with_grad_accum(t.grad_accum)
+            .with_distill(t.distill.map(|d| Distill {
+                weight: d.weight,
+                temperature: d.temperature,
+            }))
             .validate()
-            .map_err(|e| format!("prune.temperature: {e}"))?;
-        if let Some(d) = t.distill {
-            if !(d.temperature.is_finite() && d.temperature > 0.0) {
-                return Err(format!(
-                    "train.distill.temperature = {}: must be a positive number",
-                    d.temperature
-                ));
-            }
-            if !(d.weight.is_finite() && d.weight >= 0.0) {
-                return Err(format!(
-                    "train.distill.weight = {}: must be a finite number ≥ 0",
-                    d.weight
-                ));
-            }
-        }
+            .map_err(|e| format!("[train] {e}"))?;
         self.dynamic
             .reference
             .to_loss()
@@ -442,6 +467,21 @@ impl Recipe {
         for task in &self.eval.tasks {
             if !task.is_file() {
                 return Err(format!("[eval] tasks: {} does not exist", task.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every domain's files or folders exist (not part of [`Recipe::check`]: a
+    /// recipe can be checked before its corpus is downloaded).
+    pub fn check_data_present(&self) -> Result<(), String> {
+        for d in &self.data.domains {
+            if let Some(p) = d.paths.iter().find(|p| !p.exists()) {
+                return Err(format!(
+                    "[data] domain `{}`: {} does not exist",
+                    d.name,
+                    p.display()
+                ));
             }
         }
         Ok(())

@@ -75,6 +75,7 @@ pub fn run<B: Backend>(
     // proportions by tokens are checked again once the data is prepared).
     recipe
         .resolve(&config, &vec![1; recipe.data.domains.len()])
+        .and_then(|_| recipe.check_data_present())
         .map_err(|e| PipelineError::Invalid(format!("{}: {e}", recipe_file.display())))?;
     let tokenizer = Tokenizer::from_file(&source).context(format!(
         "the recipe's source {} needs a tokenizer.json",
@@ -330,7 +331,7 @@ fn run_stage(
 fn resume_stage() -> Resume {
     Resume::Newest {
         explicit: vec!["*".into()],
-        required: false,
+        warn_if_none: false,
     }
 }
 
@@ -389,6 +390,7 @@ impl Stages<'_> {
             },
             out: dir.to_path_buf(),
             save_every: p.save_every,
+            keep_checkpoints: p.keep_checkpoints,
             stop_after: None,
             resume: resume_stage(),
             dtype: m.dtype,
@@ -436,6 +438,7 @@ impl Stages<'_> {
             },
             out: dir.to_path_buf(),
             save_every: tr.save_every,
+            keep_checkpoints: tr.keep_checkpoints,
             stop_after: None,
             resume: resume_stage(),
             dtype: self.recipe.model.dtype,

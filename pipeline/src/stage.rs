@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use shear_data::{LoaderState, Split};
 use shear_io::JsonlLog;
 use shear_model::{Dtype, LlamaConfig};
-use shear_train::checkpoint::{read_state, reconcile, Checkpoints};
+use shear_train::checkpoint::{reconcile, Checkpoints};
 use shear_train::driver::{drive, Plan, Stepper};
 use shear_train::source::BatchSource;
 use shear_train::{Event, Observer};
@@ -34,6 +34,9 @@ pub struct Job<S> {
     pub out: PathBuf,
     /// Checkpoint every this many steps (0: only when stopping early).
     pub save_every: usize,
+    /// Keep the newest this many checkpoints (at least 1): older ones are removed once a newer
+    /// one is complete. Not a setting of the run: it may change on resume.
+    pub keep_checkpoints: usize,
     /// Stop after this many steps in total (the schedules still follow the run's steps), with
     /// a checkpoint.
     pub stop_after: Option<usize>,
@@ -65,6 +68,7 @@ impl<S> Job<S> {
             settings,
             out,
             save_every: 0,
+            keep_checkpoints: 2,
             stop_after: None,
             resume: Resume::Fresh,
             dtype: None,
@@ -78,6 +82,11 @@ impl<S> Job<S> {
 
     pub fn with_save_every(mut self, steps: usize) -> Self {
         self.save_every = steps;
+        self
+    }
+
+    pub fn with_keep_checkpoints(mut self, k: usize) -> Self {
+        self.keep_checkpoints = k;
         self
     }
 
@@ -113,12 +122,13 @@ pub struct Outcome {
 pub enum Resume {
     /// Start at step 0; a directory that already holds checkpoints is refused.
     Fresh,
-    /// Continue from the newest checkpoint with its settings; a setting named in `explicit`
-    /// (`"*"`: all) that differs from the checkpoint's is refused. Without a checkpoint: an
-    /// error when `required`, else a fresh start.
+    /// Continue from the newest usable checkpoint with its settings (an unusable newer one is
+    /// skipped with a warning); a setting named in `explicit` (`"*"`: all) that differs from the
+    /// checkpoint's is refused. Without a checkpoint: a fresh start, announced with a warning
+    /// when `warn_if_none` (the user asked for a resume).
     Newest {
         explicit: Vec<String>,
-        required: bool,
+        warn_if_none: bool,
     },
 }
 
@@ -137,37 +147,71 @@ pub(crate) struct FromCheckpoint {
     pub loader: Option<LoaderState>,
 }
 
-/// Decides where the run in `out` begins.
+/// Decides where the run of `job` begins (docs/algorithm.md §9): refuses a fresh run in a
+/// directory with checkpoints, removes what a killed checkpoint write left, and on resume takes
+/// the newest usable checkpoint, reporting each one skipped through `observer`.
 pub(crate) fn start<C: Serialize + DeserializeOwned>(
-    out: &Path,
+    job: &Job<C>,
     requested: C,
-    resume: &Resume,
+    observer: &mut dyn Observer,
 ) -> Result<Start<C>> {
+    if job.keep_checkpoints == 0 {
+        return invalid!("keep_checkpoints 0: at least the checkpoint to resume from must be kept");
+    }
+    let out = &job.out;
     let checkpoints = Checkpoints::new(out.join("checkpoints"));
-    let newest = checkpoints.newest();
-    match (resume, newest) {
-        (Resume::Fresh, Some(dir)) => invalid!(
-            "{} holds checkpoints of an earlier run ({}); resume it, or choose another output \
-             directory",
-            out.display(),
-            dir.display()
-        ),
-        (Resume::Fresh, None)
-        | (
-            Resume::Newest {
-                required: false, ..
-            },
-            None,
-        ) => Ok(Start {
-            settings: requested,
+    let fresh = |settings: C| -> Result<Start<C>> {
+        Ok(Start {
+            settings,
             from: None,
-        }),
-        (Resume::Newest { required: true, .. }, None) => invalid!(
-            "nothing to resume: no checkpoint in {}",
-            checkpoints.dir().display()
-        ),
-        (Resume::Newest { explicit, .. }, Some(dir)) => {
-            let state = read_state::<C>(&dir)?;
+        })
+    };
+    match &job.resume {
+        Resume::Fresh => match checkpoints.newest() {
+            Some(dir) => invalid!(
+                "{} holds checkpoints of an earlier run ({}); resume it, or choose another \
+                 output directory",
+                out.display(),
+                dir.display()
+            ),
+            None => {
+                if let Some(found) = earlier_run_files(out) {
+                    return invalid!(
+                        "{} holds the files of an earlier run ({found}); continue it with \
+                         --resume, or choose another output directory",
+                        out.display()
+                    );
+                }
+                checkpoints.remove_temporaries()?;
+                fresh(requested)
+            }
+        },
+        Resume::Newest {
+            explicit,
+            warn_if_none,
+        } => {
+            checkpoints.remove_temporaries()?;
+            let found = checkpoints.newest_usable::<C>(|e| {
+                observer.event(Event::Message(&format!(
+                    "warning: {e}; trying the one before"
+                )))
+            })?;
+            let Some((dir, state)) = found else {
+                if *warn_if_none {
+                    observer.event(Event::Message(&format!(
+                        "warning: no checkpoint in {}: starting from step 0",
+                        checkpoints.dir().display()
+                    )));
+                }
+                return fresh(requested);
+            };
+            if state.manifest.is_none() {
+                observer.event(Event::Message(&format!(
+                    "warning: {} has no manifest (written by an older shear): its files are \
+                     not verified",
+                    dir.display()
+                )));
+            }
             let settings = reconcile(state.settings, &requested, explicit, &dir)?;
             Ok(Start {
                 settings,
@@ -180,6 +224,17 @@ pub(crate) fn start<C: Serialize + DeserializeOwned>(
             })
         }
     }
+}
+
+/// What a finished or interrupted run leaves in its directory (a step log, the model), which a
+/// fresh start would overwrite: the names found, or `None`.
+fn earlier_run_files(out: &Path) -> Option<String> {
+    let found: Vec<String> = ["prune_log.jsonl", "train_log.jsonl", "model"]
+        .into_iter()
+        .filter(|name| out.join(name).exists())
+        .map(String::from)
+        .collect();
+    (!found.is_empty()).then(|| found.join(", "))
 }
 
 /// Opens the training data of a stage for the model in `model_dir` and checks it, the initial
@@ -253,7 +308,7 @@ where
         (true, 0) => Some(JsonlLog::create(&skips_path)?),
         (true, step) => Some(JsonlLog::resume(&skips_path, step)?),
     };
-    let checkpoints = Checkpoints::new(job.out.join("checkpoints"));
+    let checkpoints = Checkpoints::new(job.out.join("checkpoints")).keeping(job.keep_checkpoints);
     let total = stepper.total();
     let asked = |flag: &AtomicBool| -> shear_train::Result<bool> {
         let local = flag.load(Ordering::SeqCst);

@@ -90,12 +90,16 @@ pub fn train<B: Backend>(
         distill_from: job.settings.distill_from.as_deref().map(canonical),
         ..job.settings.clone()
     };
-    let begin = start(&job.out, requested, &job.resume)?;
+    let begin = start(job, requested, observer)?;
     let s = begin.settings;
     s.config.validate()?;
     check_peers(&job.topology, s.batch)?;
     if s.config.distill.is_some() != s.distill_from.is_some() {
         return invalid!("distillation needs both a teacher (distill_from) and its settings");
+    }
+    if s.init == Init::Weights {
+        // Non-finite weights are refused before the data and the reference losses.
+        SafetensorsSource::open(&model_dir)?.check_finite()?;
     }
     let dtype = match (job.dtype, s.init) {
         (Some(d), _) => d,

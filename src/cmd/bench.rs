@@ -58,7 +58,7 @@ pub struct Args {
     pub precision: shear_model::precision::Compute,
 }
 
-pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
+pub fn run<B: Backend>(args: Args, cpu: bool, device: &B::Device) -> anyhow::Result<()> {
     let _precision = shear_model::precision::autocast(args.precision);
     let model = LlamaConfig::new(
         args.vocab,
@@ -69,6 +69,27 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         args.kv_heads.unwrap_or(args.heads),
     );
     model.validate()?;
+    for (name, v) in [
+        ("--batch", args.batch),
+        ("--steps", args.steps),
+        ("--layers", args.layers),
+        ("--gen-prompt", args.gen_prompt),
+        ("--gen-new", args.gen_new),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{name} 0: must be positive");
+        }
+    }
+    if !args.hidden.is_multiple_of(args.heads) {
+        anyhow::bail!(
+            "--hidden {} is not a multiple of --heads {}",
+            args.hidden,
+            args.heads
+        );
+    }
+    if cpu {
+        check_memory(&model, &args)?;
+    }
     if args.seq < 2 {
         anyhow::bail!(
             "--seq {}: need at least 2 tokens for a next-token loss",
@@ -156,4 +177,39 @@ pub fn run<B: Backend>(args: Args, device: &B::Device) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses a shape whose pruning step would not fit in the memory available now (by `shear
+/// plan`'s estimate), rather than aborting on a failed allocation part way.
+fn check_memory(model: &LlamaConfig, args: &Args) -> anyhow::Result<()> {
+    let plan = shear_train::memory::plan(&shear_train::memory::PlanInput {
+        model: model.clone(),
+        pruning: !matches!(args.only, Some(Only::Train)),
+        micro_batch: args.batch,
+        seq_len: args.seq,
+        grad_accum: 1,
+        fused_loss: true,
+        recompute: args.recompute,
+    });
+    let need = plan.total();
+    if let Some(have) = available_memory() {
+        if need > have {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            anyhow::bail!(
+                "this shape needs about {:.1} GiB of memory (shear plan's estimate), {:.1} GiB is \
+                 available; choose smaller sizes",
+                gib(need),
+                gib(have)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (None where it cannot be read).
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

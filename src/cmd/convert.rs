@@ -18,7 +18,14 @@ pub struct Args {
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
-    let dtype: Option<Dtype> = args.dtype.as_deref().map(str::parse).transpose()?;
+    let dtype: Option<Dtype> = args
+        .dtype
+        .as_deref()
+        .map(|d| {
+            d.parse::<Dtype>()
+                .map_err(|e| anyhow::anyhow!("--dtype {d}: {e}"))
+        })
+        .transpose()?;
     let path = std::path::Path::new(&args.model);
     if shear_model::gguf::is_gguf(path) {
         let bar = super::spinner(format!("converting {}", path.display()));

@@ -115,6 +115,19 @@ fn run_tokenizer(a: TokenizerArgs) -> anyhow::Result<()> {
             &a.text_field,
         )?);
     }
+    if docs.iter().all(|d| d.trim().is_empty()) {
+        anyhow::bail!(
+            "{}: no text to train a tokenizer on",
+            a.corpus
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if a.min_frequency == 0 {
+        anyhow::bail!("--min-frequency 0: must be positive");
+    }
     let tokenizer = shear_data::bpe::train_bpe(&docs, a.vocab, a.min_frequency)?;
     shear_data::bpe::save_tokenizer(&tokenizer, &a.out)?;
     println!(
@@ -237,8 +250,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn run_bench<B: Backend>(a: BenchArgs, offline: bool, device: &B::Device) -> anyhow::Result<()> {
-    if a.batch == 0 || a.batches == 0 || a.repeats == 0 {
-        bail!("--batch, --batches and --repeats must be positive");
+    for (name, v) in [
+        ("--batch", a.batch),
+        ("--batches", a.batches),
+        ("--repeats", a.repeats),
+    ] {
+        if v == 0 {
+            bail!("{name} 0: must be positive");
+        }
     }
     if !a.corpus.is_empty() {
         let tok = a

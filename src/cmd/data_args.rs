@@ -67,6 +67,12 @@ impl DataArgs {
         if self.update_every == Some(0) {
             anyhow::bail!("--update-every must be positive");
         }
+        if let Some(seq) = self.seq.filter(|&s| s < 2) {
+            anyhow::bail!("--seq {seq}: need at least 2 tokens per sequence for a next-token loss");
+        }
+        if self.eval_sequences == Some(0) {
+            anyhow::bail!("--eval-sequences 0: must be positive (leave it out for all)");
+        }
         Ok(DataOptions {
             data: self.data.clone(),
             seq: self.seq,

@@ -44,13 +44,16 @@ pub struct Args {
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
-    if args.temperature.is_nan() || args.temperature <= 0.0 {
+    if !args.temperature.is_finite() || args.temperature <= 0.0 {
         bail!("--temperature {}: must be positive", args.temperature);
     }
     if let Some(p) = args.top_p {
         if !(p > 0.0 && p <= 1.0) {
             bail!("--top-p {p}: must be in (0, 1]");
         }
+    }
+    if args.top_k == Some(0) {
+        bail!("--top-k 0: must be positive (leave it out to sample from every token)");
     }
     let dir = super::resolve(&args.model, offline)?;
     let tokenizer = if args.prompt.is_some() || !args.ids_only {
@@ -70,6 +73,13 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         (None, Some(ids)) => ids.clone(),
         (None, None) => bail!("give --prompt or --prompt-ids"),
     };
+    let vocab = shear_model::LlamaConfig::from_file(&dir)?.vocab_size;
+    if let Some(id) = prompt.iter().find(|&&id| id as usize >= vocab) {
+        bail!("--prompt-ids: token id {id} is outside the model's vocabulary of {vocab} tokens");
+    }
+    if prompt.is_empty() {
+        bail!("the prompt is empty: give at least one token");
+    }
     let bar = super::spinner(format!("loading {}", dir.display()));
     let model = shear_model::load_llama::<B>(&dir, device)
         .with_context(|| format!("cannot load model {}", dir.display()))?;

@@ -25,7 +25,7 @@ pub fn resolve(model: &str, offline: bool) -> anyhow::Result<PathBuf> {
 
 /// `--resume` as the pipeline takes it: the options given on the command line (`explicit`
 /// argument ids, renamed to their checkpoint setting by `renamed`) must agree with the
-/// checkpoint's.
+/// checkpoint's; without a checkpoint the run starts from step 0 with a warning.
 pub fn resume(resume: bool, explicit: Vec<String>, renamed: &[(&str, &str)]) -> Resume {
     if !resume {
         return Resume::Fresh;
@@ -39,7 +39,7 @@ pub fn resume(resume: bool, explicit: Vec<String>, renamed: &[(&str, &str)]) -> 
         .collect();
     Resume::Newest {
         explicit,
-        required: true,
+        warn_if_none: true,
     }
 }
 

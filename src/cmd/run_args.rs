@@ -14,6 +14,10 @@ pub struct RunArgs {
     /// this many steps (0: only when stopping early).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
+    /// Keep the newest K checkpoints; older ones are removed once a newer one is complete (at
+    /// least 1; may change on --resume).
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    pub keep_checkpoints: usize,
     /// Continue from the newest checkpoint in OUT/checkpoints, with its settings.
     #[arg(long)]
     pub resume: bool,
@@ -51,11 +55,26 @@ impl RunArgs {
         renamed: &[(&str, &str)],
         kind: crate::backend::DeviceKind,
     ) -> anyhow::Result<Job<S>> {
-        let dtype = self.dtype.as_deref().map(str::parse).transpose()?;
+        if self.stop_after == Some(0) {
+            anyhow::bail!("--stop-after 0: must be positive (a run stops after a step)");
+        }
+        let dtype = self
+            .dtype
+            .as_deref()
+            .map(|d| {
+                d.parse::<shear_model::Dtype>()
+                    .map_err(|e| anyhow::anyhow!("--dtype {d}: {e}"))
+            })
+            .transpose()?;
+        anyhow::ensure!(
+            self.keep_checkpoints > 0,
+            "--keep-checkpoints 0: must be at least 1 (the checkpoint to resume from)"
+        );
         Ok(Job {
             settings,
             out: self.out.clone(),
             save_every: self.save_every,
+            keep_checkpoints: self.keep_checkpoints,
             stop_after: self.stop_after,
             resume: super::resume(self.resume, explicit, renamed),
             dtype,

@@ -10,9 +10,23 @@ pub enum TrainError {
     /// A burn record (module or optimizer state) that cannot be written or read.
     #[error("{}: {msg}", path.display())]
     Record { path: PathBuf, msg: String },
+    /// A burn record that could not be written (burn's message does not keep the I/O error).
+    #[error("{}: cannot write ({msg}); is the disk full or the folder read-only?", path.display())]
+    WriteRecord { path: PathBuf, msg: String },
     /// A checkpoint that is not what this run needs.
     #[error("{}: {msg}", path.display())]
     Checkpoint { path: PathBuf, msg: String },
+    /// A checkpoint a resume cannot use: `state.json` missing or unreadable, or a file missing
+    /// or not matching its manifest entry.
+    #[error("checkpoint {} is unusable: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    /// Checkpoints exist, but none is usable: the newest and why.
+    #[error("no usable checkpoint in {}: the newest, {}, is unusable: {reason}; start a new run in another directory", dir.display(), newest.display())]
+    NoUsableCheckpoint {
+        dir: PathBuf,
+        newest: PathBuf,
+        reason: String,
+    },
     /// An option given for a resumed run that differs from the value its checkpoint was made with.
     #[error("{key} = {requested} conflicts with the checkpoint's {key} = {stored} ({}); resume without it, or start a new run in another directory", path.display())]
     Conflict {

@@ -83,10 +83,16 @@ impl PruneConfig {
 
     /// Checks every setting against the source before any work; the message names the setting.
     pub fn validate(&self, source: &LlamaConfig) -> crate::Result<()> {
-        let bad = |m: String| Err(TrainError::Invalid(m));
         self.target
             .validate(source, self.prune)
-            .or_else(|e| bad(format!("target ({}): {e}", self.target)))?;
+            .map_err(|e| TrainError::Invalid(format!("target ({}): {e}", self.target)))?;
+        self.validate_settings()
+    }
+
+    /// Checks every setting but the target (which needs the source): counts positive, rates
+    /// finite and in range, warm-ups within the steps, a usable temperature.
+    pub fn validate_settings(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
         for (name, v) in [("steps", self.steps), ("grad_accum", self.grad_accum)] {
             if v == 0 {
                 return bad(format!("{name} 0: must be positive"));
@@ -100,6 +106,25 @@ impl PruneConfig {
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} {v}: must be a finite number ≥ 0"));
+            }
+        }
+        // Beyond these the first update already overshoots (the defaults are 1e-4 and 1.0);
+        // a typo such as 1e30 is refused instead of ending in skipped non-finite steps.
+        for (name, v, most) in [
+            ("lr_weights", self.lr_weights, 1.0),
+            ("lr_masks", self.lr_masks, 1e3),
+            ("lr_lambda", self.lr_lambda, 1e3),
+        ] {
+            if v > most {
+                return bad(format!("{name} {v:?}: must be at most {most}"));
+            }
+        }
+        for (name, v) in [
+            ("lr_warmup", self.lr_warmup),
+            ("lagrangian_warmup", self.lagrangian_warmup),
+        ] {
+            if let Some(w) = v.filter(|&w| w > self.steps) {
+                return bad(format!("{name} {w}: more than the {} steps", self.steps));
             }
         }
         self.hard_concrete()

@@ -85,6 +85,14 @@ impl TrainConfig {
                 return bad(format!("{name} {v}: must be a finite number ≥ 0"));
             }
         }
+        // Beyond 1 the first update already overshoots (the default is 1e-4); a typo such as
+        // 1e30 is refused instead of ending in skipped non-finite steps.
+        if self.lr > 1.0 {
+            return bad(format!("lr {:?}: must be at most 1", self.lr));
+        }
+        if let Some(w) = self.warmup.filter(|&w| w > self.steps) {
+            return bad(format!("warmup {w}: more than the {} steps", self.steps));
+        }
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return bad(format!(
                 "min_lr_ratio {}: must be between 0 and 1",

@@ -1,0 +1,1821 @@
+//! Bad inputs through the binary, one test each: every one must be refused before any work with
+//! exit status ≠ 0, no panic or backtrace, one `error:` line (warnings aside) naming the file,
+//! key or value, and nothing written in the output directory. README "Reliability" lists each
+//! with the line a user sees; run with `--nocapture` to print those lines (`ROW|...`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+/// The names of the entries under `dir` (none when it does not exist).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Asserts the refusal and prints the table row, with the temporary directory shown as `TMP`
+/// and the repository as `.`.
+fn check(
+    test: &str,
+    class: &str,
+    input: &str,
+    tmp: &Path,
+    before: Option<&[String]>,
+    out: &Output,
+    needles: &[&str],
+) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{test}: expected a refusal, got success; stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{test}: panic: {stderr}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "{test}: killed by a signal: {stderr}"
+    );
+    let mut errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("warning: "))
+        .collect();
+    if before.is_none() {
+        // A failure during the work follows the run's progress lines: it must be the last
+        // line and the only error.
+        assert_eq!(
+            errors.iter().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{test}: {stderr}"
+        );
+        errors.drain(..errors.len().saturating_sub(1));
+    }
+    assert_eq!(errors.len(), 1, "{test}: expected one line, got: {stderr}");
+    let line = errors[0];
+    assert!(line.starts_with("error: "), "{test}: {stderr}");
+    for n in needles {
+        assert!(line.contains(n), "{test}: `{n}` not in: {line}");
+    }
+    match before {
+        Some(before) => assert_eq!(
+            listing(&tmp.join("out")),
+            before,
+            "{test}: nothing may be written in the output directory"
+        ),
+        None => no_partial_files(test, &tmp.join("out")),
+    }
+    let shown = line
+        .replace(tmp.to_str().unwrap(), "TMP")
+        .replace(env!("CARGO_MANIFEST_DIR"), ".")
+        .replace('|', "\\|");
+    println!("ROW|{class}|{input}|`{test}`|`{shown}`");
+}
+
+/// `case!(name, class, input, |tmp| { setup; args }, [needles])`: a test named `name` that runs
+/// `shear args` after the setup, in a fresh temporary directory.
+macro_rules! case {
+    ($name:ident, $class:literal, $input:literal, |$t:ident| $body:block, [$($n:expr),*]) => {
+        #[test]
+        fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let $t: &Path = dir.path();
+            let cmd: Command = $body;
+            let before = listing(&$t.join("out"));
+            let out = run(cmd);
+            check(stringify!($name), $class, $input, $t, Some(&before), &out, &[$($n),*]);
+        }
+    };
+}
+
+/// As [`case!`], for failures during the work (a full disk): what was written whole may stay,
+/// but no temporary or half-written file, and no model.
+macro_rules! case_during_work {
+    ($name:ident, $class:literal, $input:literal, |$t:ident| $body:block, [$($n:expr),*]) => {
+        #[test]
+        fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let $t: &Path = dir.path();
+            let out = run($body);
+            check(stringify!($name), $class, $input, $t, None, &out, &[$($n),*]);
+        }
+    };
+}
+
+/// No `.tmp` entry anywhere under `dir`, and no model directory.
+fn no_partial_files(test: &str, dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".tmp"),
+            "{test}: left behind {}",
+            path.display()
+        );
+        assert!(
+            name != "model",
+            "{test}: a model was written: {}",
+            path.display()
+        );
+        if path.is_dir() {
+            no_partial_files(test, &path);
+        }
+    }
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn shear_with(args: &[String]) -> Command {
+    let mut c = shear();
+    c.args(args);
+    c
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn p(t: &Path, rel: &str) -> String {
+    t.join(rel).to_str().unwrap().to_string()
+}
+
+fn source() -> String {
+    fixture("pruning/source").to_str().unwrap().to_string()
+}
+
+/// Two domains of prepared data in `t/data` (vocabulary 500).
+fn data(t: &Path) -> PathBuf {
+    let d = t.join("data");
+    if !d.join("manifest.json").exists() {
+        two_domains(&d, [3, 20, 20]);
+    }
+    d
+}
+
+/// `args` with each `--option value` (or `--flag`) of `extra` set: an option already there
+/// takes the new value, others are appended.
+fn with(mut args: Vec<String>, extra: &[&str]) -> Vec<String> {
+    let mut i = 0;
+    while i < extra.len() {
+        let key = extra[i];
+        let value = extra
+            .get(i + 1)
+            .filter(|v| !v.starts_with("--") || v.parse::<f64>().is_ok());
+        match (args.iter().position(|a| a == key), value) {
+            (Some(k), Some(v)) => args[k + 1] = v.to_string(),
+            (Some(_), None) => {}
+            (None, Some(v)) => args.extend([key.to_string(), v.to_string()]),
+            (None, None) => args.push(key.to_string()),
+        }
+        i += if value.is_some() { 2 } else { 1 };
+    }
+    args
+}
+
+/// `shear prune` of the fixture over `t/data` into `t/out`, with `extra` options.
+fn prune(t: &Path, extra: &[&str]) -> Command {
+    let d = data(t);
+    shear_with(&with(tiny_prune_args(&d, &t.join("out"), 6), extra))
+}
+
+/// `shear train` of the fixture over `t/data` into `t/out`, with `extra` options.
+fn train(t: &Path, extra: &[&str]) -> Command {
+    let d = data(t);
+    shear_with(&with(tiny_train_args(&d, &t.join("out"), 6), extra))
+}
+
+/// A copy of the fixture model in `t/model`, `edit` applied to its tensors (name -> f32 values).
+fn model_copy(t: &Path, edit: impl Fn(&str, &mut Vec<f32>)) -> String {
+    let dst = t.join("model");
+    std::fs::create_dir_all(&dst).unwrap();
+    let src = fixture("pruning/source");
+    std::fs::copy(src.join("config.json"), dst.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), safetensors::Dtype::F32);
+        let mut v: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        edit(&name, &mut v);
+        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((name.to_string(), view.shape().to_vec(), raw));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, raw)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), raw)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    dst.to_str().unwrap().to_string()
+}
+
+/// Edits `t/model/config.json` (a copy of the fixture's).
+fn edit_config(t: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let path = t.join("model/config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// `shear run` of the miniature recipe in `t`, with `--set` overrides.
+fn recipe_run(t: &Path, sets: &[&str]) -> Command {
+    let recipe = mini_recipe(t, 2);
+    let mut a = s(&["run", recipe.to_str().unwrap(), "--out", &p(t, "out")]);
+    for x in sets {
+        a.push("--set".into());
+        a.push(x.to_string());
+    }
+    shear_with(&a)
+}
+
+/// Rewrites the miniature recipe in `t` with `edit` applied to its text, and runs it.
+fn recipe_text(t: &Path, edit: impl Fn(String) -> String) -> Command {
+    let recipe = mini_recipe(t, 2);
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(&recipe, edit(text)).unwrap();
+    shear_with(&s(&[
+        "run",
+        recipe.to_str().unwrap(),
+        "--out",
+        &p(t, "out"),
+    ]))
+}
+
+/// A corpus folder `t/corpus` with files `name -> bytes`, and `shear data prepare` of it with
+/// the Llama-2 tokenizer into `t/out`.
+fn prepare(t: &Path, files: &[(&str, &[u8])], extra: &[&str]) -> Command {
+    let c = t.join("corpus");
+    std::fs::create_dir_all(&c).unwrap();
+    let mut a = s(&[
+        "data",
+        "prepare",
+        "--tokenizer",
+        fixture("llama2-tokenizer/tokenizer.json").to_str().unwrap(),
+        "--out",
+        &p(t, "out"),
+        "--seq-len",
+        "16",
+        "--eval-sequences",
+        "1",
+    ]);
+    for (name, bytes) in files {
+        std::fs::write(c.join(name), bytes).unwrap();
+        let stem = name.split('.').next().unwrap();
+        a.push("--domain".into());
+        a.push(format!("{stem}={}", c.join(name).display()));
+    }
+    shear_with(&with(a, extra))
+}
+
+fn docs(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            format!("{{\"text\": \"document {i} says the cat sat on the mat again and again\"}}\n")
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numeric options: finite and in range, checked before any work.
+
+case!(
+    prune_lr_nan,
+    "option",
+    "`prune --lr-weights nan`",
+    |t| { prune(t, &["--lr-weights", "nan"]) },
+    ["lr_weights", "NaN"]
+);
+case!(
+    prune_lr_masks_inf,
+    "option",
+    "`prune --lr-masks inf`",
+    |t| { prune(t, &["--lr-masks", "inf"]) },
+    ["lr_masks", "inf"]
+);
+case!(
+    prune_lr_huge,
+    "option",
+    "`prune --lr-weights 1e30`",
+    |t| { prune(t, &["--lr-weights", "1e30"]) },
+    ["lr_weights"]
+);
+case!(
+    prune_lr_lambda_negative,
+    "option",
+    "`prune --lr-lambda -1` (a negative number after a space)",
+    |t| { prune(t, &["--lr-lambda", "-1"]) },
+    ["lr_lambda", "-1"]
+);
+case!(
+    prune_temperature_zero,
+    "option",
+    "`prune --temperature 0`",
+    |t| { prune(t, &["--temperature", "0"]) },
+    ["temperature"]
+);
+case!(
+    prune_steps_zero,
+    "option",
+    "`prune --steps 0`",
+    |t| { prune(t, &["--steps", "0"]) },
+    ["steps"]
+);
+case!(
+    prune_grad_accum_zero,
+    "option",
+    "`prune --grad-accum 0`",
+    |t| { prune(t, &["--grad-accum", "0"]) },
+    ["grad_accum"]
+);
+case!(
+    prune_batch_zero,
+    "option",
+    "`prune --batch 0`",
+    |t| { prune(t, &["--batch", "0"]) },
+    ["--batch"]
+);
+case!(
+    prune_stop_after_zero,
+    "option",
+    "`prune --stop-after 0`",
+    |t| { prune(t, &["--stop-after", "0"]) },
+    ["--stop-after"]
+);
+case!(
+    prune_lr_warmup_beyond_steps,
+    "option",
+    "`prune --steps 6 --lr-warmup 100`",
+    |t| { prune(t, &["--lr-warmup", "100"]) },
+    ["lr_warmup", "100"]
+);
+case!(
+    prune_lagrangian_warmup_beyond_steps,
+    "option",
+    "`prune --steps 6 --lagrangian-warmup 7`",
+    |t| { prune(t, &["--lagrangian-warmup", "7"]) },
+    ["lagrangian_warmup", "7"]
+);
+case!(
+    prune_steps_not_a_number,
+    "option",
+    "`prune --steps ten`",
+    |t| { prune(t, &["--steps", "ten"]) },
+    ["--steps", "ten"]
+);
+case!(
+    prune_bad_precision,
+    "option",
+    "`prune --precision f8`",
+    |t| { prune(t, &["--precision", "f8"]) },
+    ["f8"]
+);
+case!(
+    prune_bad_dtype,
+    "option",
+    "`prune --dtype f8`",
+    |t| { prune(t, &["--dtype", "f8"]) },
+    ["f8"]
+);
+case!(
+    prune_unknown_dimension,
+    "option",
+    "`prune --prune heads,wings`",
+    |t| { prune(t, &["--prune", "heads,wings"]) },
+    ["wings"]
+);
+case!(
+    prune_bad_layer_masks,
+    "option",
+    "`prune --layer-masks blocks`",
+    |t| { prune(t, &["--layer-masks", "blocks"]) },
+    ["--layer-masks", "blocks"]
+);
+case!(
+    prune_workers_zero,
+    "option",
+    "`prune --workers 0`",
+    |t| { prune(t, &["--workers", "0"]) },
+    ["--workers", "0"]
+);
+case!(
+    prune_devices_zero,
+    "option",
+    "`prune --devices 0`",
+    |t| { prune(t, &["--devices", "0"]) },
+    ["--devices", "0"]
+);
+case!(
+    prune_keep_checkpoints_zero,
+    "option",
+    "`prune --keep-checkpoints 0`",
+    |t| { prune(t, &["--keep-checkpoints", "0"]) },
+    ["keep"]
+);
+case!(
+    train_lr_nan,
+    "option",
+    "`train --lr nan`",
+    |t| { train(t, &["--lr", "nan"]) },
+    ["lr", "NaN"]
+);
+case!(
+    train_lr_huge,
+    "option",
+    "`train --lr 1e30`",
+    |t| { train(t, &["--lr", "1e30"]) },
+    ["lr", "1e30"]
+);
+case!(
+    train_min_lr_ratio_above_one,
+    "option",
+    "`train --min-lr-ratio 2`",
+    |t| { train(t, &["--min-lr-ratio", "2"]) },
+    ["min_lr_ratio", "2"]
+);
+case!(
+    train_weight_decay_negative,
+    "option",
+    "`train --weight-decay -0.1`",
+    |t| { train(t, &["--weight-decay", "-0.1"]) },
+    ["weight_decay", "-0.1"]
+);
+case!(
+    train_max_grad_norm_negative,
+    "option",
+    "`train --max-grad-norm -1`",
+    |t| { train(t, &["--max-grad-norm", "-1"]) },
+    ["max_grad_norm", "-1"]
+);
+case!(
+    train_distill_temperature_zero,
+    "option",
+    "`train --distill-from M --distill-temperature 0`",
+    |t| {
+        train(
+            t,
+            &["--distill-from", &source(), "--distill-temperature", "0"],
+        )
+    },
+    ["temperature", "0"]
+);
+case!(
+    train_distill_weight_negative,
+    "option",
+    "`train --distill-from M --distill-weight -1`",
+    |t| { train(t, &["--distill-from", &source(), "--distill-weight", "-1"]) },
+    ["weight", "-1"]
+);
+case!(
+    train_warmup_beyond_steps,
+    "option",
+    "`train --steps 6 --warmup 50`",
+    |t| { train(t, &["--warmup", "50"]) },
+    ["warmup", "50"]
+);
+case!(
+    train_batch_zero,
+    "option",
+    "`train --batch 0`",
+    |t| { train(t, &["--batch", "0"]) },
+    ["--batch"]
+);
+case!(
+    train_seed_negative,
+    "option",
+    "`train --seed -1`",
+    |t| { train(t, &["--seed", "-1"]) },
+    ["--seed", "-1"]
+);
+case!(
+    data_eval_batch_zero,
+    "option",
+    "`train --eval-batch 0`",
+    |t| { train(t, &["--eval-batch", "0"]) },
+    ["--eval-batch"]
+);
+case!(
+    data_update_every_zero,
+    "option",
+    "`prune --update-every 0`",
+    |t| { prune(t, &["--update-every", "0"]) },
+    ["--update-every"]
+);
+case!(
+    data_seq_zero,
+    "option",
+    "`prune --seq 0`",
+    |t| { prune(t, &["--seq", "0"]) },
+    ["--seq", "0"]
+);
+case!(
+    data_eval_sequences_zero,
+    "option",
+    "`prune --eval-sequences 0`",
+    |t| { prune(t, &["--eval-sequences", "0"]) },
+    ["--eval-sequences"]
+);
+case!(
+    data_proportions_unknown_domain,
+    "option",
+    "`prune --proportions web=0.5,news=0.5`",
+    |t| { prune(t, &["--proportions", "web=0.5,news=0.5"]) },
+    ["news"]
+);
+case!(
+    data_proportions_not_summing_to_one,
+    "option",
+    "`prune --proportions web=0.5,code=0.2`",
+    |t| { prune(t, &["--proportions", "web=0.5,code=0.2"]) },
+    ["0.7"]
+);
+case!(
+    data_proportions_negative,
+    "option",
+    "`prune --proportions web=1.5,code=-0.5`",
+    |t| { prune(t, &["--proportions", "web=1.5,code=-0.5"]) },
+    ["-0.5"]
+);
+case!(
+    data_reference_missing_domain,
+    "option",
+    "`prune --reference web=2.5` (no loss for `code`)",
+    |t| { prune(t, &["--reference", "web=2.5"]) },
+    ["code"]
+);
+case!(
+    data_reference_not_finite,
+    "option",
+    "`prune --reference web=nan,code=2`",
+    |t| { prune(t, &["--reference", "web=nan,code=2"]) },
+    ["web", "NaN"]
+);
+case!(
+    data_bad_update_rule,
+    "option",
+    "`prune --update-rule sometimes`",
+    |t| { prune(t, &["--update-rule", "sometimes"]) },
+    ["sometimes"]
+);
+case!(
+    bench_batch_zero,
+    "option",
+    "`bench --batch 0`",
+    |_t| { shear_with(&s(&["bench", "--batch", "0"])) },
+    ["--batch"]
+);
+case!(
+    bench_seq_zero,
+    "option",
+    "`bench --seq 0`",
+    |_t| { shear_with(&s(&["bench", "--seq", "0"])) },
+    ["--seq"]
+);
+case!(
+    bench_heads_not_dividing,
+    "option",
+    "`bench --hidden 250 --heads 4`",
+    |_t| { shear_with(&s(&["bench", "--hidden", "250", "--heads", "4"])) },
+    ["250"]
+);
+case!(
+    bench_absurd_size,
+    "option",
+    "`bench --hidden 1000000 --vocab 10000000` (far beyond memory)",
+    |_t| {
+        shear_with(&s(&[
+            "bench",
+            "--hidden",
+            "1000000",
+            "--heads",
+            "1000",
+            "--intermediate",
+            "1000000",
+            "--vocab",
+            "10000000",
+        ]))
+    },
+    ["memory"]
+);
+case!(
+    generate_temperature_nan,
+    "option",
+    "`generate --temperature nan`",
+    |_t| {
+        shear_with(&s(&[
+            "generate",
+            &source(),
+            "--prompt-ids",
+            "1,2",
+            "--temperature",
+            "nan",
+        ]))
+    },
+    ["--temperature"]
+);
+case!(
+    generate_top_p_above_one,
+    "option",
+    "`generate --top-p 1.5`",
+    |_t| {
+        shear_with(&s(&[
+            "generate",
+            &source(),
+            "--prompt-ids",
+            "1,2",
+            "--top-p",
+            "1.5",
+        ]))
+    },
+    ["--top-p", "1.5"]
+);
+case!(
+    generate_top_k_zero,
+    "option",
+    "`generate --top-k 0`",
+    |_t| {
+        shear_with(&s(&[
+            "generate",
+            &source(),
+            "--prompt-ids",
+            "1,2",
+            "--top-k",
+            "0",
+        ]))
+    },
+    ["--top-k"]
+);
+case!(
+    generate_prompt_id_beyond_vocab,
+    "option",
+    "`generate --prompt-ids 1,600` (vocabulary 500)",
+    |_t| { shear_with(&s(&["generate", &source(), "--prompt-ids", "1,600"])) },
+    ["600", "500"]
+);
+case!(
+    eval_batch_zero,
+    "option",
+    "`eval --batch 0`",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "eval",
+            &source(),
+            "--data",
+            d.to_str().unwrap(),
+            "--batch",
+            "0",
+        ]))
+    },
+    ["--batch"]
+);
+case!(
+    eval_max_sequences_zero,
+    "option",
+    "`eval --max-sequences 0`",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "eval",
+            &source(),
+            "--data",
+            d.to_str().unwrap(),
+            "--max-sequences",
+            "0",
+        ]))
+    },
+    ["--max-sequences"]
+);
+case!(
+    plan_seq_zero,
+    "option",
+    "`plan --seq 0`",
+    |_t| {
+        shear_with(&s(&[
+            "plan",
+            &source(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--seq",
+            "0",
+        ]))
+    },
+    ["--seq"]
+);
+case!(
+    plan_devices_zero,
+    "option",
+    "`plan --devices 0`",
+    |_t| {
+        shear_with(&s(&[
+            "plan",
+            &source(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--devices",
+            "0",
+        ]))
+    },
+    ["--devices"]
+);
+case!(
+    data_bench_repeats_zero,
+    "option",
+    "`data bench --repeats 0`",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "data",
+            "bench",
+            "--data",
+            d.to_str().unwrap(),
+            "--repeats",
+            "0",
+        ]))
+    },
+    ["--repeats"]
+);
+case!(
+    tokenizer_vocab_too_small,
+    "option",
+    "`data tokenizer --vocab 10`",
+    |t| {
+        std::fs::create_dir_all(t.join("c")).unwrap();
+        std::fs::write(t.join("c/a.txt"), "some text here\n").unwrap();
+        shear_with(&s(&[
+            "data",
+            "tokenizer",
+            &p(t, "c/a.txt"),
+            "--vocab",
+            "10",
+            "--out",
+            &p(t, "out"),
+        ]))
+    },
+    ["vocab size 10"]
+);
+
+case!(
+    prepare_seq_len_one,
+    "option",
+    "`data prepare --seq-len 1`",
+    |t| { prepare(t, &[("web.jsonl", &docs(50))], &["--seq-len", "1"]) },
+    ["seq_len 1"]
+);
+case!(
+    prepare_prune_fraction_above_one,
+    "option",
+    "`data prepare --prune-fraction 1.5`",
+    |t| { prepare(t, &[("web.jsonl", &docs(50))], &["--prune-fraction", "1.5"]) },
+    ["prune_fraction 1.5"]
+);
+case!(
+    prepare_prune_fraction_nan,
+    "option",
+    "`data prepare --prune-fraction nan`",
+    |t| { prepare(t, &[("web.jsonl", &docs(50))], &["--prune-fraction", "nan"]) },
+    ["prune_fraction NaN"]
+);
+case!(
+    prepare_eval_sequences_zero,
+    "option",
+    "`data prepare --eval-sequences 0`",
+    |t| { prepare(t, &[("web.jsonl", &docs(50))], &["--eval-sequences", "0"]) },
+    ["eval_sequences 0"]
+);
+case!(
+    prepare_prune_tokens_zero,
+    "option",
+    "`data prepare --prune-tokens 0`",
+    |t| { prepare(t, &[("web.jsonl", &docs(50))], &["--prune-tokens", "0"]) },
+    ["prune_tokens 0"]
+);
+case!(
+    bench_gen_prompt_zero,
+    "option",
+    "`bench --gen-prompt 0`",
+    |_t| { shear_with(&s(&["bench", "--gen-prompt", "0"])) },
+    ["--gen-prompt"]
+);
+case!(
+    plan_batch_zero,
+    "option",
+    "`plan --batch 0`",
+    |_t| {
+        shear_with(&s(&[
+            "plan",
+            &source(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--batch",
+            "0",
+        ]))
+    },
+    ["--batch"]
+);
+case!(
+    plan_micro_batch_not_dividing,
+    "option",
+    "`plan --batch 32 --micro-batch 5`",
+    |_t| {
+        shear_with(&s(&[
+            "plan",
+            &source(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--micro-batch",
+            "5",
+        ]))
+    },
+    ["--micro-batch 5"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// CLI misuse.
+
+case!(
+    cli_target_and_preset,
+    "CLI misuse",
+    "`prune --target ... --preset sheared-1.3b`",
+    |t| { prune(t, &["--preset", "sheared-1.3b"]) },
+    ["--preset"]
+);
+case!(
+    cli_unknown_option,
+    "CLI misuse",
+    "`prune --learning-rate 1`",
+    |t| { prune(t, &["--learning-rate", "1"]) },
+    ["--learning-rate"]
+);
+case!(
+    cli_logits_out_without_text,
+    "CLI misuse",
+    "`eval --logits-out F` without `--text`",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "eval",
+            &source(),
+            "--data",
+            d.to_str().unwrap(),
+            "--logits-out",
+            &p(t, "l.safetensors"),
+        ]))
+    },
+    ["--text"]
+);
+case!(
+    cli_out_holds_a_finished_run,
+    "CLI misuse",
+    "`prune --out DIR` where DIR holds another run's files, without `--resume`",
+    |t| {
+        std::fs::create_dir_all(t.join("out/model")).unwrap();
+        std::fs::write(t.join("out/prune_log.jsonl"), "{}\n").unwrap();
+        prune(t, &[])
+    },
+    ["out", "--resume"]
+);
+case!(
+    cli_local_path_like_a_hub_id,
+    "CLI misuse",
+    "`prune nosuch/model --offline` (a mistyped local path)",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "--offline",
+            "prune",
+            "nosuch/model",
+            "--target",
+            "layers=1",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            &p(t, "out"),
+        ]))
+    },
+    ["nosuch/model"]
+);
+case!(
+    cli_no_model_dir,
+    "CLI misuse",
+    "`eval ./missing-dir`",
+    |t| {
+        let d = data(t);
+        shear_with(&s(&[
+            "eval",
+            &p(t, "missing-dir"),
+            "--data",
+            d.to_str().unwrap(),
+        ]))
+    },
+    ["missing-dir"]
+);
+case!(
+    cli_resume_with_other_target,
+    "CLI misuse",
+    "`prune --resume` with another `--target` than the checkpoint's",
+    |t| {
+        let d = data(t);
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a.extend(s(&["--stop-after", "2"]));
+        succeed(&a);
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a[3] = "layers=2,hidden=48,heads=2,intermediate=96".into();
+        a.push("--resume".into());
+        shear_with(&a)
+    },
+    ["target"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// Models and checkpoints.
+
+case!(
+    model_nan_weight,
+    "model",
+    "a NaN in `q_proj` of the source (`prune`)",
+    |t| {
+        let m = model_copy(t, |n, v| {
+            if n == "model.layers.0.self_attn.q_proj.weight" {
+                v[5] = f32::NAN
+            }
+        });
+        let d = data(t);
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a[1] = m;
+        shear_with(&a)
+    },
+    ["model.layers.0.self_attn.q_proj.weight", "NaN"]
+);
+case!(
+    model_nan_norm,
+    "model",
+    "a NaN in a norm weight (`train`)",
+    |t| {
+        let m = model_copy(t, |n, v| {
+            if n == "model.layers.1.input_layernorm.weight" {
+                v[0] = f32::NAN
+            }
+        });
+        let d = data(t);
+        let mut a = tiny_train_args(&d, &t.join("out"), 6);
+        a[1] = m;
+        shear_with(&a)
+    },
+    ["input_layernorm", "NaN"]
+);
+case!(
+    model_inf_teacher,
+    "model",
+    "an infinity in the teacher (`train --distill-from`)",
+    |t| {
+        let m = model_copy(t, |n, v| {
+            if n == "lm_head.weight" || n == "model.embed_tokens.weight" {
+                v[3] = f32::INFINITY
+            }
+        });
+        train(t, &["--distill-from", &m])
+    },
+    ["inf"]
+);
+case!(
+    model_nan_eval,
+    "model",
+    "a NaN weight (`eval`)",
+    |t| {
+        let m = model_copy(t, |n, v| {
+            if n == "model.norm.weight" {
+                v[1] = f32::NAN
+            }
+        });
+        let d = data(t);
+        shear_with(&s(&["eval", &m, "--data", d.to_str().unwrap()]))
+    },
+    ["model.norm.weight"]
+);
+case!(
+    model_header_beyond_file,
+    "model",
+    "safetensors header length beyond the file",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        let f = Path::new(&m).join("model.safetensors");
+        let mut b = std::fs::read(&f).unwrap();
+        b[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&f, b).unwrap();
+        shear_with(&s(&["inspect", &m]))
+    },
+    ["model.safetensors"]
+);
+case!(
+    model_header_not_json,
+    "model",
+    "safetensors header that is not JSON",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        let f = Path::new(&m).join("model.safetensors");
+        let mut b = std::fs::read(&f).unwrap();
+        b[8] = b'#';
+        std::fs::write(&f, b).unwrap();
+        let d = data(t);
+        shear_with(&s(&["eval", &m, "--data", d.to_str().unwrap()]))
+    },
+    ["model.safetensors"]
+);
+case!(
+    model_config_not_json,
+    "model",
+    "config.json that is not JSON",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        std::fs::write(Path::new(&m).join("config.json"), "{\"hidden_size\": 64,").unwrap();
+        shear_with(&s(&["inspect", &m]))
+    },
+    ["config.json"]
+);
+case!(
+    model_config_more_layers_than_weights,
+    "model",
+    "config.json says 5 layers, the weights hold 4",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        edit_config(t, |v| v["num_hidden_layers"] = 5.into());
+        let d = data(t);
+        shear_with(&s(&["eval", &m, "--data", d.to_str().unwrap()]))
+    },
+    ["model.layers.4"]
+);
+case!(
+    model_config_negative_size,
+    "model",
+    "config.json `hidden_size: -64`",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        edit_config(t, |v| v["hidden_size"] = (-64).into());
+        shear_with(&s(&["inspect", &m]))
+    },
+    ["hidden_size"]
+);
+case!(
+    model_config_rms_eps_nan,
+    "model",
+    "config.json `rms_norm_eps: 0`",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        edit_config(t, |v| v["rms_norm_eps"] = 0.0.into());
+        shear_with(&s(&["inspect", &m]))
+    },
+    ["rms_norm_eps"]
+);
+case!(
+    model_quantized,
+    "model",
+    "config.json with a `quantization_config` (GPTQ)",
+    |t| {
+        let m = model_copy(t, |_, _| {});
+        edit_config(t, |v| {
+            v["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 4})
+        });
+        let d = data(t);
+        shear_with(&s(&["eval", &m, "--data", d.to_str().unwrap()]))
+    },
+    ["quantization", "gptq"]
+);
+case!(
+    model_gguf_unsupported_type,
+    "model",
+    "`convert` of a GGUF that is not a LLaMA",
+    |t| {
+        let f = t.join("m.gguf");
+        let mut b = Vec::new();
+        b.extend(b"GGUF");
+        b.extend(3u32.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        let key = b"general.architecture";
+        b.extend((key.len() as u64).to_le_bytes());
+        b.extend(key);
+        b.extend(8u32.to_le_bytes());
+        b.extend(5u64.to_le_bytes());
+        b.extend(b"gpt-2");
+        std::fs::write(&f, b).unwrap();
+        shear_with(&s(&["convert", f.to_str().unwrap(), &p(t, "out")]))
+    },
+    ["gpt-2"]
+);
+case!(
+    mask_file_nan,
+    "model",
+    "`materialize` with a NaN in the masks file",
+    |t| {
+        let d = data(t);
+        succeed(&with(
+            tiny_prune_args(&d, &t.join("run"), 2),
+            &["--save-every", "0"],
+        ));
+        let f = t.join("run/masks.safetensors");
+        let bytes = std::fs::read(&f).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (name, view) = st
+            .tensors()
+            .into_iter()
+            .find(|(n, _)| n.contains("log_alpha") || n.contains("z_"))
+            .unwrap();
+        let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+        let mut b = bytes.clone();
+        b[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let _ = name;
+        std::fs::write(&f, b).unwrap();
+        shear_with(&s(&[
+            "materialize",
+            "--source",
+            &source(),
+            "--masks",
+            f.to_str().unwrap(),
+            "--out",
+            &p(t, "out"),
+        ]))
+    },
+    ["masks.safetensors", "log_alpha", "NaN"]
+);
+case!(
+    mask_file_missing,
+    "model",
+    "`materialize --masks` of a file that does not exist",
+    |t| {
+        shear_with(&s(&[
+            "materialize",
+            "--source",
+            &source(),
+            "--masks",
+            &p(t, "none.safetensors"),
+            "--out",
+            &p(t, "out"),
+        ]))
+    },
+    ["none.safetensors"]
+);
+case!(
+    checkpoint_corrupt_only_one,
+    "checkpoint",
+    "`--resume` when the only checkpoint's records are truncated",
+    |t| {
+        let d = data(t);
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a.extend(s(&["--stop-after", "2"]));
+        succeed(&a);
+        let ck = t.join("out/checkpoints/step-00000002");
+        let rec = std::fs::read_dir(&ck)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "mpk"))
+            .unwrap();
+        let b = std::fs::read(&rec).unwrap();
+        std::fs::write(&rec, &b[..b.len() / 2]).unwrap();
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a.push("--resume".into());
+        shear_with(&a)
+    },
+    ["step-00000002"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer mismatch: prepared data made with another tokenizer than the model's.
+
+fn llama2_model(t: &Path) -> String {
+    tiny_llama2_vocab_model(&t.join("m"));
+    p(t, "m")
+}
+
+case!(
+    tokenizer_mismatch_prune,
+    "tokenizer",
+    "`prune` of data prepared with another tokenizer",
+    |t| {
+        let m = llama2_model(t);
+        let d = data(t);
+        shear_with(&s(&[
+            "prune",
+            &m,
+            "--target",
+            "layers=1,hidden=32,heads=2,intermediate=64",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            &p(t, "out"),
+            "--steps",
+            "2",
+        ]))
+    },
+    ["tokenizer"]
+);
+case!(
+    tokenizer_mismatch_train,
+    "tokenizer",
+    "`train` of data prepared with another tokenizer",
+    |t| {
+        let m = llama2_model(t);
+        let d = data(t);
+        shear_with(&s(&[
+            "train",
+            &m,
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            &p(t, "out"),
+            "--steps",
+            "2",
+        ]))
+    },
+    ["tokenizer"]
+);
+case!(
+    tokenizer_mismatch_eval,
+    "tokenizer",
+    "`eval` of data prepared with another tokenizer",
+    |t| {
+        let m = llama2_model(t);
+        let d = data(t);
+        shear_with(&s(&["eval", &m, "--data", d.to_str().unwrap()]))
+    },
+    ["tokenizer"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// Data.
+
+case!(
+    data_ids_beyond_vocab_prune,
+    "data",
+    "`prune` of shards holding ids beyond the vocabulary",
+    |t| {
+        let d = t.join("data");
+        write_prepared(&d, 32, 500, &[("web", [3, 20, 20])], |_, _, i| {
+            (0..32)
+                .map(|k| if i == 1 && k == 7 { 499 + 300 } else { k })
+                .collect()
+        });
+        let mut a = tiny_prune_args(&d, &t.join("out"), 6);
+        a.extend(s(&["--update-rule", "constant"]));
+        shear_with(&a)
+    },
+    ["799", "500"]
+);
+case!(
+    data_ids_beyond_vocab_eval,
+    "data",
+    "`eval` of shards holding ids beyond the vocabulary",
+    |t| {
+        let d = t.join("data");
+        write_prepared(&d, 32, 500, &[("web", [3, 2, 2])], |_, _, i| {
+            (0..32)
+                .map(|k| if i == 1 && k == 3 { 4000 } else { k })
+                .collect()
+        });
+        shear_with(&s(&["eval", &source(), "--data", d.to_str().unwrap()]))
+    },
+    ["4000", "500"]
+);
+case!(
+    data_ids_beyond_vocab_text,
+    "data",
+    "`eval --text` of a token-id file with an id beyond the vocabulary",
+    |t| {
+        let f = t.join("ids.tok");
+        std::fs::write(&f, "1 2 3 9999\n").unwrap();
+        shear_with(&s(&["eval", &source(), "--text", f.to_str().unwrap()]))
+    },
+    ["9999"]
+);
+case!(
+    eval_empty_split,
+    "data",
+    "`eval --split train` of data with no train sequences",
+    |t| {
+        let d = t.join("data");
+        two_domains(&d, [3, 5, 0]);
+        shear_with(&s(&[
+            "eval",
+            &source(),
+            "--data",
+            d.to_str().unwrap(),
+            "--split",
+            "train",
+        ]))
+    },
+    ["train", "no sequences"]
+);
+case!(
+    data_invalid_json_line,
+    "data",
+    "`data prepare` of JSONL with invalid JSON on line 3",
+    |t| {
+        let mut b = docs(2);
+        b.extend(b"{\"text\": oops}\n");
+        b.extend(docs(5));
+        prepare(t, &[("web.jsonl", &b)], &[])
+    },
+    ["web.jsonl:3"]
+);
+case!(
+    data_jsonl_missing_field,
+    "data",
+    "`data prepare` of JSONL without the text field",
+    |t| {
+        let b = b"{\"body\": \"hello\"}\n".to_vec();
+        prepare(t, &[("web.jsonl", &b)], &[])
+    },
+    ["web.jsonl:1", "text"]
+);
+case!(
+    data_non_utf8_txt,
+    "data",
+    "`data prepare` of a .txt that is not UTF-8",
+    |t| {
+        let mut b = b"hello there ".repeat(40);
+        b.extend([0xff, 0xfe, 0x80]);
+        prepare(t, &[("web.txt", &b)], &[])
+    },
+    ["web.txt", "UTF-8"]
+);
+case!(
+    data_non_utf8_jsonl,
+    "data",
+    "`data prepare` of a .jsonl line that is not UTF-8",
+    |t| {
+        let mut b = docs(3);
+        b.extend(b"{\"text\": \"\xff\xfe\"}\n");
+        prepare(t, &[("web.jsonl", &b)], &[])
+    },
+    ["web.jsonl:4"]
+);
+case!(
+    data_empty_documents,
+    "data",
+    "`data prepare` of a domain whose documents are all empty",
+    |t| {
+        let b = b"{\"text\": \"\"}\n{\"text\": \"\"}\n".to_vec();
+        prepare(t, &[("web.jsonl", &b)], &[])
+    },
+    ["web"]
+);
+case!(
+    data_empty_domain_folder,
+    "data",
+    "`data prepare` of a domain folder with no corpus files",
+    |t| {
+        std::fs::create_dir_all(t.join("empty")).unwrap();
+        let mut c = prepare(t, &[("web.jsonl", &docs(50))], &[]);
+        c.args(["--domain", &format!("books={}", t.join("empty").display())]);
+        c
+    },
+    ["books"]
+);
+case!(
+    data_missing_domain_path,
+    "data",
+    "`data prepare --domain web=missing.jsonl`",
+    |t| {
+        let mut c = prepare(t, &[], &[]);
+        c.args([
+            "--domain",
+            &format!("web={}", t.join("missing.jsonl").display()),
+        ]);
+        c
+    },
+    ["missing.jsonl"]
+);
+case!(
+    data_corpus_smaller_than_a_sequence,
+    "data",
+    "`data prepare` of a corpus smaller than one sequence",
+    |t| { prepare(t, &[("web.jsonl", b"{\"text\": \"hi\"}\n")], &[]) },
+    ["web"]
+);
+case!(
+    data_duplicate_domain,
+    "data",
+    "`data prepare` naming a domain twice",
+    |t| {
+        let mut c = prepare(t, &[("web.jsonl", &docs(50))], &[]);
+        c.args([
+            "--domain",
+            &format!("web={}", t.join("corpus/web.jsonl").display()),
+        ]);
+        c
+    },
+    ["web"]
+);
+case!(
+    data_bad_domain_argument,
+    "data",
+    "`data prepare --domain web` (no path)",
+    |t| {
+        let mut c = prepare(t, &[], &[]);
+        c.args(["--domain", "web"]);
+        c
+    },
+    ["web"]
+);
+case!(
+    data_missing_manifest,
+    "data",
+    "`prune --data DIR` of a folder that holds no prepared data",
+    |t| {
+        std::fs::create_dir_all(t.join("data")).unwrap();
+        let mut a = tiny_prune_args(&t.join("data"), &t.join("out"), 6);
+        a.truncate(a.len());
+        shear_with(&a)
+    },
+    ["data"]
+);
+case!(
+    data_shard_missing,
+    "data",
+    "prepared data whose shard file is gone",
+    |t| {
+        let d = data(t);
+        std::fs::remove_file(d.join("prune/code.bin")).unwrap();
+        prune(t, &[])
+    },
+    ["code.bin"]
+);
+case!(
+    data_shard_truncated,
+    "data",
+    "prepared data whose shard is shorter than its manifest says",
+    |t| {
+        let d = data(t);
+        let f = d.join("prune/web.bin");
+        let b = std::fs::read(&f).unwrap();
+        std::fs::write(&f, &b[..b.len() - 10]).unwrap();
+        prune(t, &[])
+    },
+    ["web.bin"]
+);
+case!(
+    data_text_not_utf8_train,
+    "data",
+    "`train --data file.txt` that is not UTF-8",
+    |t| {
+        let f = t.join("c.txt");
+        std::fs::write(&f, [b'a', 0xff, b'b']).unwrap();
+        let m = llama2_model(t);
+        shear_with(&s(&[
+            "train",
+            &m,
+            "--data",
+            f.to_str().unwrap(),
+            "--out",
+            &p(t, "out"),
+            "--steps",
+            "2",
+        ]))
+    },
+    ["c.txt", "UTF-8"]
+);
+case!(
+    tokenizer_empty_corpus,
+    "data",
+    "`data tokenizer` of an empty corpus",
+    |t| {
+        std::fs::write(t.join("e.txt"), "").unwrap();
+        shear_with(&s(&[
+            "data",
+            "tokenizer",
+            &p(t, "e.txt"),
+            "--vocab",
+            "300",
+            "--out",
+            &p(t, "out"),
+        ]))
+    },
+    ["e.txt"]
+);
+case!(
+    task_empty_choice,
+    "data",
+    "a task file with an empty answer choice",
+    |t| {
+        let f = t.join("task.jsonl");
+        std::fs::write(&f, "{\"context\": \"The capital of France is\", \"choices\": [\" Paris\", \"\"], \"label\": 0}\n").unwrap();
+        let m = llama2_model(t);
+        shear_with(&s(&["eval", &m, "--tasks", f.to_str().unwrap()]))
+    },
+    ["task.jsonl:1", "empty"]
+);
+case!(
+    task_label_out_of_range,
+    "data",
+    "a task file whose label is not among the choices",
+    |t| {
+        let f = t.join("task.jsonl");
+        std::fs::write(
+            &f,
+            "{\"context\": \"x\", \"choices\": [\" a\", \" b\"], \"label\": 2}\n",
+        )
+        .unwrap();
+        let m = llama2_model(t);
+        shear_with(&s(&["eval", &m, "--tasks", f.to_str().unwrap()]))
+    },
+    ["task.jsonl:1"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// Recipes (`shear run`): refused before the output directory is created.
+
+case!(
+    recipe_unknown_key,
+    "recipe",
+    "an unknown key (`prune.learning_rate`)",
+    |t| {
+        recipe_text(t, |s| {
+            s.replace("[prune]\n", "[prune]\nlearning_rate = 1.0\n")
+        })
+    },
+    ["learning_rate"]
+);
+case!(
+    recipe_wrong_type,
+    "recipe",
+    "a key of the wrong type (`prune.steps = \"many\"`)",
+    |t| { recipe_run(t, &["prune.steps=\"many\""]) },
+    ["steps"]
+);
+case!(
+    recipe_bad_toml,
+    "recipe",
+    "TOML that does not parse",
+    |t| { recipe_text(t, |s| s.replace("[prune]", "[prune")) },
+    ["mini.toml"]
+);
+case!(
+    recipe_impossible_target,
+    "recipe",
+    "a target larger than the source (`layers=9`)",
+    |t| {
+        recipe_run(
+            t,
+            &["model.target=\"layers=9,hidden=32,heads=2,intermediate=64\""],
+        )
+    },
+    ["layers"]
+);
+case!(
+    recipe_inconsistent_target,
+    "recipe",
+    "a target whose heads do not divide its hidden size",
+    |t| {
+        recipe_run(
+            t,
+            &["model.target=\"layers=1,hidden=30,heads=4,intermediate=64\""],
+        )
+    },
+    ["hidden"]
+);
+case!(
+    recipe_proportions_not_summing,
+    "recipe",
+    "`prune.proportions = { web = 0.3, books = 0.3 }`",
+    |t| { recipe_run(t, &["prune.proportions={web=0.3,books=0.3}"]) },
+    ["0.6"]
+);
+case!(
+    recipe_reference_missing_domain,
+    "recipe",
+    "reference losses missing for a domain",
+    |t| {
+        recipe_text(t, |s| {
+            s + "\n[dynamic]\nreference = { values = { web = 2.5 } }\n"
+        })
+    },
+    ["books"]
+);
+case!(
+    recipe_missing_task_file,
+    "recipe",
+    "a task file that does not exist",
+    |t| { recipe_run(t, &["eval.tasks=[\"nope.jsonl\"]"]) },
+    ["nope.jsonl"]
+);
+case!(
+    recipe_missing_data_file,
+    "recipe",
+    "a domain file that does not exist",
+    |t| { recipe_text(t, |s| s.replace("books.jsonl", "missing.jsonl")) },
+    ["missing.jsonl"]
+);
+case!(
+    recipe_distill_temperature_zero,
+    "recipe",
+    "`train.distill.temperature = 0`",
+    |t| {
+        recipe_text(t, |s| {
+            s + "\n[train.distill]\nweight = 1.0\ntemperature = 0.0\n"
+        })
+    },
+    ["temperature"]
+);
+case!(
+    recipe_lr_nan,
+    "recipe",
+    "`prune.lr_weights = nan`",
+    |t| { recipe_run(t, &["prune.lr_weights=nan"]) },
+    ["lr_weights"]
+);
+case!(
+    recipe_lr_huge,
+    "recipe",
+    "`train.lr = 1e30`",
+    |t| { recipe_run(t, &["train.lr=1e30"]) },
+    ["[train] lr", "1e30"]
+);
+case!(
+    recipe_negative_weight_decay,
+    "recipe",
+    "`train.weight_decay = -1`",
+    |t| { recipe_run(t, &["train.weight_decay=-1"]) },
+    ["weight_decay"]
+);
+case!(
+    recipe_zero_batch,
+    "recipe",
+    "`prune.batch = 0`",
+    |t| { recipe_run(t, &["prune.batch=0"]) },
+    ["prune.batch"]
+);
+case!(
+    recipe_zero_update_every,
+    "recipe",
+    "`train.update_every = 0`",
+    |t| { recipe_run(t, &["train.update_every=0"]) },
+    ["update_every"]
+);
+case!(
+    recipe_warmup_beyond_steps,
+    "recipe",
+    "`train.warmup = 100` with 4 steps",
+    |t| { recipe_run(t, &["train.warmup=100"]) },
+    ["warmup"]
+);
+case!(
+    recipe_temperature_zero,
+    "recipe",
+    "`prune.temperature = 0`",
+    |t| { recipe_run(t, &["prune.temperature=0.0"]) },
+    ["temperature"]
+);
+case!(
+    recipe_set_unknown_key,
+    "recipe",
+    "`--set prune.stepz=3`",
+    |t| { recipe_run(t, &["prune.stepz=3"]) },
+    ["stepz"]
+);
+case!(
+    recipe_set_without_value,
+    "recipe",
+    "`--set prune.steps`",
+    |t| { recipe_run(t, &["prune.steps"]) },
+    ["prune.steps"]
+);
+case!(
+    recipe_no_domains,
+    "recipe",
+    "a recipe without domains",
+    |t| {
+        recipe_text(t, |s| {
+            s.replace(
+                "[[data.domain]]\nname = \"web\"\npaths = [\"web.jsonl\"]\n",
+                "",
+            )
+            .replace(
+                "[[data.domain]]\nname = \"books\"\npaths = [\"books.jsonl\"]\n",
+                "",
+            )
+        })
+    },
+    ["domain"]
+);
+case!(
+    recipe_missing_file,
+    "recipe",
+    "`shear run missing.toml`",
+    |t| { shear_with(&s(&["run", &p(t, "missing.toml"), "--out", &p(t, "out")])) },
+    ["missing.toml"]
+);
+
+// ---------------------------------------------------------------------------------------------
+// Full disk and read-only output.
+
+/// `cmd` under a file-size limit of `kib` KiB, with SIGXFSZ ignored, so a write beyond it fails
+/// with EFBIG as a write to a full disk fails with ENOSPC.
+fn limited(cmd: Command, kib: u64) -> Command {
+    let mut argv = vec![cmd.get_program().to_string_lossy().into_owned()];
+    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(format!(
+        "trap '' XFSZ; ulimit -f {}; exec {}",
+        kib * 2,
+        quoted.join(" ")
+    ));
+    sh
+}
+
+/// A directory no one can create files in, root included.
+fn unwritable(t: &Path) -> String {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        // Root ignores permission bits; sysfs refuses new files to everyone.
+        "/sys/kernel/shear-test-out".into()
+    } else {
+        let d = t.join("ro");
+        std::fs::create_dir_all(&d).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
+        p(t, "ro/out")
+    }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+case_during_work!(
+    disk_full_prepare,
+    "disk",
+    "`data prepare` when the disk fills (file size limit 64 KiB)",
+    |t| {
+        limited(
+            prepare(t, &[("web.jsonl", &docs(4000))], &["--eval-sequences", "2"]),
+            64,
+        )
+    },
+    ["out"]
+);
+case_during_work!(
+    disk_full_model,
+    "disk",
+    "`prune` when the disk fills while writing the model",
+    |t| { limited(prune(t, &["--steps", "2", "--save-every", "0"]), 16) },
+    ["out"]
+);
+case_during_work!(
+    disk_full_checkpoint,
+    "disk",
+    "`prune --stop-after 1` when the disk fills while writing the checkpoint",
+    |t| { limited(prune(t, &["--stop-after", "1"]), 16) },
+    ["checkpoints"]
+);
+case!(
+    read_only_out,
+    "disk",
+    "`prune --out` in a directory where nothing can be created",
+    |t| {
+        let ro = unwritable(t);
+        let d = data(t);
+        shear_with(&s(&[
+            "prune",
+            &source(),
+            "--target",
+            "layers=3,hidden=48,heads=2,intermediate=96",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            &ro,
+            "--steps",
+            "2",
+        ]))
+    },
+    ["shear-test-out"]
+);

@@ -1819,3 +1819,28 @@ case!(
     },
     ["shear-test-out"]
 );
+
+/// README's Reliability table lists every case of this file (regenerate it from `--nocapture`
+/// when a case is added).
+#[test]
+fn readme_lists_every_case() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let source = std::fs::read_to_string(root.join("tests/bad_inputs.rs")).unwrap();
+    let mut n = 0;
+    for line in source.lines() {
+        let Some(rest) = line
+            .strip_prefix("case!(")
+            .or_else(|| line.strip_prefix("case_during_work!("))
+        else {
+            continue;
+        };
+        let name = rest.split(',').next().unwrap();
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README's Reliability table lacks `{name}`"
+        );
+        n += 1;
+    }
+    assert!(n >= 80, "{n} cases");
+}

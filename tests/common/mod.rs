@@ -38,6 +38,8 @@ pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
     for n in needles {
         assert!(lines[0].contains(n), "`{n}` not in: {stderr}");
     }
+    // For README's table of refusals (`--nocapture`).
+    println!("REFUSED|{}", lines[0]);
 }
 
 /// Like [`assert_one_line_error`], after leaving out `warning:` lines (e.g. a model without a

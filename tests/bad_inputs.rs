@@ -1828,14 +1828,21 @@ fn readme_lists_every_case() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let source = std::fs::read_to_string(root.join("tests/bad_inputs.rs")).unwrap();
     let mut n = 0;
-    for line in source.lines() {
+    let lines: Vec<&str> = source.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
         let Some(rest) = line
             .strip_prefix("case!(")
             .or_else(|| line.strip_prefix("case_during_work!("))
         else {
             continue;
         };
-        let name = rest.split(',').next().unwrap();
+        // `case!(name, ...` on one line, or the name alone on the next (rustfmt's layout).
+        let rest = if rest.trim().is_empty() {
+            lines[i + 1].trim()
+        } else {
+            rest
+        };
+        let name = rest.split(',').next().unwrap().trim();
         assert!(
             readme.contains(&format!("| `{name}` |")),
             "README's Reliability table lacks `{name}`"

@@ -1730,6 +1730,51 @@ case!(
     ["missing.toml"]
 );
 
+case!(
+    recipe_seq_len_one,
+    "recipe",
+    "`data.seq_len = 1`",
+    |t| { recipe_run(t, &["data.seq_len=1"]) },
+    ["seq_len 1"]
+);
+case!(
+    recipe_eval_sequences_zero,
+    "recipe",
+    "`data.eval_sequences = 0`",
+    |t| { recipe_run(t, &["data.eval_sequences=0"]) },
+    ["eval_sequences 0"]
+);
+case!(
+    recipe_dynamic_eval_sequences_zero,
+    "recipe",
+    "`dynamic.eval_sequences = 0`",
+    |t| { recipe_run(t, &["dynamic.eval_sequences=0"]) },
+    ["dynamic.eval_sequences"]
+);
+case!(
+    recipe_devices_zero,
+    "recipe",
+    "`run.devices = 0`",
+    |t| { recipe_run(t, &["run.devices=0"]) },
+    ["run.devices"]
+);
+case!(
+    generate_max_new_tokens_zero,
+    "option",
+    "`generate --max-new-tokens 0`",
+    |_t| {
+        shear_with(&s(&[
+            "generate",
+            &source(),
+            "--prompt-ids",
+            "1,2",
+            "--max-new-tokens",
+            "0",
+        ]))
+    },
+    ["--max-new-tokens"]
+);
+
 // ---------------------------------------------------------------------------------------------
 // Full disk and read-only output.
 

@@ -123,7 +123,9 @@ impl PrepareRecipe {
         Ok(recipe)
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the settings (domains named once, each with files; `seq_len` ≥ 2; fractions,
+    /// counts and token budgets in range) without reading any file.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(DataError::Recipe(m));
         if self.domains.is_empty() {
             return bad("no domains".into());

@@ -389,6 +389,17 @@ impl Recipe {
         if self.data.domains.is_empty() {
             return Err("[data]: no domains".into());
         }
+        self.data.validate().map_err(|e| format!("[data] {e}"))?;
+        for (key, v) in [
+            ("dynamic.eval_sequences", self.dynamic.eval_sequences),
+            ("eval.max_sequences", self.eval.max_sequences),
+        ] {
+            if v == Some(0) {
+                return Err(format!(
+                    "{key} = 0: must be positive (leave it out for all)"
+                ));
+            }
+        }
         let p = &self.prune;
         let t = &self.train;
         for (key, v) in [

@@ -52,6 +52,9 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
             bail!("--top-p {p}: must be in (0, 1]");
         }
     }
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens 0: must be positive");
+    }
     if args.top_k == Some(0) {
         bail!("--top-k 0: must be positive (leave it out to sample from every token)");
     }

@@ -186,16 +186,7 @@ impl SafetensorsSource {
         let bytes = &self.files[info.file].1[info.start..info.end];
         self.used.insert(name.to_string());
         let values = dtype.decode(bytes);
-        // A NaN or infinity in a weight spreads through every product (or is hidden by
-        // attention's softmax and gives plausible but wrong losses): refused where it is found.
-        if let Some((index, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(ModelError::NonFiniteWeight {
-                path: path.clone(),
-                name: name.to_string(),
-                index,
-                value: *v,
-            });
-        }
+        finite(&values, path, name)?;
         Ok(values)
     }
 
@@ -206,15 +197,7 @@ impl SafetensorsSource {
         for (name, info) in &self.tensors {
             let Some(dtype) = info.dtype else { continue };
             let (path, map) = &self.files[info.file];
-            let values = dtype.decode(&map[info.start..info.end]);
-            if let Some((index, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(ModelError::NonFiniteWeight {
-                    path: path.clone(),
-                    name: name.clone(),
-                    index,
-                    value: *v,
-                });
-            }
+            finite(&dtype.decode(&map[info.start..info.end]), path, name)?;
         }
         Ok(())
     }
@@ -239,6 +222,21 @@ impl SafetensorsSource {
 impl HfTensors for SafetensorsSource {
     fn read_hf(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         self.read(name, shape)
+    }
+}
+
+/// Refuses a weight tensor holding NaN or infinity: such a value spreads through every product
+/// (or is hidden by attention's softmax and gives plausible but wrong losses), so it is refused
+/// where it is found, by tensor and index (docs/algorithm.md §9).
+fn finite(values: &[f32], path: &Path, name: &str) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ModelError::NonFiniteWeight {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            index,
+            value: values[index],
+        }),
     }
 }
 

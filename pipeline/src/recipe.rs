@@ -448,14 +448,7 @@ impl Recipe {
             kv_heads: 1,
             intermediate: 1,
         };
-        PruneConfig::new(any_target, p.steps)
-            .with_lr_warmup(p.lr_warmup)
-            .with_lagrangian_warmup(p.lagrangian_warmup)
-            .with_lr_weights(p.lr_weights)
-            .with_lr_masks(p.lr_masks)
-            .with_lr_lambda(p.lr_lambda)
-            .with_grad_accum(p.grad_accum)
-            .with_temperature(p.temperature)
+        self.prune_config(any_target)
             .validate_settings()
             .map_err(|e| format!("[prune] {e}"))?;
         TrainConfig::new(t.steps)
@@ -496,6 +489,22 @@ impl Recipe {
             }
         }
         Ok(())
+    }
+
+    /// The pruning stage's configuration for `target`.
+    pub fn prune_config(&self, target: TargetShape) -> PruneConfig {
+        let (p, m) = (&self.prune, &self.model);
+        PruneConfig::new(target, p.steps)
+            .with_lr_warmup(p.lr_warmup)
+            .with_lagrangian_warmup(p.lagrangian_warmup)
+            .with_lr_weights(p.lr_weights)
+            .with_lr_masks(p.lr_masks)
+            .with_lr_lambda(p.lr_lambda)
+            .with_grad_accum(p.grad_accum)
+            .with_seed(p.seed)
+            .with_temperature(p.temperature)
+            .with_layer_masks(m.layer_masks)
+            .with_prune(m.prune)
     }
 
     /// The target shape: the recipe's, or its preset for this source.

@@ -15,7 +15,6 @@ use shear_data::{
 };
 use shear_model::LlamaConfig;
 use shear_train::peers::{Nodes, Topology};
-use shear_train::prune::PruneConfig;
 use shear_train::trainer::{Distill, TrainConfig};
 use shear_train::{Event, Observer};
 
@@ -369,17 +368,7 @@ impl Stages<'_> {
     ) -> Result<StageTiming> {
         let p = &self.recipe.prune;
         let m = &self.recipe.model;
-        let config = PruneConfig::new(self.resolved.target, p.steps)
-            .with_lr_warmup(p.lr_warmup)
-            .with_lagrangian_warmup(p.lagrangian_warmup)
-            .with_lr_weights(p.lr_weights)
-            .with_lr_masks(p.lr_masks)
-            .with_lr_lambda(p.lr_lambda)
-            .with_grad_accum(p.grad_accum)
-            .with_seed(p.seed)
-            .with_temperature(p.temperature)
-            .with_layer_masks(m.layer_masks)
-            .with_prune(m.prune);
+        let config = self.recipe.prune_config(self.resolved.target);
         let job = PruneJob {
             settings: PruneSettings {
                 source: self.source.clone(),

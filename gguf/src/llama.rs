@@ -282,6 +282,14 @@ pub fn llama_params(g: &Gguf) -> Result<LlamaParams> {
             message: format!("head_dim {head_dim} is odd; rotary embeddings need an even one"),
         });
     }
+    // q_proj has heads x head_dim rows: a product past usize must not wrap in expected_shape.
+    if heads.checked_mul(head_dim).is_none() {
+        return Err(Error::BadValue {
+            file,
+            key: "llama.attention.head_count".into(),
+            message: format!("{heads} heads of {head_dim} overflow the size of q_proj"),
+        });
+    }
     let rms_norm_eps =
         float_key(g, "llama.attention.layer_norm_rms_epsilon")?.ok_or_else(|| {
             Error::MissingKey {
@@ -330,9 +338,19 @@ pub fn llama_params(g: &Gguf) -> Result<LlamaParams> {
         }
     }
 
-    let has =
-        |layer: usize, s: &str, kind: &str| g.tensor(&format!("blk.{layer}.{s}.{kind}")).is_some();
-    let any_bias = |names: &[&str]| (0..layers).any(|l| names.iter().any(|s| has(l, s, "bias")));
+    // Some `blk.{l}.{s}.bias`, l < layers: scans the tensors, as block_count may be huge.
+    let any_bias = |names: &[&str]| {
+        g.tensors().iter().any(|t| {
+            let parts = t.name.strip_prefix("blk.").and_then(|r| r.split_once('.'));
+            parts.is_some_and(|(l, rest)| {
+                l.parse::<usize>()
+                    .is_ok_and(|n| n < layers && n.to_string() == l)
+                    && rest
+                        .strip_suffix(".bias")
+                        .is_some_and(|s| names.contains(&s))
+            })
+        })
+    };
     let rope_scaling = rope_scaling(g, head_dim, rope_theta)?;
     Ok(LlamaParams {
         vocab_size,

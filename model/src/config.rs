@@ -372,7 +372,26 @@ impl LlamaConfig {
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
+        // The sizes multiply into parameter counts (param_counts, to_hf_json): they must fit.
+        if self.checked_param_count().is_none() {
+            return bad("the parameter count of this shape overflows usize".into());
+        }
         Ok(())
+    }
+
+    /// An upper bound of [`Self::param_counts`]'s total (the head counted even when tied), by
+    /// checked arithmetic: `None` when it overflows.
+    fn checked_param_count(&self) -> Option<usize> {
+        let (d, l) = (self.hidden_size, self.num_hidden_layers);
+        let q = self.num_attention_heads.checked_mul(self.head_dim)?;
+        let kv = self.num_key_value_heads.checked_mul(self.head_dim)?;
+        let attention = d.checked_mul(q.checked_add(kv)?.checked_mul(2)?)?;
+        let mlp = d.checked_mul(self.intermediate_size)?.checked_mul(3)?;
+        let norms = l.checked_mul(2)?.checked_add(1)?.checked_mul(d)?;
+        let embeddings = self.vocab_size.checked_mul(d)?.checked_mul(2)?;
+        l.checked_mul(attention.checked_add(mlp)?)?
+            .checked_add(norms)?
+            .checked_add(embeddings)
     }
 
     /// Query heads per key/value head.

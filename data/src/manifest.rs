@@ -101,9 +101,13 @@ impl Manifest {
     pub fn shards_complete(&self, dir: &Path) -> bool {
         self.domains.iter().all(|d| {
             d.splits.values().all(|s| {
-                std::fs::metadata(dir.join(&s.file)).is_ok_and(|m| {
-                    m.len() == (s.sequences * self.seq_len * self.token_width.bytes()) as u64
-                })
+                // The counts come from the file: a size that overflows is no shard's size.
+                let size = s
+                    .sequences
+                    .checked_mul(self.seq_len)
+                    .and_then(|n| n.checked_mul(self.token_width.bytes()));
+                std::fs::metadata(dir.join(&s.file))
+                    .is_ok_and(|m| size.is_some_and(|size| m.len() == size as u64))
             })
         })
     }

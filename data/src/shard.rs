@@ -79,7 +79,8 @@ impl Shard {
         // SAFETY: the shard is only read; shear never writes a shard in place (new shards are
         // renamed over old ones, which leaves an existing map valid).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(DataError::io(path))?;
-        let row = seq_len * width.bytes();
+        // seq_len comes from a manifest: a row past usize saturates, and no file is a multiple.
+        let row = seq_len.saturating_mul(width.bytes());
         if seq_len == 0 || map.len() % row != 0 {
             return Err(DataError::Invalid {
                 path: path.to_path_buf(),

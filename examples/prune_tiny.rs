@@ -12,8 +12,9 @@ use shear_data::prepare::{prepare, PrepareRecipe};
 use shear_data::{ReferenceLoss, Tokenizer};
 use shear_pipeline::eval::{evaluate, EvalJob};
 use shear_pipeline::feed::DataOptions;
-use shear_pipeline::prune::{prune, PruneJob};
-use shear_train::prune::PruneConfig;
+use shear_pipeline::prune::{prune, PruneSettings};
+use shear_pipeline::stage::Job;
+use shear_train::prune::{PruneConfig, PruneHyper};
 use shear_train::Silent;
 
 type B = burn::backend::Flex;
@@ -32,15 +33,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Prune to the Sheared-1.3B ratios: 40 steps of 4 x 8 sequences, the source's own eval
     //    losses as the reference of dynamic batch loading.
     let target = "layers=3,hidden=64,heads=2,kv_heads=2,intermediate=176".parse()?;
-    let config = PruneConfig::new(target, 40)
-        .with_grad_accum(8)
-        .with_lr_weights(1e-3);
-    let options = DataOptions::new(&data)
-        .with_update_every(10)
-        .with_reference(ReferenceLoss::Source)
-        .with_eval(8, Some(8));
-    let job = PruneJob::new(&tiny, config, options, out.join("prune")).with_batch(4);
-    let outcome = prune::<B>(&job, &device, &mut Silent)?;
+    let hyper = PruneHyper {
+        steps: 40,
+        batch: 4,
+        grad_accum: 8,
+        lr_weights: 1e-3,
+        ..PruneHyper::default()
+    };
+    let mut options = DataOptions::new(&data);
+    options.mixture.update_every = Some(10);
+    options.dynamic.reference = ReferenceLoss::Source;
+    options.dynamic.eval_sequences = Some(8);
+    let settings = PruneSettings::new(&tiny, PruneConfig::new(target, hyper), options);
+    let outcome = prune::<B>(&Job::new(settings, out.join("prune")), &device, &mut Silent)?;
     let model = outcome.model_dir.expect("a finished run has a model");
     let shape = shear_model::LlamaConfig::from_file(&model)?;
     println!(

@@ -267,8 +267,6 @@ RECIPE_ALL = """\
 source = "tiny"
 target = "layers=2,hidden=64,heads=2,kv_heads=2,intermediate=128"
 dtype = "bf16"
-layer_masks = "head-layer-mlp"
-prune = "hidden,heads,intermediate"
 precision = "f32"
 
 [data]
@@ -305,13 +303,19 @@ lagrangian_warmup = 2
 update_every = 5
 proportions = { web = 0.25, code = 0.75 }
 temperature = 0.83
+layer_masks = "head-layer-mlp"
+prune = "hidden,heads,intermediate"
+save_every = 5
+keep_checkpoints = 3
 
 [train]
 enabled = true
 steps = 20
 warmup = 2
 proportions = "tokens"
-distill = { weight = 0.5, temperature = 2.0 }
+distill = true
+distill_weight = 0.5
+distill_temperature = 2.0
 
 [eval]
 tasks = ["tasks/capitals.jsonl"]
@@ -324,6 +328,7 @@ scratch_warmup = 1
 
 [run]
 devices = 2
+max_skipped = 5
 """
 
 RECIPE_PRESET = """\

@@ -112,9 +112,9 @@ impl Command {
     /// data-parallel peers of this machine.
     fn default_workers(&mut self, n: usize) {
         let (slot, devices) = match self {
-            Command::Prune(a) => (&mut a.run.workers, a.run.peers.devices),
-            Command::Train(a) => (&mut a.run.workers, a.run.peers.devices),
-            Command::Run(a) => (&mut a.workers, a.peers.devices),
+            Command::Prune(a) => (&mut a.run.exec.workers, a.run.exec.peers.devices),
+            Command::Train(a) => (&mut a.run.exec.workers, a.run.exec.peers.devices),
+            Command::Run(a) => (&mut a.exec.workers, a.exec.peers.devices),
             Command::Bench(a) => (&mut a.workers, None),
             _ => return,
         };

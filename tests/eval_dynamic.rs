@@ -209,7 +209,8 @@ fn prune_refuses_bad_dynamic_settings() {
         &["`wiki`", "no data"],
     );
     assert_error_line(&with(&["--reference", "llama2"]), &["reference", "`web`"]);
-    assert_error_line(&with(&["--update-rule", "fast"]), &["update rule `fast`"]);
+    let bad_rule = with(&["--update-rule", "fast"]);
+    assert_usage_error(&bad_rule, &["--update-rule", "update rule `fast`"]);
     assert_error_line(&with(&["--seq", "32"]), &["seq 32", "16 tokens"]);
     assert!(!out.join("prune_log.jsonl").exists(), "nothing written");
 }

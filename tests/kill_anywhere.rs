@@ -1,10 +1,14 @@
-//! Kill anywhere through the binary (docs/algorithm.md §9): a pruning run and a training run are
-//! killed with SIGKILL at moments drawn from a seeded generator — after a number of step-log
-//! lines plus a delay (mid-step, between checkpoints, before the first one), and inside a
-//! checkpoint write through the test hook `SHEAR_TEST_KILL_IN_CHECKPOINT` — and resumed with
-//! `--resume` after each kill. The chain must end with the uninterrupted run's step log, line for
-//! line, its masks and a byte-identical model. A newest checkpoint with a flipped byte or a
-//! truncated file is skipped with a warning, and the run resumes exactly from the one before.
+//! Kill anywhere through the binary (docs/algorithm.md §9): a pruning run, a training run,
+//! `shear data prepare` and `shear run` are killed with SIGKILL at named points that the process
+//! reaches itself (the test hook `SHEAR_TEST_KILL_AT`, `shear_io::kill_point`): inside a step,
+//! right after a step's log line, at each phase of a checkpoint write, inside the atomic
+//! replacement of a checkpoint directory and of the step log a resume cuts back, and inside data
+//! preparation's file writes — and, once, a torn last log line is left as a power loss leaves
+//! it. A run that ends by SIGKILL has reached its point, so every point of the list is known to
+//! be hit. Each chain, resumed after every kill, must end as the uninterrupted run: the step log
+//! line for line, the masks bit for bit, the model byte for byte, and no temporary left. A newest
+//! checkpoint with a flipped byte or a truncated file is skipped with a warning, and the run
+//! resumes exactly from the one before.
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use rand::rngs::StdRng;
@@ -23,14 +27,7 @@ const STEPS: usize = 30;
 const EVERY: usize = 3;
 /// Checkpoints kept (the default of --keep-checkpoints).
 const KEEP: usize = 2;
-/// Kills per chain, at most (at least 5 must fit before the run's end).
-const KILLS: usize = 8;
-/// The longest delay after the log line a kill waits for.
-const MAX_DELAY_MS: u64 = 100;
-/// Steps a run has left at least when a kill after log lines starts its delay, so that it is
-/// still running when the delay ends.
-const MARGIN: usize = 10;
-const HOOK: &str = "SHEAR_TEST_KILL_IN_CHECKPOINT";
+const KILL_AT: &str = "SHEAR_TEST_KILL_AT";
 
 /// Two domains of ids below 500, enough sequences that nothing runs out.
 fn data(dir: &Path) {
@@ -64,86 +61,75 @@ fn checkpoint_steps(out: &Path) -> Vec<usize> {
     steps
 }
 
-/// Where a run is killed.
-#[derive(Clone, Debug)]
-enum Kill {
-    /// Once the step log has `lines` lines, `delay_ms` later.
-    Lines { lines: usize, delay_ms: u64 },
-    /// By the process itself, at `phase` of writing the checkpoint of `step`.
-    Hook { step: usize, phase: &'static str },
-}
-
-/// Runs `args` until `kill` kills it (SIGKILL); its stderr goes to `stderr`. Panics if the run
-/// ends otherwise.
-fn run_killed(args: &[String], log: &Path, kill: &Kill, stderr: &Path) {
-    let mut cmd = shear();
-    cmd.args(args)
+/// Runs `shear args` with the hook set to kill it at `point`; its stderr goes to `stderr`.
+/// Panics unless it ended by SIGKILL, which only the hook sends: the point was reached.
+fn killed_at(args: &[String], point: &str, stderr: &Path) {
+    let status = shear()
+        .args(args)
+        .env(KILL_AT, point)
         .stdout(Stdio::null())
-        .stderr(File::create(stderr).unwrap());
-    if let Kill::Hook { step, phase } = kill {
-        cmd.env(HOOK, format!("{step}:{phase}"));
-    }
-    let mut child = cmd.spawn().unwrap();
-    let start = Instant::now();
-    let status = match kill {
-        Kill::Hook { .. } => child.wait().unwrap(),
-        Kill::Lines { lines: n, delay_ms } => {
-            loop {
-                if lines(log).len() >= *n {
-                    break;
-                }
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!(
-                        "{kill:?}: the run ended ({status}) before it could be killed: {}",
-                        std::fs::read_to_string(stderr).unwrap_or_default()
-                    );
-                }
-                assert!(start.elapsed() < Duration::from_secs(120), "no progress");
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            std::thread::sleep(Duration::from_millis(*delay_ms));
-            child.kill().unwrap();
-            child.wait().unwrap()
-        }
-    };
+        .stderr(File::create(stderr).unwrap())
+        .status()
+        .unwrap();
     assert_eq!(
         status.signal(),
         Some(9),
-        "{kill:?}: killed by SIGKILL, not {status}: {}",
+        "{point}: not reached (the run ended with {status}): {}",
         std::fs::read_to_string(stderr).unwrap_or_default()
     );
 }
 
-/// The next kill of the chain (`i`-th), for a run whose log has `logged` lines and whose
-/// directory holds checkpoints at `steps` before it starts; `None` when no kill fits before
-/// the run's end. Kills alternate between log lines plus a delay and the hook, the first one
-/// early enough to land before the first checkpoint at times.
-fn next_kill(rng: &mut StdRng, i: usize, logged: usize, steps: &[usize]) -> Option<Kill> {
-    // A resumed run cuts its log back only once started: wait for lines it writes itself.
-    if i.is_multiple_of(2) {
-        let lines = match i {
-            0 => rng.random_range(1..EVERY),
-            _ => logged + rng.random_range(1..=EVERY),
-        };
-        let delay_ms = rng.random_range(0..=MAX_DELAY_MS);
-        return (lines + MARGIN <= STEPS).then_some(Kill::Lines { lines, delay_ms });
-    }
-    // The first checkpoint the run writes after its log's end (it resumes at or before it),
-    // before its last step (there is none at the end).
-    let step = (logged / EVERY + 1) * EVERY;
-    if step >= STEPS {
-        return None;
-    }
-    // Older checkpoints are removed (and so a kill during the removal possible) only when
-    // KEEP of them exist as the run writes `step`.
+/// Where a chain kills a run (see the module documentation).
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// `step:N:<phase>` with `before-update` or `logged`.
+    Step(&'static str),
+    /// `checkpoint:N:<phase>`.
+    Checkpoint(&'static str),
+    /// `commit:step-N:<phase>`: the checkpoint directory moved into place.
+    Commit(&'static str),
+    /// `write:<log>:before-rename`: the step log being cut back as the run resumes.
+    LogRewrite,
+}
+
+/// The kills of a chain, in order: every phase at least once.
+const CHAIN: [Kill; 10] = [
+    Kill::Step("before-update"),
+    Kill::Checkpoint("after-records"),
+    Kill::Step("logged"),
+    Kill::Checkpoint("after-state"),
+    Kill::LogRewrite,
+    Kill::Checkpoint("after-commit"),
+    Kill::Commit("before-replace"),
+    Kill::Checkpoint("during-cleanup"),
+    Kill::Commit("after-replace"),
+    Kill::Step("logged"),
+];
+
+/// The point name of `kill` for a run whose log has `logged` lines, with checkpoints at `steps`
+/// before it starts (it resumes from the newest); `rng` picks the step where there is a
+/// choice.
+fn point(kill: Kill, rng: &mut StdRng, logged: usize, steps: &[usize], log: &str) -> String {
     let resumed_at = steps.last().copied().unwrap_or(0);
-    let before = steps.len() + (resumed_at + EVERY..step).step_by(EVERY).count();
-    let mut phases = vec!["after-records", "after-state", "after-commit"];
-    if before >= KEEP {
-        phases.push("during-cleanup");
+    // The first checkpoint the run writes after its log's end.
+    let next = (logged / EVERY + 1) * EVERY;
+    match kill {
+        Kill::Step(phase) => {
+            let step = rng.random_range(logged..logged + EVERY);
+            format!("step:{step}:{phase}")
+        }
+        Kill::Checkpoint("during-cleanup") => {
+            // Older checkpoints are removed only when KEEP of them exist as one is written.
+            let mut step = next;
+            while steps.len() + (resumed_at + EVERY..step).step_by(EVERY).count() < KEEP {
+                step += EVERY;
+            }
+            format!("checkpoint:{step}:during-cleanup")
+        }
+        Kill::Checkpoint(phase) => format!("checkpoint:{next}:{phase}"),
+        Kill::Commit(phase) => format!("commit:step-{next:08}:{phase}"),
+        Kill::LogRewrite => format!("write:{log}:before-rename"),
     }
-    let phase = phases[rng.random_range(0..phases.len())];
-    Some(Kill::Hook { step, phase })
 }
 
 /// The uninterrupted run of `args` in `tmp/whole`: its directory and log.
@@ -152,6 +138,22 @@ fn uninterrupted(args: &dyn Fn(&Path) -> Vec<String>, tmp: &Path, log_name: &str
     succeed(&args(&whole));
     assert_eq!(lines(&whole.join(log_name)).len(), STEPS);
     whole
+}
+
+/// No temporary (`.*.tmp`) and no lock left anywhere under `dir`.
+fn nothing_left(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            !(name.starts_with('.') && name.ends_with(".tmp")) && name != ".shear.lock",
+            "left behind: {}",
+            path.display()
+        );
+        if path.is_dir() {
+            nothing_left(&path);
+        }
+    }
 }
 
 /// Asserts that the run in `got` ended as the uninterrupted one in `whole`: the same step log
@@ -167,7 +169,7 @@ fn assert_same_run(whole: &Path, got: &Path, log_name: &str) {
             == std::fs::read(got.join("model/model.safetensors")).unwrap(),
         "the final models are byte-identical"
     );
-    if whole.join("masks.safetensors").exists() {
+    if log_name == "prune_log.jsonl" {
         // The same masks and multipliers, bit for bit (the metadata's key order may differ).
         assert_eq!(
             raw_tensors(&whole.join("masks.safetensors")),
@@ -177,17 +179,20 @@ fn assert_same_run(whole: &Path, got: &Path, log_name: &str) {
     }
     let steps = checkpoint_steps(got);
     assert!(steps.len() <= KEEP, "at most {KEEP} checkpoints: {steps:?}");
-    let left: Vec<_> = std::fs::read_dir(got.join("checkpoints"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with('.'))
-        .collect();
-    assert!(left.is_empty(), "no temporaries left: {left:?}");
+    nothing_left(got);
 }
 
-/// Kills a run of `args` up to [`KILLS`] times at moments drawn from `seed` (or the seed in
-/// `SHEAR_TEST_KILL_SEED`, to try others), resuming it after each kill, and compares the end
-/// with the uninterrupted run.
+/// Cuts the last line of `log` in half, as a write stopped by a power loss or a full disk
+/// leaves it.
+fn tear_last_line(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let last = text.trim_end().rsplit('\n').next().unwrap().len();
+    std::fs::write(log, &text.as_bytes()[..text.trim_end().len() - last / 2]).unwrap();
+}
+
+/// Kills a run of `args` at every point of [`CHAIN`] in turn, at steps drawn from `seed` (or
+/// the seed in `SHEAR_TEST_KILL_SEED`, to try others), resuming it after each kill; before the
+/// last resume the log's last line is torn. The end must be the uninterrupted run's.
 fn killed_anywhere_resumes_exactly(args: impl Fn(&Path) -> Vec<String>, log_name: &str, seed: u64) {
     let seed = match std::env::var("SHEAR_TEST_KILL_SEED") {
         Ok(s) => s.parse().expect("SHEAR_TEST_KILL_SEED: a number"),
@@ -199,41 +204,33 @@ fn killed_anywhere_resumes_exactly(args: impl Fn(&Path) -> Vec<String>, log_name
     let out = tmp.path().join("killed");
     let log = out.join(log_name);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut kills = Vec::new();
-    for i in 0..KILLS {
+    let mut hit = Vec::new();
+    for (i, kill) in CHAIN.into_iter().enumerate() {
         let (logged, steps) = (lines(&log).len(), checkpoint_steps(&out));
-        let Some(kill) = next_kill(&mut rng, i, logged, &steps) else {
-            break;
-        };
+        let at = point(kill, &mut rng, logged, &steps, log_name);
         let run = match i {
             0 => args(&out),
             _ => with_resume(args(&out)),
         };
         let stderr = tmp.path().join(format!("stderr-{i}.txt"));
-        run_killed(&run, &log, &kill, &stderr);
-        let said = std::fs::read_to_string(&stderr).unwrap();
+        killed_at(&run, &at, &stderr);
         if i > 0 {
-            assert_resumed_as_expected(&said, &steps);
+            assert_resumed_as_expected(&std::fs::read_to_string(&stderr).unwrap(), &steps);
         }
-        kills.push((kill, lines(&log).len(), checkpoint_steps(&out)));
+        hit.push((at, lines(&log).len(), checkpoint_steps(&out)));
     }
-    let hooks = kills
-        .iter()
-        .filter(|(k, ..)| matches!(k, Kill::Hook { .. }))
-        .count();
-    assert!(
-        kills.len() >= 5 && hooks >= 1,
-        "seed {seed}: {} kills, {hooks} in a checkpoint write: {kills:#?}",
-        kills.len()
-    );
+    tear_last_line(&log);
     let steps = checkpoint_steps(&out);
     let said = succeed(&with_resume(args(&out)));
     assert_resumed_as_expected(&said, &steps);
+    assert!(
+        said.contains(&format!("{}: dropped a torn last line", log.display())),
+        "the torn line is dropped with a warning: {said}"
+    );
     assert_same_run(&whole, &out, log_name);
     eprintln!(
-        "{log_name}, seed {seed}: {} kills (kind, log lines after, checkpoints after): \
-         {kills:?}; {:.1} s",
-        kills.len(),
+        "{log_name}, seed {seed}: killed at (point, log lines after, checkpoints after): {hit:?}; \
+         {:.1} s",
         t.elapsed().as_secs_f64()
     );
 }
@@ -278,6 +275,133 @@ fn a_training_run_killed_anywhere_resumes_exactly() {
         "train_log.jsonl",
         0x5eed_0002,
     );
+}
+
+/// Every file under `dir` (relative path -> bytes).
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            match p.is_dir() {
+                true => pending.push(p),
+                false => out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                )),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `shear data prepare` killed while it writes a shard and while it writes the manifest, then
+/// run again: the folder ends as an uninterrupted run's, file for file, with no temporary.
+#[test]
+fn data_prepare_killed_anywhere_ends_as_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_corpus(tmp.path());
+    let tok = fixture("llama2-tokenizer/tokenizer.json");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "data",
+            "prepare",
+            "--domain",
+            &format!(
+                "web={},{}",
+                tmp.path().join("web-a.jsonl").display(),
+                tmp.path().join("web-b.jsonl.gz").display()
+            ),
+            "--domain",
+            &format!("code={}", tmp.path().join("code").display()),
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--seq-len",
+            "32",
+            "--eval-sequences",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = tmp.path().join("whole");
+    succeed(&args(&whole));
+    let out = tmp.path().join("killed");
+    for (i, point) in [
+        "write:code.bin:before-rename",
+        "write:manifest.json:before-rename",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        killed_at(
+            &args(&out),
+            point,
+            &tmp.path().join(format!("stderr-{i}.txt")),
+        );
+    }
+    succeed(&args(&out));
+    assert_eq!(files(&out), files(&whole), "the same shards and manifest");
+    nothing_left(&out);
+}
+
+/// `shear run` killed in its data stage, its pruning stage and its training stage (mid-step,
+/// inside a checkpoint write, as a stage is marked complete), each time run again with the
+/// same command: it ends with the uninterrupted run's models and metrics.
+#[test]
+fn a_shear_run_killed_in_each_stage_ends_as_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two pruning steps (no checkpoint) and four training steps with a checkpoint every two:
+    // the step and checkpoint points below are each reached in one stage only.
+    let recipe = mini_recipe(tmp.path(), 2);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "run",
+            recipe.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = tmp.path().join("whole");
+    succeed(&args(&whole));
+    let out = tmp.path().join("killed");
+    let points = [
+        "write:manifest.json:before-rename",
+        "step:1:before-update",
+        "write:.complete:before-rename",
+        "commit:step-00000002:before-replace",
+        "checkpoint:2:after-state",
+        "step:3:logged",
+    ];
+    for (i, point) in points.into_iter().enumerate() {
+        killed_at(
+            &args(&out),
+            point,
+            &tmp.path().join(format!("stderr-{i}.txt")),
+        );
+    }
+    succeed(&args(&out));
+    for file in ["prune/model/model.safetensors", "train/model/model.safetensors"] {
+        assert!(
+            std::fs::read(whole.join(file)).unwrap() == std::fs::read(out.join(file)).unwrap(),
+            "{file} is byte-identical"
+        );
+    }
+    // The same masks and multipliers, bit for bit (the metadata's key order may differ).
+    let masks = |dir: &Path| raw_tensors(&dir.join("prune/masks.safetensors"));
+    assert_eq!(masks(&whole), masks(&out));
+    for log in ["prune/prune_log.jsonl", "train/train_log.jsonl"] {
+        assert_eq!(lines(&whole.join(log)), lines(&out.join(log)), "{log}");
+    }
+    let metrics = |dir: &Path| read_run_json(dir)["metrics"].clone();
+    assert_eq!(metrics(&whole), metrics(&out));
+    nothing_left(&out);
 }
 
 /// The largest file of checkpoint `dir` (a module record).
@@ -380,7 +504,7 @@ fn keep_checkpoints_is_at_least_one_and_may_change_on_resume() {
             .collect::<Vec<_>>(),
         &[],
     );
-    assert_one_line_error(&o, &["--keep-checkpoints 0", "at least 1"]);
+    assert_one_line_error(&o, &["keep_checkpoints 0", "must be at least 1"]);
     succeed(&args(&["--stop-after", "9", "--keep-checkpoints", "3"]));
     assert_eq!(checkpoint_steps(&out), [3, 6, 9]);
     succeed(&args(&[

@@ -80,9 +80,33 @@ fn assert_close(a: &Value, b: &Value, tol: f64, at: &str) -> f64 {
     }
 }
 
-/// The step logs of two runs agree step for step within 1e-5; returns the largest difference.
-fn logs_agree(a: &Path, b: &Path) -> f64 {
-    let (a, b) = (log(a), log(b));
+/// Asserts that `peers` peers ran every step of the log at `path`: each line's `peer_tokens`
+/// has one positive entry per peer, summing to the step's tokens (a run that ignored
+/// `--devices` logs no `peer_tokens`). Returns the lines without `peer_tokens`.
+fn peers_ran(path: &Path, peers: usize) -> Vec<Value> {
+    log(path)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut line)| {
+            let per: Vec<u64> = serde_json::from_value(line["peer_tokens"].take())
+                .unwrap_or_else(|e| panic!("step {i}: no peer_tokens ({e}): {line}"));
+            assert_eq!(per.len(), peers, "step {i}: {per:?}");
+            assert!(per.iter().all(|&t| t > 0), "step {i}: {per:?}");
+            assert_eq!(per.iter().sum::<u64>(), line["tokens"].as_u64().unwrap());
+            line.as_object_mut().unwrap().remove("peer_tokens");
+            line
+        })
+        .collect()
+}
+
+/// The step log of a run of `peers` peers (`a`) agrees with one peer's (`b`) step for step
+/// within 1e-5, and `a` shows that the peers ran; returns the largest difference.
+fn logs_agree(a: &Path, b: &Path, peers: usize) -> f64 {
+    let (a, b) = (peers_ran(a, peers), log(b));
+    assert!(
+        b.iter().all(|l| l.get("peer_tokens").is_none()),
+        "one peer logs no peer_tokens"
+    );
     assert_eq!(a.len(), STEPS);
     assert_eq!(b.len(), STEPS);
     let worst = a
@@ -114,14 +138,40 @@ fn two_cpu_peers_prune_like_one() {
     let stderr = succeed(&with(prune_args(&d, &two, STEPS), &["--devices", "2"]));
     assert!(!stderr.contains("panicked"), "{stderr}");
     let log = "prune_log.jsonl";
-    logs_agree(&two.join(log), &one.join(log));
+    logs_agree(&two.join(log), &one.join(log), 2);
     assert!(has_updates(&two.join(log)));
-    // Peer 0 wrote everything once: the pruned model at the target shape.
+    // Peer 0 wrote everything once: the pruned model at the target shape, whose weights, and
+    // the masks and multipliers, are one peer's up to the order of sums.
     let config: Value =
         serde_json::from_str(&std::fs::read_to_string(two.join("model/config.json")).unwrap())
             .unwrap();
     assert_eq!(config["hidden_size"], 48);
     assert_eq!(config["num_hidden_layers"], 3);
+    for file in ["model/model.safetensors", "masks.safetensors"] {
+        tensors_agree(&one.join(file), &two.join(file), 1e-4);
+    }
+}
+
+/// Every tensor of the safetensors file `b` is `a`'s within `tol` (relative to max(|a|, 1)).
+fn tensors_agree(a: &Path, b: &Path, tol: f32) {
+    let (a, b) = (raw_tensors(a), raw_tensors(b));
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for ((name, dtype, shape, x), (name_b, _, shape_b, y)) in a.iter().zip(&b) {
+        assert_eq!((name, shape), (name_b, shape_b));
+        assert_eq!(dtype, "F32", "{name}");
+        let f = |v: &[u8]| -> Vec<f32> {
+            v.chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let worst = f(x)
+            .iter()
+            .zip(&f(y))
+            .map(|(p, q)| (p - q).abs() / p.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= tol, "{name} {shape:?}: {worst:.2e}");
+    }
 }
 
 #[test]
@@ -133,29 +183,14 @@ fn two_cpu_peers_train_like_one() {
     succeed(&train_args(&d, &one, STEPS));
     succeed(&with(train_args(&d, &two, STEPS), &["--devices", "2"]));
     let log = "train_log.jsonl";
-    logs_agree(&two.join(log), &one.join(log));
+    logs_agree(&two.join(log), &one.join(log), 2);
     assert!(has_updates(&two.join(log)));
     // The models differ only by the order of sums.
-    let (a, b) = (
-        raw_tensors(&one.join("model/model.safetensors")),
-        raw_tensors(&two.join("model/model.safetensors")),
+    tensors_agree(
+        &one.join("model/model.safetensors"),
+        &two.join("model/model.safetensors"),
+        1e-5,
     );
-    assert_eq!(a.len(), b.len());
-    for ((name, dtype, shape, x), (_, _, _, y)) in a.iter().zip(&b) {
-        assert_eq!(dtype, "F32", "{name}");
-        let f = |v: &[u8]| -> Vec<f32> {
-            v.chunks(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect()
-        };
-        let (x, y) = (f(x), f(y));
-        let worst = x
-            .iter()
-            .zip(&y)
-            .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
-            .fold(0.0f32, f32::max);
-        assert!(worst <= 1e-5, "{name} {shape:?}: {worst:.2e}");
-    }
 }
 
 /// `--recompute` (blocks recomputed in the backward pass) changes the memory, not the numbers:
@@ -172,7 +207,7 @@ fn two_peers_recomputing_prune_like_one_peer() {
         &["--devices", "2", "--recompute"],
     ));
     let log = "prune_log.jsonl";
-    logs_agree(&two.join(log), &one.join(log));
+    logs_agree(&two.join(log), &one.join(log), 2);
 }
 
 /// A two-peer run killed (SIGKILL) between checkpoints and resumed with `--resume` ends with
@@ -258,7 +293,7 @@ fn two_processes_on_the_loopback_address_train_like_one() {
         );
     }
     let log = "train_log.jsonl";
-    logs_agree(&two.join(log), &one.join(log));
+    logs_agree(&two.join(log), &one.join(log), 2);
     assert!(two.join("model/model.safetensors").is_file());
 }
 

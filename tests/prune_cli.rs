@@ -284,6 +284,11 @@ fn materialize_accepts_deterministic_masks() {
 }
 
 fn refused(target: &[&str], needles: &[&str]) {
+    refused_with(target, 1, needles)
+}
+
+/// As [`refused`], with exit status `code` (2: the argument parser's refusal).
+fn refused_with(target: &[&str], code: i32, needles: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let data = token_file(tmp.path(), 500);
     let out = tmp.path().join("run");
@@ -298,7 +303,7 @@ fn refused(target: &[&str], needles: &[&str]) {
         "--steps",
         "5",
     ]);
-    assert_one_line_error(&prune(&args), needles);
+    assert_refused(&prune(&args), code, needles);
     assert!(!out.exists(), "nothing is written for a refused run");
 }
 
@@ -357,8 +362,9 @@ fn refuses_zero_layers() {
 
 #[test]
 fn refuses_a_malformed_target() {
-    refused(
+    refused_with(
         &["--target", "layers=3,hidden=48,heads=2"],
+        2,
         &["--target", "missing `intermediate=`"],
     );
 }
@@ -376,7 +382,15 @@ fn refuses_a_preset_for_a_source_of_another_shape() {
 
 #[test]
 fn refuses_an_unknown_preset() {
-    refused(&["--preset", "tiny"], &["unknown preset `tiny`"]);
+    refused_with(
+        &["--preset", "tiny"],
+        2,
+        &[
+            "--target",
+            "`tiny` is neither a shape",
+            "nor a preset (sheared-1.3b",
+        ],
+    );
 }
 
 #[test]

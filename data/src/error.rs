@@ -28,6 +28,9 @@ pub enum DataError {
     Weights(String),
     #[error("recipe: {0}")]
     Recipe(String),
+    /// A value that does not parse (an option's or a recipe key's), with what is expected.
+    #[error("{0}")]
+    Parse(String),
     #[error("tokenizer: {0}")]
     Encode(String),
     #[error(transparent)]

@@ -368,8 +368,12 @@ pub fn prepare(
         });
         shards.push(data);
     }
-    // Nothing is written until every domain has been split without error.
+    // Nothing is written until every domain has been split without error. What a killed
+    // preparation left half-written (temporaries) goes first.
     std::fs::create_dir_all(out).map_err(DataError::io(out))?;
+    for dir in std::iter::once(out.to_path_buf()).chain(Split::ALL.map(|s| out.join(s.name()))) {
+        shear_io::remove_temporaries(&dir)?;
+    }
     // An old manifest must not describe the new shards while they are being written.
     let old = out.join(crate::manifest::MANIFEST);
     if old.exists() {

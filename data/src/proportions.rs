@@ -21,42 +21,90 @@ pub const REDPAJAMA: [(&str, f64); 7] = [
 ];
 
 /// How much of each domain to use.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum Proportions {
-    /// `redpajama`, `uniform`, `tokens` (by each domain's token count) or `auto` (RedPajama
-    /// when the domains are exactly its seven, else by token count).
-    Named(String),
+    /// RedPajama's (LLaMA-1) mixture, [`REDPAJAMA`] (the domains must be its seven).
+    Redpajama,
+    /// The same weight for every domain.
+    Uniform,
+    /// By each domain's token count.
+    Tokens,
+    /// The best informed start: RedPajama's when the domains are exactly its seven, else by
+    /// token count; in a recipe's continued pre-training, the pruning stage's final weights.
+    #[default]
+    Auto,
+    /// The pruning stage's final weights (docs/algorithm.md §6.3): only in a recipe's
+    /// continued pre-training, which follows a pruning stage.
+    FromPruning,
     /// A weight for every domain, by name.
     Explicit(BTreeMap<String, f64>),
 }
 
-impl Default for Proportions {
-    fn default() -> Self {
-        Proportions::Named("auto".into())
-    }
-}
+const NAMES: [(&str, Proportions); 5] = [
+    ("redpajama", Proportions::Redpajama),
+    ("uniform", Proportions::Uniform),
+    ("tokens", Proportions::Tokens),
+    ("auto", Proportions::Auto),
+    ("pruning", Proportions::FromPruning),
+];
 
 impl fmt::Display for Proportions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Proportions::Explicit(m) = self {
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return write!(f, "{}", parts.join(","));
+        }
+        let name = NAMES
+            .iter()
+            .find(|(_, p)| p == self)
+            .map_or("?", |(n, _)| n);
+        f.write_str(name)
+    }
+}
+
+/// `redpajama` | `uniform` | `tokens` | `auto` | `pruning` | `cc=0.5,github=0.5,...`
+impl FromStr for Proportions {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        if s.contains('=') {
+            return parse_named_numbers(s).map(Proportions::Explicit);
+        }
+        let name = s.trim();
+        NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                DataError::Weights(format!(
+                    "unknown proportions `{name}` (expected redpajama, uniform, tokens, auto, \
+                     pruning, or name=weight pairs)"
+                ))
+            })
+    }
+}
+
+/// A name as a string, explicit weights as a table (recipes, checkpoints).
+impl Serialize for Proportions {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            Proportions::Named(n) => write!(f, "{n}"),
-            Proportions::Explicit(m) => {
-                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                write!(f, "{}", parts.join(","))
-            }
+            Proportions::Explicit(m) => m.serialize(s),
+            named => s.collect_str(named),
         }
     }
 }
 
-/// `redpajama` | `uniform` | `tokens` | `auto` | `cc=0.5,github=0.5,...`
-impl FromStr for Proportions {
-    type Err = DataError;
-    fn from_str(s: &str) -> Result<Self> {
-        if !s.contains('=') {
-            return Ok(Proportions::Named(s.trim().to_string()));
+impl<'de> Deserialize<'de> for Proportions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Table(BTreeMap<String, f64>),
         }
-        parse_named_numbers(s).map(Proportions::Explicit)
+        match Form::deserialize(d)? {
+            Form::Name(n) => n.parse().map_err(serde::de::Error::custom),
+            Form::Table(m) => Ok(Proportions::Explicit(m)),
+        }
     }
 }
 
@@ -89,39 +137,36 @@ impl Proportions {
     /// count (used by `tokens` and `auto`).
     pub fn resolve(&self, domains: &[String], tokens: &[u64]) -> Result<Vec<f64>> {
         let w = match self {
-            Proportions::Named(n) => match n.as_str() {
-                "uniform" => vec![1.0 / domains.len() as f64; domains.len()],
-                "tokens" => by_tokens(tokens)?,
-                "redpajama" => {
-                    let w: Vec<f64> = domains
-                        .iter()
-                        .map(|d| {
-                            redpajama(d).ok_or_else(|| {
-                                DataError::Weights(format!(
-                                    "`redpajama` has no weight for domain `{d}` (its domains: \
-                                     cc, github, book, stackexchange, wiki, arxiv, c4)"
-                                ))
-                            })
-                        })
-                        .collect::<Result<_>>()?;
-                    w
-                }
-                "auto" => {
-                    let all = domains.len() == REDPAJAMA.len()
-                        && domains.iter().all(|d| redpajama(d).is_some());
-                    return if all {
-                        Proportions::Named("redpajama".into()).resolve(domains, tokens)
-                    } else {
-                        Proportions::Named("tokens".into()).resolve(domains, tokens)
-                    };
-                }
-                other => {
-                    return Err(DataError::Weights(format!(
-                        "unknown proportions `{other}` (expected redpajama, uniform, tokens, \
-                         auto, or name=weight pairs)"
-                    )))
-                }
-            },
+            Proportions::Uniform => vec![1.0 / domains.len() as f64; domains.len()],
+            Proportions::Tokens => by_tokens(tokens)?,
+            Proportions::Redpajama => domains
+                .iter()
+                .map(|d| {
+                    redpajama(d).ok_or_else(|| {
+                        DataError::Weights(format!(
+                            "`redpajama` has no weight for domain `{d}` (its domains: cc, \
+                             github, book, stackexchange, wiki, arxiv, c4)"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+            Proportions::Auto => {
+                let all = domains.len() == REDPAJAMA.len()
+                    && domains.iter().all(|d| redpajama(d).is_some());
+                let p = if all {
+                    Proportions::Redpajama
+                } else {
+                    Proportions::Tokens
+                };
+                return p.resolve(domains, tokens);
+            }
+            Proportions::FromPruning => {
+                return Err(DataError::Weights(
+                    "`pruning` continues from a pruning stage's final weights: only a \
+                     recipe's [train] follows one"
+                        .into(),
+                ))
+            }
             Proportions::Explicit(m) => {
                 for k in m.keys() {
                     if !domains.contains(k) {

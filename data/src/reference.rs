@@ -23,19 +23,72 @@ pub const LLAMA2_LOSSES: [(&str, [f64; 3]); 7] = [
     ("c4", [1.9219, 1.8486, 1.6848]),
 ];
 
-/// Where the reference losses come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where the reference losses come from. Read from a recipe or a checkpoint as a name (`source`,
+/// `llama2`, see [`ReferenceLoss::parse`]) or a `values` / `scaling` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", remote = "Self")]
 pub enum ReferenceLoss {
     /// One number per domain.
     Values(BTreeMap<String, f64>),
     /// The source model's loss on each domain's eval split (computed by the training loop).
+    #[default]
     Source,
     /// Per domain, (total parameters, loss) points to fit `L(N) = a / N^b + c` to.
     Scaling(BTreeMap<String, Vec<[f64; 2]>>),
 }
 
+impl Serialize for ReferenceLoss {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        ReferenceLoss::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReferenceLoss {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Name(String),
+            Table(#[serde(with = "ReferenceLoss")] ReferenceLoss),
+        }
+        match Form::deserialize(d)? {
+            Form::Name(n) => ReferenceLoss::parse(&n).map_err(serde::de::Error::custom),
+            Form::Table(t) => Ok(t),
+        }
+    }
+}
+
+impl std::str::FromStr for ReferenceLoss {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        ReferenceLoss::parse(s)
+    }
+}
+
+/// `source`, `llama2`, `name=loss,...`; a scaling law other than Llama-2's as its domains.
+impl std::fmt::Display for ReferenceLoss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReferenceLoss::Source => f.write_str("source"),
+            ReferenceLoss::Values(m) => {
+                let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                f.write_str(&parts.join(","))
+            }
+            s if *s == ReferenceLoss::llama2_scaling() => f.write_str("llama2"),
+            ReferenceLoss::Scaling(m) => {
+                let names: Vec<&str> = m.keys().map(String::as_str).collect();
+                write!(f, "a scaling law for {}", names.join(", "))
+            }
+        }
+    }
+}
+
 impl ReferenceLoss {
+    /// Whether the losses come from a scaling law (no number per domain before the run).
+    pub fn is_scaling(&self) -> bool {
+        matches!(self, ReferenceLoss::Scaling(_))
+    }
+
     /// The Llama-2 scaling points of docs/algorithm.md §6.4 (the paper's default reference).
     pub fn llama2_scaling() -> Self {
         ReferenceLoss::Scaling(
@@ -62,8 +115,9 @@ impl ReferenceLoss {
             other if other.contains('=') => crate::proportions::parse_named_numbers(other)
                 .map(ReferenceLoss::Values)
                 .map_err(|e| DataError::Recipe(format!("reference losses: {e}"))),
-            other => Err(DataError::Recipe(format!(
-                "reference `{other}` (expected source, llama2, or name=loss pairs)"
+            other => Err(DataError::Parse(format!(
+                "unknown reference `{other}` (expected source, llama2, name=loss pairs or a .toml \
+                 file)"
             ))),
         }
     }
@@ -80,7 +134,7 @@ impl ReferenceLoss {
             Some(toml::Value::Table(t)) => t.clone(),
             _ => table,
         };
-        table.try_into().map_err(bad)
+        ReferenceLoss::deserialize(toml::Value::Table(table)).map_err(bad)
     }
 
     /// Losses for `domains` in order, for a target of `target_params` total parameters.

@@ -78,8 +78,8 @@ impl FromStr for UpdateRule {
             "code" => Ok(UpdateRule::Code),
             "paper" => Ok(UpdateRule::Paper),
             "constant" => Ok(UpdateRule::Constant),
-            _ => Err(DataError::Recipe(format!(
-                "update rule `{s}` (expected code, paper or constant)"
+            _ => Err(DataError::Parse(format!(
+                "unknown update rule `{s}` (expected code, paper or constant)"
             ))),
         }
     }

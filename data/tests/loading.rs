@@ -329,7 +329,7 @@ fn target_parameter_counts_match_the_scaling_rows() {
     // docs/algorithm.md §6.4 evaluates the scaling law at the targets' total parameter counts.
     let llama2_7b = shear_model::LlamaConfig::new(32000, 4096, 11008, 32, 32, 32);
     for (preset, (n, _)) in ["sheared-1.3b", "sheared-2.7b", "370m"].iter().zip(ROWS) {
-        let t = shear_model::TargetShape::preset(preset, &llama2_7b).unwrap();
+        let t = shear_model::TargetShape::preset(preset.parse().unwrap(), &llama2_7b).unwrap();
         assert_eq!(
             t.config(&llama2_7b).param_counts().total() as f64,
             n,

@@ -17,6 +17,19 @@ pub enum IoError {
     },
     #[error("{}: {msg}", path.display())]
     Json { path: PathBuf, msg: String },
+    /// The output directory's advisory lock ([`crate::OutLock`]) is held by another process, or
+    /// by another lock of this one; `pid` is the holder's, when its lock file could be read.
+    #[error(
+        "{} is in use by another shear process{}; wait for it to end or choose another output \
+         directory",
+        path.display(),
+        holder(pid)
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+}
+
+fn holder(pid: &Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
 }
 
 pub type Result<T> = std::result::Result<T, IoError>;

@@ -21,6 +21,7 @@ use crate::dtype::Dtype;
 use crate::error::{io_err, ModelError, Result};
 use crate::llama::Llama;
 use crate::names::{self, LayerTensor};
+use crate::tensor_data::to_vec_f32;
 use crate::weights::{transpose, HfTensors};
 
 const INDEX: &str = "model.safetensors.index.json";
@@ -263,12 +264,7 @@ impl<B: Backend> LazyTensor<B> {
     /// The values in Hugging Face layout (row-major over `self.shape`), as f32.
     pub(crate) fn hf_values(&self) -> Vec<f32> {
         let [r, c] = self.tensor.dims();
-        let v: Vec<f32> = self
-            .tensor
-            .to_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32 data after convert");
+        let v = to_vec_f32(self.tensor.to_data());
         if self.transpose {
             transpose(&v, r, c)
         } else {

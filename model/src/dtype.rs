@@ -106,4 +106,4 @@ impl fmt::Display for Dtype {
     }
 }
 
-crate::masks::kinds::serde_as_string!(Dtype);
+crate::kinds::serde_as_string!(Dtype);

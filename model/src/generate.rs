@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{ModelError, Result};
 use crate::llama::Llama;
+use crate::tensor_data::to_vec_f32;
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,13 +99,7 @@ fn ids_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> 
 
 fn last_logits<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
     let [_, s, v] = logits.dims();
-    logits
-        .narrow(1, s - 1, 1)
-        .reshape([v])
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .expect("f32 data after convert")
+    to_vec_f32(logits.narrow(1, s - 1, 1).reshape([v]).into_data())
 }
 
 /// Generates up to `cfg.max_new_tokens` tokens after `prompt`, calling `on_token` with each as

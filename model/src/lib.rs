@@ -12,6 +12,7 @@ mod flex_ops;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
+pub mod kinds;
 pub mod llama;
 pub mod lm_loss;
 pub mod masks;
@@ -21,6 +22,7 @@ pub mod names;
 pub mod precision;
 pub mod rope;
 pub mod target;
+pub mod tensor_data;
 pub mod weights;
 
 pub use cache::KvCache;
@@ -29,12 +31,17 @@ pub use config::{LlamaConfig, ParamCounts, RopeConfig, RopeScaling};
 pub use dtype::Dtype;
 pub use error::{ModelError, Result};
 pub use generate::{generate, GenerateConfig, Sampling};
-pub use llama::{cross_entropy, next_token_loss, LayerZ, Llama, ZMasks};
+pub use kinds::MaskSettingError;
+pub use llama::{LayerZ, Llama, ZMasks};
+pub use lm_loss::{cross_entropy, next_token_loss};
 pub use masks::{
-    ExpectedShape, HardConcrete, L0Masks, LayerMasks, Mask, MaskType, PerType, PruneModules,
+    ExpectedShape, HardConcrete, HardConcreteError, L0Masks, LayerMasks, Mask, MaskType, PerType,
+    PruneModules,
 };
 pub use materialize::{materialize, DeterministicMasks};
-pub use target::TargetShape;
+pub use precision::UnknownPrecision;
+pub use target::{Preset, TargetError, TargetShape, TargetSpec};
+pub use tensor_data::to_vec_f32;
 pub use weights::{RandomInit, WeightSource};
 
 /// Whether backend `B` runs the CPU backend's fused operations (the LM-head loss, lm_loss.rs;

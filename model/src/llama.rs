@@ -496,26 +496,3 @@ impl<B: Backend> Llama<B> {
         KvCache::new(self.layers.len())
     }
 }
-
-/// Mean cross-entropy of `logits [b, n, V]` against `targets [b, n]` -> scalar `[1]`.
-///
-/// Computed as `mean(logsumexp(logits) - logits[target])` rather than through a full
-/// `log_softmax`: the vocabulary-sized tensor is touched by fewer element-wise passes, which is
-/// where a small model spends most of its step.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let [b, n, _] = logits.dims();
-    let picked = logits.clone().gather(2, targets.reshape([b, n, 1])); // [b, n, 1]
-    let shift = logits.clone().detach().max_dim(2); // [b, n, 1], no gradient needed
-    let lse = (logits - shift.clone()).exp().sum_dim(2).log() + shift; // [b, n, 1]
-    (lse - picked).mean()
-}
-
-/// Mean next-token cross-entropy (Hugging Face's causal-LM loss) from full logits: position t
-/// predicts token t+1. `logits [b, s, V]`, `input_ids [b, s]` -> scalar `[1]`.
-pub fn next_token_loss<B: Backend>(
-    logits: Tensor<B, 3>,
-    input_ids: Tensor<B, 2, Int>,
-) -> Tensor<B, 1> {
-    let s = logits.dims()[1];
-    cross_entropy(logits.narrow(1, 0, s - 1), input_ids.narrow(1, 1, s - 1))
-}

@@ -15,6 +15,10 @@
 //! custom operation of burn's autodiff backend (its `Backward` trait) on `Autodiff<Flex>`, chosen
 //! at run time; every other backend, and bf16 compute, use the plain composition
 //! ([`lm_head_loss_reference`]), which the tests compare it with.
+//!
+//! The cross-entropy of full logits ([`cross_entropy`], and [`next_token_loss`] for evaluation
+//! and the plain forward) lives here too, so that this file needs nothing from the model
+//! (llama.rs calls into it, never the other way).
 
 use burn::prelude::*;
 
@@ -60,28 +64,34 @@ pub fn lm_head_loss_reference<B: Backend>(
         HeadLayout::OutIn => w.transpose(),
     };
     let logits = precision::matmul(h.unsqueeze::<3>(), w); // [1, n, V]
-    crate::llama::cross_entropy(logits, targets.reshape([1, n]))
+    cross_entropy(logits, targets.reshape([1, n]))
+}
+
+/// Mean cross-entropy of `logits [b, n, V]` against `targets [b, n]` -> scalar `[1]`.
+///
+/// Computed as `mean(logsumexp(logits) - logits[target])` rather than through a full
+/// `log_softmax`: the vocabulary-sized tensor is touched by fewer element-wise passes, which is
+/// where a small model spends most of its step.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, n, _] = logits.dims();
+    let picked = logits.clone().gather(2, targets.reshape([b, n, 1])); // [b, n, 1]
+    let shift = logits.clone().detach().max_dim(2); // [b, n, 1], no gradient needed
+    let lse = (logits - shift.clone()).exp().sum_dim(2).log() + shift; // [b, n, 1]
+    (lse - picked).mean()
+}
+
+/// Mean next-token cross-entropy (Hugging Face's causal-LM loss) from full logits: position t
+/// predicts token t+1. `logits [b, s, V]`, `input_ids [b, s]` -> scalar `[1]`.
+pub fn next_token_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let s = logits.dims()[1];
+    cross_entropy(logits.narrow(1, 0, s - 1), input_ids.narrow(1, 1, s - 1))
 }
 
 #[cfg(feature = "flex")]
 mod flex {
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn exp_matches_libm_to_a_few_ulp() {
-            let mut worst = 0f32;
-            for i in 0..=200_000 {
-                let x = -87.0 * i as f32 / 200_000.0;
-                let (got, want) = (super::exp_nonpositive(x), x.exp());
-                worst = worst.max(((got - want) / want).abs());
-            }
-            eprintln!("exp: largest relative error {worst:e} on [-87, 0]");
-            assert!(worst <= 5e-7, "largest relative error {worst:e}");
-            let row = [3.0f32, -1.0, 0.5, 2.0, 7.5, -3.0, 1.0, 0.0, 4.0, -2.5, 6.0];
-            assert_eq!(super::row_max(&row), 7.5);
-        }
-    }
-
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -95,6 +105,7 @@ mod flex {
 
     use super::HeadLayout;
     use crate::flex_ops::{cast, same, AD};
+    use crate::tensor_data::{to_vec_f32, to_vec_i64};
 
     type Args<B> = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1, Int>);
 
@@ -106,13 +117,7 @@ mod flex {
         layout: HeadLayout,
         targets: Tensor<B, 1, Int>,
     ) -> Result<Tensor<B, 1>, Args<B>> {
-        let host_targets = || -> Vec<i64> {
-            targets
-                .to_data()
-                .convert::<i64>()
-                .to_vec()
-                .expect("i64 data after convert")
-        };
+        let host_targets = || -> Vec<i64> { to_vec_i64(targets.to_data()) };
         let args = match cast::<Args<B>, Args<AD>>((h, w, targets.clone())) {
             Ok((h, w, _)) => {
                 let loss = autodiff(h, w, layout, &host_targets());
@@ -147,12 +152,7 @@ mod flex {
             _checkpointer: &mut Checkpointer,
         ) {
             let (dh, dw) = ops.state;
-            let scale = |grad: FlexTensor| -> f32 {
-                grad.into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .expect("f32 data")[0]
-            };
+            let scale = |grad: FlexTensor| -> f32 { to_vec_f32(grad.into_data())[0] };
             // The loss is a scalar: its gradient is one number, read once.
             let g = std::cell::Cell::new(None::<f32>);
             binary::<Flex, _, _>(
@@ -209,18 +209,45 @@ mod flex {
         cols: usize,
     }
 
+    /// The view of `t`, which must have non-negative strides. Panics unless every element its
+    /// layout addresses lies inside its storage: `offset + (rows − 1)·rs + (cols − 1)·cs <
+    /// data.len()` for a non-empty view, `offset ≤ data.len()` for an empty one. The pointer
+    /// arithmetic in [`kernel`] relies on this.
     fn view(t: &FlexTensor) -> View<'_> {
         let l = t.layout();
         let s = l.shape();
         let st = l.strides();
-        View {
+        let v = View {
             data: t.storage::<f32>(),
             offset: l.start_offset(),
             rs: st[0],
             cs: st[1],
             rows: s[0],
             cols: s[1],
-        }
+        };
+        // One past the last element addressed.
+        let end = if v.rows == 0 || v.cols == 0 {
+            Some(v.offset)
+        } else {
+            let (rs, cs) = (usize::try_from(v.rs).ok(), usize::try_from(v.cs).ok());
+            rs.zip(cs).and_then(|(rs, cs)| {
+                let far = (v.rows - 1)
+                    .checked_mul(rs)?
+                    .checked_add((v.cols - 1).checked_mul(cs)?)?;
+                v.offset.checked_add(far)?.checked_add(1)
+            })
+        };
+        assert!(
+            end.is_some_and(|end| end <= v.data.len()),
+            "a [{}, {}] view with strides ({}, {}) at offset {} overruns its storage of {} elements",
+            v.rows,
+            v.cols,
+            v.rs,
+            v.cs,
+            v.offset,
+            v.data.len()
+        );
+        v
     }
 
     /// Rows per chunk: enough for the matrix products to run at full speed, few enough that a
@@ -326,14 +353,24 @@ mod flex {
         } else {
             gemm::Parallelism::None
         };
+        // A row of `h` has at least one element, so that `h_ptr.offset(r0 · rs)` below stays in
+        // the view (a width-0 model does not pass config validation anyway).
+        assert!(n == 0 || d > 0, "hidden states of width 0");
+        // SAFETY: `view` checked `offset ≤ data.len()` for both views (inside the storage for a
+        // non-empty view, at most one past its end for an empty one), so both pointers stay
+        // within, or one past the end of, the slice they come from.
         let h_ptr = unsafe { hv.data.as_ptr().add(hv.offset) };
         let w_ptr = unsafe { wv.data.as_ptr().add(wv.offset) };
         for r0 in (0..n).step_by(CHUNK) {
             let rows = CHUNK.min(n - r0);
             let lg = &mut logits[..rows * vocab];
             // logits [rows, V] = h[r0..] [rows, d] · W [d, V]
-            // SAFETY: every pointer and stride describes memory of the tensors above (their
-            // layouts), with the shapes given; the destination is an owned buffer of that size.
+            // SAFETY: the destination `lg` holds `rows · vocab` elements and is written at
+            // `i · vocab + j` (i < rows, j < vocab). The left operand reads `h` at
+            // `offset + (r0 + i)·rs + k·cs` (r0 + i < n, k < d) and the right one `W` at
+            // `offset + k·w_rs + j·w_cs`, i.e. element (k, j) or (j, k) of its [rows, cols]
+            // view: all inside the storage, as `view` checked for these (non-empty) views;
+            // `h_ptr.offset(r0 · rs)` is the start of row r0 < n, inside it too.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -383,6 +420,14 @@ mod flex {
                 continue;
             }
             // dh[r0..] [rows, d] = G [rows, V] · Wᵀ [V, d];  dW [d, V] += h[r0..]ᵀ [d, rows] · G
+            // SAFETY: with `grads`, `dh` holds `n · d` and `dw` `d · vocab` elements. `dh` is
+            // written from `r0 · d` at `(r0 + i)·d + k` (i < rows, k < d), below
+            // `(r0 + rows)·d ≤ n · d` as `rows ≤ n − r0`; `dw` at `k · vocab + j` (k < d,
+            // j < vocab). `lg` (`rows · vocab` elements) is read at `i · vocab + j`. `W` is read
+            // at `offset + k·w_rs + j·w_cs` (k < d, j < vocab) and `h` at
+            // `offset + (r0 + i)·rs + k·cs` (i < rows, k < d): elements of their views, inside
+            // the storage as `view` checked. `dh`, `dw` and `lg` are distinct owned buffers, so
+            // no destination overlaps an operand.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -443,5 +488,22 @@ mod flex {
             }
         };
         (loss, Some((dh, dw)))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn exp_matches_libm_to_a_few_ulp() {
+            let mut worst = 0f32;
+            for i in 0..=200_000 {
+                let x = -87.0 * i as f32 / 200_000.0;
+                let (got, want) = (super::exp_nonpositive(x), x.exp());
+                worst = worst.max(((got - want) / want).abs());
+            }
+            eprintln!("exp: largest relative error {worst:e} on [-87, 0]");
+            assert!(worst <= 5e-7, "largest relative error {worst:e}");
+            let row = [3.0f32, -1.0, 0.5, 2.0, 7.5, -3.0, 1.0, 0.0, 4.0, -2.5, 6.0];
+            assert_eq!(super::row_max(&row), 7.5);
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{ModelError, Result};
 use crate::masks::{HardConcrete, L0Masks, Mask, MaskType, PerType};
 use crate::materialize::DeterministicMasks;
 use crate::target::TargetShape;
+use crate::tensor_data::to_vec_f32;
 
 const FORMAT: &str = "shear-masks";
 
@@ -41,7 +42,7 @@ pub fn save_masks<B: Backend>(path: &Path, masks: &L0Masks<B>, state: &MaskState
     for k in masks.types() {
         let t = masks.get(k).expect("present").log_alpha.val();
         let [r, n] = t.dims();
-        let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().expect("f32");
+        let v = to_vec_f32(t.into_data());
         let shape = if r == 1 { vec![n] } else { vec![r, n] };
         tensors.push((format!("log_alpha.{k}"), shape, Dtype::F32.encode(&v)));
     }
@@ -166,11 +167,7 @@ pub fn load_masks<B: Backend>(
         if !names.contains(&name) {
             return Ok(types.iter().map(|k| (*k, 0.0)).collect());
         }
-        let v: Vec<f32> = get(name, 1, MaskType::ALL.len())?
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32");
+        let v = to_vec_f32(get(name, 1, MaskType::ALL.len())?.into_data());
         Ok(types
             .iter()
             .copied()
@@ -180,8 +177,8 @@ pub fn load_masks<B: Backend>(
     let target: TargetShape = meta
         .get("target")
         .ok_or_else(|| bad("no `target` in the metadata".into()))?
-        .parse()
-        .map_err(|e: String| bad(format!("metadata `target`: {e}")))?;
+        .parse::<TargetShape>()
+        .map_err(|e| bad(format!("metadata `target`: {e}")))?;
     let step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(MaskFile::LogAlpha(
         Box::new(masks),

@@ -25,15 +25,22 @@ pub enum Compute {
     Bf16,
 }
 
+/// A precision name [`Compute`] does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown precision `{name}` (expected f32 or bf16)")]
+pub struct UnknownPrecision {
+    pub name: String,
+}
+
 impl FromStr for Compute {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownPrecision;
+    fn from_str(s: &str) -> Result<Self, UnknownPrecision> {
         match s {
             "f32" | "fp32" | "float32" => Ok(Compute::F32),
             "bf16" | "bfloat16" => Ok(Compute::Bf16),
-            other => Err(format!(
-                "unknown precision `{other}` (expected f32 or bf16)"
-            )),
+            other => Err(UnknownPrecision {
+                name: other.to_string(),
+            }),
         }
     }
 }

@@ -15,7 +15,7 @@ use shear_train::prune::PruneLog;
 use shear_train::Observer;
 
 use crate::error::{invalid, Result};
-use crate::run::{Stages, TrainPlan};
+use crate::stages::{Stages, TrainStageSpec};
 use crate::summary::{CompareSummary, Shape, ShapeReached, StageTiming};
 use crate::train::Init;
 
@@ -29,9 +29,12 @@ pub(crate) fn compare<B: Backend>(
 ) -> Result<CompareSummary> {
     let recipe = stage.recipe;
     let (p, tr) = (&recipe.prune, &recipe.train);
+    let Some(reference) = stage.reference_losses.clone() else {
+        return invalid!("compare needs reference losses per domain (not a scaling law)");
+    };
     let dir = out.join("compare");
     let train_tokens = if tr.enabled {
-        stage.train_tokens(tr.steps)
+        stage.train_tokens(tr.config.steps)
     } else {
         0
     };
@@ -41,14 +44,14 @@ pub(crate) fn compare<B: Backend>(
 
     // (a) From scratch, same total tokens.
     let scratch_dir = dir.join("scratch");
-    let plan = TrainPlan {
+    let plan = TrainStageSpec {
         init: Init::Random,
         steps: scratch_steps,
-        lr: recipe.compare.scratch_lr.unwrap_or(tr.lr),
+        lr: recipe.compare.scratch_lr.unwrap_or(tr.config.lr),
         warmup: recipe.compare.scratch_warmup,
-        proportions: p.proportions.clone(),
+        proportions: p.mixture.proportions.clone(),
         update_rule: recipe.dynamic.update_rule,
-        distill: None,
+        distill: false,
     };
     let pruned = prune_dir.join("model");
     stages.push(stage.train::<B>("scratch", &scratch_dir, &pruned, plan, device, observer)?);
@@ -65,7 +68,8 @@ pub(crate) fn compare<B: Backend>(
     )?);
     let static_final = if tr.enabled {
         let d = dir.join("static").join("train");
-        let plan = TrainPlan::continued(recipe, p.proportions.clone(), UpdateRule::Constant);
+        let initial = p.mixture.proportions.clone();
+        let plan = TrainStageSpec::continued(recipe, initial, UpdateRule::Constant);
         let model = static_prune.join("model");
         stages.push(stage.train::<B>("static train", &d, &model, plan, device, observer)?);
         d.join("model")
@@ -73,11 +77,6 @@ pub(crate) fn compare<B: Backend>(
         static_prune.join("model")
     };
     let static_ = stage.eval::<B>("static", &static_final, device, observer)?;
-
-    // The reference the gaps are measured against: what the stages used.
-    let Some(reference) = stage.reference_losses.clone() else {
-        return invalid!("compare needs reference losses per domain (not a scaling law)");
-    };
 
     // (c) The materialized shape against the target, and the last expected shape.
     let got = LlamaConfig::from_file(&pruned)?;

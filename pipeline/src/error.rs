@@ -12,9 +12,9 @@ pub enum PipelineError {
     #[error(transparent)]
     File(#[from] shear_io::IoError),
     #[error(transparent)]
-    Recipe(#[from] crate::recipe::RecipeError),
+    Recipe(#[from] RecipeError),
     #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
+    Report(#[from] ReportError),
     /// A setting that cannot work, named with its value.
     #[error("{0}")]
     Invalid(String),
@@ -37,9 +37,59 @@ pub enum PipelineError {
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
 
+/// A recipe that cannot be read or cannot work: the file (empty when the recipe is not from
+/// a file) and the message, which names the key (`prune.steps`, `[prune] lr_masks ...`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{msg}", if path.as_os_str().is_empty() { String::new() } else { format!("{}: ", path.display()) })]
+pub struct RecipeError {
+    pub path: std::path::PathBuf,
+    pub msg: String,
+}
+
+impl RecipeError {
+    pub fn new(path: &std::path::Path, msg: impl Into<String>) -> Self {
+        RecipeError {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    /// This error, of the recipe in `path`.
+    pub fn at(self, path: &std::path::Path) -> Self {
+        RecipeError {
+            path: path.to_path_buf(),
+            ..self
+        }
+    }
+}
+
+impl From<String> for RecipeError {
+    fn from(msg: String) -> Self {
+        RecipeError {
+            path: std::path::PathBuf::new(),
+            msg,
+        }
+    }
+}
+
+/// The report (charts and `report.md`) cannot be written, or a log it reads is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {msg}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    #[error("chart {}: {msg}", path.display())]
+    Chart {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    #[error("report: {0}")]
+    Log(#[from] shear_io::IoError),
+}
+
 impl PipelineError {
-    /// Whether this is a failed collective operation between data-parallel peers (often only
-    /// the echo of another peer's failure).
     /// Whether this is (or wraps) a run stopped by a signal ([`PipelineError::Interrupted`]).
     pub fn is_interrupted(&self) -> bool {
         match self {
@@ -49,6 +99,8 @@ impl PipelineError {
         }
     }
 
+    /// Whether this is a failed collective operation between data-parallel peers (often only
+    /// the echo of another peer's failure).
     pub fn is_collective(&self) -> bool {
         match self {
             PipelineError::Train(shear_train::TrainError::Collective(_)) => true,

@@ -8,11 +8,12 @@ use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 use shear_data::{Split, Tokenizer};
 use shear_model::{next_token_loss, LlamaConfig};
-use shear_train::eval::{eval_domains, score_task, DomainLoss, TaskScore};
+use shear_train::eval::{eval_domains, score_task, TaskScore};
 use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, Result};
 use crate::feed::open_prepared;
+use crate::summary::{ModelMetrics, TextLoss};
 
 /// What to evaluate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,16 +38,6 @@ pub struct EvalJob {
     pub logits_out: Option<PathBuf>,
 }
 
-/// The loss of one text.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TextLoss {
-    pub file: PathBuf,
-    /// Predicted tokens (the text's tokens minus one).
-    pub tokens: usize,
-    pub loss: f64,
-    pub perplexity: f64,
-}
-
 impl EvalJob {
     pub fn new(model: impl Into<PathBuf>) -> Self {
         EvalJob {
@@ -59,28 +50,6 @@ impl EvalJob {
             texts: vec![],
             logits_out: None,
         }
-    }
-}
-
-/// A model's evaluation, as run.json holds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelMetrics {
-    pub params: usize,
-    pub domains: Vec<DomainLoss>,
-    pub tasks: Vec<TaskScore>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub texts: Vec<TextLoss>,
-}
-
-impl ModelMetrics {
-    /// Mean of the per-domain losses.
-    pub fn mean_loss(&self) -> f64 {
-        let n = self.domains.len().max(1) as f64;
-        self.domains.iter().map(|d| d.loss).sum::<f64>() / n
-    }
-
-    pub fn losses(&self) -> Vec<f64> {
-        self.domains.iter().map(|d| d.loss).collect()
     }
 }
 

@@ -18,29 +18,80 @@ use shear_train::source::{BatchSource, StreamSource};
 
 use crate::error::{invalid, Context, Result};
 
-/// Where a stage's batches come from and how dynamic batch loading behaves.
+/// Where a stage's batches come from and how dynamic batch loading behaves. With the `clap`
+/// feature, the flags of `shear prune` / `shear train`; recorded in checkpoints (flattened).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct DataOptions {
-    /// A prepared data folder (`shear data prepare`), or one `.txt` file (tokenized with the
-    /// model's tokenizer) / file of token ids.
+    /// Training data: a prepared data folder (`shear data prepare`; dynamic batch loading over
+    /// its prune split for `prune`, its train split for `train`), or one .txt file (tokenized
+    /// with the model's tokenizer) or file of token ids (random windows, one domain).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub data: PathBuf,
     /// Tokens per sequence (default: the prepared data's, or 512 for a single file).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub seq: Option<usize>,
-    /// Initial domain weights.
-    pub proportions: Proportions,
-    pub update_rule: UpdateRule,
-    /// Update the weights after every this many steps (default: 50 when pruning, 400 in
-    /// continued pre-training, §6.2).
-    pub update_every: Option<usize>,
-    /// Reference losses.
-    pub reference: ReferenceLoss,
-    /// The model whose eval losses are the reference when `reference` is `Source` (default for
-    /// pruning: the source being pruned; continued pre-training must name it).
+    /// The model whose eval losses are the `source` reference (directory or hub id; default
+    /// for pruning: the source being pruned; continued pre-training must name it).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub reference_model: Option<PathBuf>,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
+    pub mixture: Mixture,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "clap", command(flatten))]
+    pub dynamic: Dynamic,
+}
+
+/// A stage's initial domain weights and how often they are updated (docs/algorithm.md §6.2,
+/// §6.3): keys of a recipe's `[prune]` and `[train]` tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct Mixture {
+    /// Initial domain weights: redpajama | uniform | tokens | auto | NAME=W,... (prepared data;
+    /// `auto`: RedPajama's for its seven domains, else by tokens; in a recipe's continued
+    /// pre-training, the pruning stage's final weights).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = Mixture::default().proportions))]
+    pub proportions: Proportions,
+    /// Update the domain weights after every this many steps (default: 50 when pruning, 400
+    /// in continued pre-training).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub update_every: Option<usize>,
+}
+
+/// How dynamic batch loading compares the domains (docs/algorithm.md §6): a recipe's
+/// `[dynamic]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct Dynamic {
+    /// Domain-weight update: code (reference code), paper, or constant (static mixture).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = Dynamic::default().update_rule))]
+    pub update_rule: UpdateRule,
+    /// Reference losses: source (the eval losses of the source model: for `prune` the model
+    /// being pruned, for `train` the one named by --reference-model), llama2 (the Llama-2
+    /// scaling-law fit, RedPajama domains), NAME=LOSS,..., or a TOML file with
+    /// `[reference.values]` or `[reference.scaling]` (NAME = [[params, loss], ...]).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = Dynamic::default().reference))]
+    pub reference: ReferenceLoss,
     /// Sequences per evaluation batch.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = Dynamic::default().eval_batch))]
     pub eval_batch: usize,
     /// At most this many eval sequences per domain (default: all).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub eval_sequences: Option<usize>,
+}
+
+impl Default for Dynamic {
+    fn default() -> Self {
+        Dynamic {
+            update_rule: UpdateRule::Code,
+            reference: ReferenceLoss::Source,
+            eval_batch: 8,
+            eval_sequences: None,
+        }
+    }
 }
 
 impl DataOptions {
@@ -49,40 +100,10 @@ impl DataOptions {
         DataOptions {
             data: data.into(),
             seq: None,
-            proportions: Proportions::default(),
-            update_rule: UpdateRule::Code,
-            update_every: None,
-            reference: ReferenceLoss::Source,
             reference_model: None,
-            eval_batch: 8,
-            eval_sequences: None,
+            mixture: Mixture::default(),
+            dynamic: Dynamic::default(),
         }
-    }
-
-    pub fn with_proportions(mut self, p: Proportions) -> Self {
-        self.proportions = p;
-        self
-    }
-
-    pub fn with_update_rule(mut self, r: UpdateRule) -> Self {
-        self.update_rule = r;
-        self
-    }
-
-    pub fn with_update_every(mut self, every: usize) -> Self {
-        self.update_every = Some(every);
-        self
-    }
-
-    pub fn with_reference(mut self, r: ReferenceLoss) -> Self {
-        self.reference = r;
-        self
-    }
-
-    pub fn with_eval(mut self, batch: usize, sequences: Option<usize>) -> Self {
-        self.eval_batch = batch;
-        self.eval_sequences = sequences;
-        self
     }
 
     /// Absolute paths, so that a resumed run compares equal wherever it is started from.
@@ -90,6 +111,24 @@ impl DataOptions {
         self.data = canonical(&self.data);
         self.reference_model = self.reference_model.as_deref().map(canonical);
         self
+    }
+
+    /// Refuses values that cannot work; the message names the setting.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(s) = self.seq.filter(|&s| s < 2) {
+            return invalid!("seq {s}: need at least 2 tokens per sequence for a next-token loss");
+        }
+        if self.mixture.update_every == Some(0) {
+            return invalid!("update_every 0: must be positive");
+        }
+        let d = &self.dynamic;
+        if d.eval_batch == 0 {
+            return invalid!("eval_batch 0: must be positive");
+        }
+        if d.eval_sequences == Some(0) {
+            return invalid!("eval_sequences 0: must be positive (leave it out for all)");
+        }
+        Ok(())
     }
 }
 
@@ -137,9 +176,7 @@ impl Feed {
         model_dir: &Path,
         config: &LlamaConfig,
     ) -> Result<(Self, Option<String>)> {
-        if let Some(s) = opts.seq.filter(|&s| s < 2) {
-            return invalid!("seq {s}: need at least 2 tokens for a next-token loss");
-        }
+        opts.validate()?;
         if PreparedData::is_prepared(&opts.data) {
             let (data, warning) = open_prepared(&opts.data, model_dir, config)?;
             let seq = data.manifest.seq_len;
@@ -175,21 +212,6 @@ impl Feed {
         Ok((Feed::Stream(std::sync::Arc::new(stream), seq), None))
     }
 
-    pub fn seq_len(&self) -> usize {
-        match self {
-            Feed::Prepared(d) => d.manifest.seq_len,
-            Feed::Stream(_, seq) => *seq,
-        }
-    }
-
-    /// The domain names (one, `stream`, for a token stream).
-    pub fn domains(&self) -> Vec<String> {
-        match self {
-            Feed::Prepared(d) => d.domains(),
-            Feed::Stream(..) => vec!["stream".into()],
-        }
-    }
-
     /// The initial domain weights of `split`, as `opts.proportions` resolves them.
     pub fn initial_weights(&self, opts: &DataOptions, split: Split) -> Result<Vec<f64>> {
         match self {
@@ -206,6 +228,7 @@ impl Feed {
     ) -> Result<Option<Vec<f64>>> {
         match self {
             Feed::Prepared(d) => opts
+                .dynamic
                 .reference
                 .resolve(&d.domains(), target_params)
                 .context("reference"),
@@ -219,7 +242,7 @@ impl Feed {
     pub fn source<B: AutodiffBackend>(
         &self,
         opts: &DataOptions,
-        plan: &LoaderPlan,
+        plan: &LoaderSpec,
         reference: Vec<f64>,
         device: &B::Device,
     ) -> Result<Box<dyn BatchSource<B>>> {
@@ -260,10 +283,10 @@ impl Feed {
                     split.name()
                 ))?;
                 let cfg = DynamicConfig {
-                    rule: opts.update_rule,
-                    every: opts.update_every.unwrap_or(plan.default_every),
-                    eval_batch: opts.eval_batch,
-                    eval_sequences: opts.eval_sequences,
+                    rule: opts.dynamic.update_rule,
+                    every: opts.mixture.update_every.unwrap_or(plan.default_every),
+                    eval_batch: opts.dynamic.eval_batch,
+                    eval_sequences: opts.dynamic.eval_sequences,
                     eval_first: plan.eval_first,
                 };
                 Ok(Box::new(
@@ -282,7 +305,7 @@ impl Feed {
 
 /// How a loop reads its data.
 #[derive(Clone, Debug)]
-pub struct LoaderPlan {
+pub struct LoaderSpec {
     pub split: Split,
     /// Sequences per micro-batch.
     pub batch: usize,
@@ -298,6 +321,32 @@ pub struct LoaderPlan {
     pub peer: Peer,
 }
 
+impl LoaderSpec {
+    /// The loop of one peer: `split`, micro-batches of `batch`, `grad_accum` per step, `steps`
+    /// steps, `seed`; domain-weight updates every `default_every` steps unless the options say
+    /// otherwise, and one before the first step when `eval_first`.
+    pub fn new(
+        split: Split,
+        batch: usize,
+        grad_accum: usize,
+        steps: usize,
+        seed: u64,
+        default_every: usize,
+        eval_first: bool,
+    ) -> Self {
+        LoaderSpec {
+            split,
+            batch,
+            grad_accum,
+            steps,
+            seed,
+            default_every,
+            eval_first,
+            peer: Peer::solo(),
+        }
+    }
+}
+
 fn prepared_weights(data: &PreparedData, opts: &DataOptions, split: Split) -> Result<Vec<f64>> {
     let seq = data.manifest.seq_len;
     let tokens: Vec<u64> = data
@@ -305,7 +354,7 @@ fn prepared_weights(data: &PreparedData, opts: &DataOptions, split: Split) -> Re
         .iter()
         .map(|s| (s.len() * seq) as u64)
         .collect();
-    opts.proportions
-        .resolve(&data.domains(), &tokens)
-        .context(format!("proportions {}", opts.proportions))
+    let p = &opts.mixture.proportions;
+    p.resolve(&data.domains(), &tokens)
+        .context(format!("proportions {p}"))
 }

@@ -6,28 +6,38 @@
 //! [`shear_train::Observer`]; the `shear` binary renders it with a progress bar.
 //!
 //! ```no_run
-//! use shear_pipeline::{feed::DataOptions, prune::{prune, PruneJob}};
-//! use shear_train::prune::PruneConfig;
+//! use shear_pipeline::feed::DataOptions;
+//! use shear_pipeline::prune::{prune, PruneSettings};
+//! use shear_pipeline::stage::Job;
+//! use shear_train::prune::{PruneConfig, PruneHyper};
 //! # fn main() -> shear_pipeline::Result<()> {
 //! type B = burn::backend::Flex;
 //! let target = "layers=3,hidden=64,heads=2,intermediate=176".parse().unwrap();
-//! let job = PruneJob::new("assets/tiny", PruneConfig::new(target, 40), DataOptions::new("data/"), "out/");
-//! let outcome = prune::<B>(&job, &Default::default(), &mut shear_train::Silent)?;
+//! let hyper = PruneHyper { steps: 40, ..PruneHyper::default() };
+//! let settings = PruneSettings::new("assets/tiny", PruneConfig::new(target, hyper), DataOptions::new("data/"));
+//! let outcome = prune::<B>(&Job::new(settings, "out/"), &Default::default(), &mut shear_train::Silent)?;
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod compare;
+pub mod controls;
 pub mod embedded;
 pub mod error;
 pub mod eval;
 pub mod feed;
 pub mod materialize;
+pub mod out;
+mod peers;
 pub mod prune;
 pub mod recipe;
 mod reference;
 pub mod report;
 pub mod run;
 pub mod stage;
+mod stages;
+mod steps;
 pub mod summary;
 pub mod train;
 

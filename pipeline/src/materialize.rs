@@ -8,7 +8,7 @@ use shear_model::masks_file::{load_masks, MaskFile};
 use shear_model::{materialize, Dtype, LlamaConfig, TargetShape};
 
 use crate::error::{Context, PipelineError, Result};
-use crate::prune::save_with_tokenizer;
+use crate::stage::save_with_tokenizer;
 
 /// Materializes `source` with `masks` into `out`: at `target` (default: the mask file's) for a
 /// pruning mask file, with the temperature the masks were trained with. Returns the new config.
@@ -36,6 +36,7 @@ pub fn materialize_masks<B: Backend>(
     let model = shear_model::load_llama::<B>(source, device)
         .context(format!("cannot load model {}", source.display()))?;
     let small = materialize(&model, &z, device).context("cannot materialize")?;
+    let _lock = crate::out::create_locked(out)?;
     save_with_tokenizer(&small, out, dtype, source)?;
     Ok(small.config.clone())
 }

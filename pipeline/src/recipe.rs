@@ -1,17 +1,27 @@
 //! A recipe: one TOML file describing a whole run — source model and target shape, domains and
-//! their data, dynamic batch loading, pruning, continued pre-training and evaluation. Every key
-//! has a default (below); fields are parsed into their types when the file is read, and an
-//! unknown key, a wrong type or an impossible value is an error naming the key.
+//! their data, dynamic batch loading, pruning, continued pre-training and evaluation.
+//!
+//! The sections are the libraries' own settings, not copies: `[prune]` is
+//! [`PruneHyper`] + [`Mixture`] + [`Checkpointing`], `[train]` is [`TrainConfig`] + [`Mixture`] +
+//! [`Checkpointing`], `[dynamic]` is [`Dynamic`] and `[run]` holds the [`Guard`]; their keys,
+//! defaults and checks are those types' (the same as `shear prune` / `shear train`'s flags).
+//! Every key has a default; an unknown key, a wrong type or an impossible value is an error
+//! naming the key (`prune.steps`).
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shear_data::prepare::PrepareRecipe;
-use shear_data::{Proportions, ReferenceLoss, UpdateRule};
+use shear_data::Proportions;
 use shear_model::precision::Compute;
-use shear_model::{Dtype, LayerMasks, LlamaConfig, PruneModules, TargetShape};
-use shear_train::prune::PruneConfig;
-use shear_train::trainer::{Distill, TrainConfig};
+use shear_model::{Dtype, LlamaConfig, TargetShape, TargetSpec};
+use shear_train::prune::{PruneConfig, PruneHyper};
+use shear_train::trainer::TrainConfig;
+
+use crate::controls::{Checkpointing, Guard};
+pub use crate::error::RecipeError;
+use crate::feed::{Dynamic, Mixture};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +29,7 @@ pub struct Recipe {
     pub model: ModelSection,
     pub data: PrepareRecipe,
     #[serde(default)]
-    pub dynamic: DynamicSection,
+    pub dynamic: Dynamic,
     #[serde(default)]
     pub prune: PruneSection,
     #[serde(default)]
@@ -32,208 +42,74 @@ pub struct Recipe {
     pub run: RunSection,
 }
 
-/// How the stages run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunSection {
-    /// Data-parallel peers (devices) of the pruning and training stages (`--devices`
-    /// overrides it).
-    #[serde(default = "one")]
-    pub devices: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl Default for RunSection {
-    fn default() -> Self {
-        RunSection { devices: 1 }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// Model directory (relative to the recipe) or hub id.
     pub source: String,
-    /// `layers=..,hidden=..,heads=..,kv_heads=..,intermediate=..`; or `preset`.
-    #[serde(default)]
-    pub target: Option<TargetShape>,
-    /// A named target (`shear prune --help` lists them).
-    #[serde(default)]
-    pub preset: Option<String>,
+    /// `layers=..,hidden=..,heads=..,kv_heads=..,intermediate=..`, or a preset name
+    /// (`sheared-1.3b`, `sheared-2.7b`, `370m`; the key `preset` is the same).
+    #[serde(alias = "preset")]
+    pub target: TargetSpec,
     /// Storage dtype of the outputs (default: the source's).
     #[serde(default)]
     pub dtype: Option<Dtype>,
-    /// `layer` (default) or `head-layer-mlp`.
-    #[serde(default)]
-    pub layer_masks: LayerMasks,
-    /// The dimensions to prune (default all: `hidden,heads,intermediate,layers`).
-    #[serde(default)]
-    pub prune: PruneModules,
     /// Compute precision of pruning and training: `f32` (default) or `bf16` (mixed precision:
     /// bf16 matrix products, f32 weights and optimizer; for GPUs).
     #[serde(default)]
     pub precision: Compute,
 }
 
-/// Reference losses: `"source"`, `"llama2"`, or a `values` / `scaling` table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum ReferenceSpec {
-    Named(String),
-    Table(ReferenceLoss),
-}
-
-impl ReferenceSpec {
-    pub fn to_loss(&self) -> Result<ReferenceLoss, String> {
-        match self {
-            ReferenceSpec::Named(n) => ReferenceLoss::parse(n).map_err(|e| e.to_string()),
-            ReferenceSpec::Table(t) => Ok(t.clone()),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DynamicSection {
-    /// `code` (default), `paper` or `constant`.
-    #[serde(default = "default_rule")]
-    pub update_rule: UpdateRule,
-    /// Default `source`.
-    #[serde(default = "default_reference")]
-    pub reference: ReferenceSpec,
-    #[serde(default = "default_eval_batch")]
-    pub eval_batch: usize,
-    /// At most this many eval sequences per domain (default: all).
-    #[serde(default)]
-    pub eval_sequences: Option<usize>,
-}
-
-fn default_rule() -> UpdateRule {
-    UpdateRule::Code
-}
-fn default_reference() -> ReferenceSpec {
-    ReferenceSpec::Named("source".into())
-}
-fn default_eval_batch() -> usize {
-    8
-}
-
-impl Default for DynamicSection {
-    fn default() -> Self {
-        DynamicSection {
-            update_rule: default_rule(),
-            reference: default_reference(),
-            eval_batch: default_eval_batch(),
-            eval_sequences: None,
-        }
-    }
-}
-
 /// Pruning (defaults: docs/algorithm.md §4.3).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PruneSection {
-    pub steps: usize,
-    /// Sequences per micro-batch.
-    pub batch: usize,
-    pub grad_accum: usize,
-    pub lr_weights: f64,
-    pub lr_masks: f64,
-    pub lr_lambda: f64,
-    /// Default 10 % of the steps.
-    pub lr_warmup: Option<usize>,
-    /// Default 20 % of the steps.
-    pub lagrangian_warmup: Option<usize>,
-    pub update_every: usize,
-    /// Initial domain weights (`redpajama`, `uniform`, `tokens`, `auto`, or a table).
-    pub proportions: Proportions,
-    /// Checkpoint every this many steps (an interrupted stage resumes from the newest).
-    pub save_every: usize,
-    /// Keep the newest this many checkpoints (docs/algorithm.md §9); may change on resume.
-    pub keep_checkpoints: usize,
-    pub seed: u64,
-    /// Hard-concrete temperature β (2/3: the reference code; 0.83: the paper).
-    pub temperature: f64,
-}
-
-impl Default for PruneSection {
-    fn default() -> Self {
-        PruneSection {
-            steps: 3200,
-            batch: 4,
-            grad_accum: 8,
-            lr_weights: 1e-4,
-            lr_masks: 1.0,
-            lr_lambda: 1.0,
-            lr_warmup: None,
-            lagrangian_warmup: None,
-            update_every: 50,
-            proportions: Proportions::default(),
-            save_every: 400,
-            keep_checkpoints: 2,
-            seed: 0,
-            temperature: 2.0 / 3.0,
-        }
-    }
+    #[serde(flatten)]
+    pub hyper: PruneHyper,
+    #[serde(flatten)]
+    pub mixture: Mixture,
+    #[serde(flatten)]
+    pub checkpoints: Checkpointing,
 }
 
 /// Continued pre-training (defaults: docs/algorithm.md §7).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct TrainSection {
     /// Run this stage at all.
     pub enabled: bool,
-    pub steps: usize,
-    pub batch: usize,
-    pub grad_accum: usize,
-    pub lr: f64,
-    /// Default 3 % of the steps.
-    pub warmup: Option<usize>,
-    pub min_lr_ratio: f64,
-    pub weight_decay: f64,
-    pub max_grad_norm: f64,
-    pub update_every: usize,
-    /// Initial domain weights; `pruning` (default) continues from the pruning stage's final
-    /// weights (Paper §2.2).
-    pub proportions: Proportions,
-    pub save_every: usize,
-    /// Keep the newest this many checkpoints (docs/algorithm.md §9); may change on resume.
-    pub keep_checkpoints: usize,
-    pub seed: u64,
-    /// Knowledge distillation from the source model (off by default).
-    pub distill: Option<DistillSection>,
+    /// Distil from the source model (`distill_weight`, `distill_temperature`).
+    pub distill: bool,
+    #[serde(flatten)]
+    pub config: TrainConfig,
+    /// `proportions` `auto` (the default) continues from the pruning stage's final weights
+    /// (Paper §2.2), as `pruning` does.
+    #[serde(flatten)]
+    pub mixture: Mixture,
+    #[serde(flatten)]
+    pub checkpoints: Checkpointing,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
         TrainSection {
             enabled: true,
-            steps: 48_000,
-            batch: 16,
-            grad_accum: 16,
-            lr: 1e-4,
-            warmup: None,
-            min_lr_ratio: 0.1,
-            weight_decay: 0.0,
-            max_grad_norm: 1.0,
-            update_every: 400,
-            proportions: Proportions::Named("pruning".into()),
-            save_every: 3200,
-            keep_checkpoints: 2,
-            seed: 0,
-            distill: None,
+            distill: false,
+            config: TrainConfig::default(),
+            mixture: Mixture::default(),
+            checkpoints: Checkpointing::default(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DistillSection {
-    pub weight: f64,
-    pub temperature: f64,
+impl TrainSection {
+    /// Whether training starts from the pruning stage's final weights.
+    pub fn from_pruning(&self) -> bool {
+        matches!(
+            self.mixture.proportions,
+            Proportions::Auto | Proportions::FromPruning
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -253,6 +129,148 @@ impl Default for EvalSection {
             max_sequences: None,
         }
     }
+}
+
+/// The baselines `shear run --compare` adds (the paper's claims in miniature): the target shape
+/// trained from scratch on as many tokens as pruning + continued training used, and the same
+/// pruning + continued training with a static mixture instead of dynamic batch loading.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareSection {
+    /// Peak learning rate of the from-scratch baseline (default: `train.lr`).
+    pub scratch_lr: Option<f64>,
+    /// Its warm-up steps (default: 3 % of its steps).
+    pub scratch_warmup: Option<usize>,
+}
+
+/// How the stages run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunSection {
+    /// Data-parallel peers (devices) of the pruning and training stages (`--devices`
+    /// overrides it).
+    pub devices: usize,
+    #[serde(flatten)]
+    pub guard: Guard,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            devices: 1,
+            guard: Guard::default(),
+        }
+    }
+}
+
+/// What a recipe resolves to against its source model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub target: TargetShape,
+    /// The initial weights of continued pre-training; `None`: the pruning stage's final ones.
+    pub train_weights: Option<Vec<f64>>,
+    /// `None`: the source model's own eval losses (computed at run time).
+    pub reference: Option<Vec<f64>>,
+}
+
+/// The keys of a settings type (its fields as serialized).
+fn keys_of<T: Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The sections made of several settings types, with each type's keys: a key of the section
+/// must be one of them. Each part is read on its own so that an error names its key (serde
+/// loses the key inside flattened structs).
+fn check_part<T: DeserializeOwned + Serialize + Default>(
+    section: &str,
+    table: &toml::Table,
+    seen: &mut Vec<String>,
+) -> Result<(), String> {
+    let keys = keys_of::<T>();
+    let part: toml::Table = table
+        .iter()
+        .filter(|(k, _)| keys.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    seen.extend(keys);
+    toml::Value::Table(part)
+        .try_into::<T>()
+        .map(|_| ())
+        .map_err(|e| {
+            // toml ends the message with the key: "invalid type: ... \nin `steps`".
+            let text = e.to_string();
+            match text.trim_end().rsplit_once("\nin `") {
+                Some((msg, key)) => format!(
+                    "{section}.{}: {}",
+                    key.trim_end_matches('`'),
+                    one_line(&msg)
+                ),
+                None => format!("[{section}] {}", one_line(&text)),
+            }
+        })
+}
+
+/// Unknown keys and wrong types in the sections built of flattened settings, named.
+fn check_sections(table: &toml::Table) -> Result<(), String> {
+    type Check = fn(&str, &toml::Table, &mut Vec<String>) -> Result<(), String>;
+    let sections: [(&str, &[Check]); 4] = [
+        (
+            "prune",
+            &[
+                check_part::<PruneHyper>,
+                check_part::<Mixture>,
+                check_part::<Checkpointing>,
+            ],
+        ),
+        (
+            "train",
+            &[
+                check_part::<TrainFlags>,
+                check_part::<TrainConfig>,
+                check_part::<Mixture>,
+                check_part::<Checkpointing>,
+            ],
+        ),
+        ("dynamic", &[check_part::<Dynamic>]),
+        ("run", &[check_part::<RunOwn>, check_part::<Guard>]),
+    ];
+    for (name, parts) in sections {
+        let Some(value) = table.get(name) else {
+            continue;
+        };
+        let Some(section) = value.as_table() else {
+            return Err(format!("`{name}` must be a table ([{name}])"));
+        };
+        let mut seen = Vec::new();
+        for check in parts {
+            check(name, section, &mut seen)?;
+        }
+        if let Some(k) = section.keys().find(|k| !seen.contains(k)) {
+            return Err(format!(
+                "unknown key `{name}.{k}` (known: {})",
+                seen.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The keys of `[train]` that are its own (not a library's settings).
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct TrainFlags {
+    enabled: bool,
+    distill: bool,
+}
+
+/// The keys of `[run]` that are its own.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct RunOwn {
+    devices: usize,
 }
 
 fn one_line(e: &impl std::fmt::Display) -> String {
@@ -282,37 +300,6 @@ fn set_key(table: &mut toml::Table, assignment: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The baselines `shear run --compare` adds (the paper's claims in miniature): the target shape
-/// trained from scratch on as many tokens as pruning + continued training used, and the same
-/// pruning + continued training with a static mixture instead of dynamic batch loading.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CompareSection {
-    /// Peak learning rate of the from-scratch baseline (default: `train.lr`).
-    pub scratch_lr: Option<f64>,
-    /// Its warm-up steps (default: 3 % of its steps).
-    pub scratch_warmup: Option<usize>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {msg}", path.display())]
-pub struct RecipeError {
-    pub path: PathBuf,
-    pub msg: String,
-}
-
-/// What a recipe resolves to against its source model.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resolved {
-    pub target: TargetShape,
-    pub target_params: usize,
-    pub prune_weights: Vec<f64>,
-    /// `None`: continue from the pruning stage's final weights.
-    pub train_weights: Option<Vec<f64>>,
-    /// `None`: the source model's own eval losses (computed at run time).
-    pub reference: Option<Vec<f64>>,
-}
-
 impl Recipe {
     /// Parses a recipe; relative paths (data, tasks, a local source) become relative to it.
     pub fn from_toml_file(path: &Path) -> Result<Self, RecipeError> {
@@ -322,35 +309,36 @@ impl Recipe {
     /// As [`Recipe::from_toml_file`], with `KEY=VALUE` overrides applied first (`prune.steps=20`,
     /// `model.target="layers=2,..."`; a value that is not TOML is taken as a string).
     pub fn from_toml_file_with(path: &Path, overrides: &[String]) -> Result<Self, RecipeError> {
-        let err = |msg: String| RecipeError {
-            path: path.to_path_buf(),
-            msg,
-        };
+        let err = |msg: String| RecipeError::new(path, msg);
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        if overrides.is_empty() {
-            let r = Self::from_toml_str(&text, base).map_err(|e| err(e.msg))?;
-            r.check().map_err(err)?;
-            return Ok(r);
-        }
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(one_line(&e)))?;
         for o in overrides {
             set_key(&mut table, o).map_err(err)?;
         }
-        let r: Recipe = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| err(format!("with --set: {}", one_line(&e))))?;
-        let r = r.relative_to(base);
-        r.check().map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let with = if overrides.is_empty() {
+            ""
+        } else {
+            "with --set: "
+        };
+        let r = Self::from_table(table, base).map_err(|e| err(format!("{with}{}", e.msg)))?;
+        r.check().map_err(|e| err(e.msg))?;
         Ok(r)
     }
 
     /// Parses recipe text whose relative paths are relative to `base`.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<Self, RecipeError> {
-        let r: Recipe = toml::from_str(text).map_err(|e| RecipeError {
-            path: PathBuf::new(),
-            msg: one_line(&e),
-        })?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| RecipeError::new(Path::new(""), one_line(&e)))?;
+        Self::from_table(table, base)
+    }
+
+    fn from_table(table: toml::Table, base: &Path) -> Result<Self, RecipeError> {
+        let err = |msg: String| RecipeError::new(Path::new(""), msg);
+        check_sections(&table).map_err(err)?;
+        let r: Recipe = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| err(one_line(&e)))?;
         Ok(r.relative_to(base))
     }
 
@@ -376,23 +364,19 @@ impl Recipe {
         self
     }
 
-    /// Checks what can be checked without the source model: every count positive, every rate
-    /// finite, the temperature a temperature, the reference losses readable, the task files
-    /// present. Run when the recipe is read, so a bad value stops the run before any work.
-    pub fn check(&self) -> Result<(), String> {
-        if self.model.target.is_some() && self.model.preset.is_some() {
-            return Err("[model]: give `target` or `preset`, not both".into());
-        }
-        if self.model.target.is_none() && self.model.preset.is_none() {
-            return Err("[model]: give `target` or `preset`".into());
-        }
-        if self.data.domains.is_empty() {
-            return Err("[data]: no domains".into());
-        }
+    /// Checks what can be checked without the source model, with the stages' own checks
+    /// (the settings types' `validate`): every count positive, every rate finite and in range,
+    /// warm-ups within the steps, the reference losses readable, the task files present. Run
+    /// when the recipe is read, so a bad value stops the run before any work.
+    pub fn check(&self) -> Result<(), RecipeError> {
+        self.checked().map_err(RecipeError::from)
+    }
+
+    fn checked(&self) -> Result<(), String> {
         self.data.validate().map_err(|e| format!("[data] {e}"))?;
         for (key, v) in [
-            ("dynamic.eval_sequences", self.dynamic.eval_sequences),
             ("eval.max_sequences", self.eval.max_sequences),
+            ("dynamic.eval_sequences", self.dynamic.eval_sequences),
         ] {
             if v == Some(0) {
                 return Err(format!(
@@ -400,74 +384,28 @@ impl Recipe {
                 ));
             }
         }
-        let p = &self.prune;
-        let t = &self.train;
         for (key, v) in [
-            ("prune.steps", p.steps),
-            ("prune.batch", p.batch),
-            ("prune.grad_accum", p.grad_accum),
-            ("prune.update_every", p.update_every),
-            ("prune.keep_checkpoints", p.keep_checkpoints),
-            ("train.steps", t.steps),
-            ("train.batch", t.batch),
-            ("train.grad_accum", t.grad_accum),
-            ("train.update_every", t.update_every),
-            ("train.keep_checkpoints", t.keep_checkpoints),
-            ("dynamic.eval_batch", self.dynamic.eval_batch),
             ("eval.batch", self.eval.batch),
+            ("dynamic.eval_batch", self.dynamic.eval_batch),
             ("run.devices", self.run.devices),
         ] {
             if v == 0 {
-                return Err(format!("{key} must be positive"));
+                return Err(format!("{key} = 0: must be positive"));
             }
         }
-        for (key, v) in [
-            ("prune.lr_weights", p.lr_weights),
-            ("prune.lr_masks", p.lr_masks),
-            ("prune.lr_lambda", p.lr_lambda),
-            ("train.lr", t.lr),
-            ("train.weight_decay", t.weight_decay),
-            ("train.max_grad_norm", t.max_grad_norm),
-        ] {
-            if !v.is_finite() || v < 0.0 {
-                return Err(format!("{key} = {v}: must be a finite number ≥ 0"));
-            }
+        let (p, t) = (&self.prune, &self.train);
+        let section = |name: &str, r: crate::Result<()>| r.map_err(|e| format!("[{name}] {e}"));
+        section("prune", p.hyper.validate().map_err(Into::into))?;
+        section("prune", p.checkpoints.validate())?;
+        section("prune", self.stage_data(&p.mixture).validate())?;
+        section("train", t.config.validate().map_err(Into::into))?;
+        section("train", t.checkpoints.validate())?;
+        section("train", self.stage_data(&t.mixture).validate())?;
+        if p.mixture.proportions == Proportions::FromPruning {
+            return Err(
+                "[prune] proportions `pruning`: only [train] continues from a pruning stage".into(),
+            );
         }
-        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return Err(format!(
-                "train.min_lr_ratio = {}: must be between 0 and 1",
-                t.min_lr_ratio
-            ));
-        }
-        // The stages' own checks (ranges, warm-ups within the steps, the temperatures), here
-        // before any work; the target is checked against the source in `resolve`.
-        let any_target = TargetShape {
-            layers: 1,
-            hidden: 1,
-            heads: 1,
-            kv_heads: 1,
-            intermediate: 1,
-        };
-        self.prune_config(any_target)
-            .validate_settings()
-            .map_err(|e| format!("[prune] {e}"))?;
-        TrainConfig::new(t.steps)
-            .with_lr(t.lr)
-            .with_warmup(t.warmup)
-            .with_min_lr_ratio(t.min_lr_ratio)
-            .with_weight_decay(t.weight_decay)
-            .with_max_grad_norm(t.max_grad_norm)
-            .with_grad_accum(t.grad_accum)
-            .with_distill(t.distill.map(|d| Distill {
-                weight: d.weight,
-                temperature: d.temperature,
-            }))
-            .validate()
-            .map_err(|e| format!("[train] {e}"))?;
-        self.dynamic
-            .reference
-            .to_loss()
-            .map_err(|e| format!("[dynamic] reference: {e}"))?;
         for task in &self.eval.tasks {
             if !task.is_file() {
                 return Err(format!("[eval] tasks: {} does not exist", task.display()));
@@ -476,16 +414,25 @@ impl Recipe {
         Ok(())
     }
 
+    /// A stage's data options as its checks see them (the data folder is the run's).
+    fn stage_data(&self, mixture: &Mixture) -> crate::feed::DataOptions {
+        crate::feed::DataOptions {
+            mixture: mixture.clone(),
+            dynamic: self.dynamic.clone(),
+            ..crate::feed::DataOptions::new("data")
+        }
+    }
+
     /// Checks that every domain's files or folders exist (not part of [`Recipe::check`]: a
     /// recipe can be checked before its corpus is downloaded).
-    pub fn check_data_present(&self) -> Result<(), String> {
+    pub fn check_data_present(&self) -> Result<(), RecipeError> {
         for d in &self.data.domains {
             if let Some(p) = d.paths.iter().find(|p| !p.exists()) {
-                return Err(format!(
+                return Err(RecipeError::from(format!(
                     "[data] domain `{}`: {} does not exist",
                     d.name,
                     p.display()
-                ));
+                )));
             }
         }
         Ok(())
@@ -493,51 +440,38 @@ impl Recipe {
 
     /// The pruning stage's configuration for `target`.
     pub fn prune_config(&self, target: TargetShape) -> PruneConfig {
-        let (p, m) = (&self.prune, &self.model);
-        PruneConfig::new(target, p.steps)
-            .with_lr_warmup(p.lr_warmup)
-            .with_lagrangian_warmup(p.lagrangian_warmup)
-            .with_lr_weights(p.lr_weights)
-            .with_lr_masks(p.lr_masks)
-            .with_lr_lambda(p.lr_lambda)
-            .with_grad_accum(p.grad_accum)
-            .with_seed(p.seed)
-            .with_temperature(p.temperature)
-            .with_layer_masks(m.layer_masks)
-            .with_prune(m.prune)
-    }
-
-    /// The target shape: the recipe's, or its preset for this source.
-    pub fn target(&self, source: &LlamaConfig) -> Result<TargetShape, String> {
-        match (&self.model.target, &self.model.preset) {
-            (Some(t), None) => Ok(*t),
-            (None, Some(p)) => {
-                TargetShape::preset(p, source).map_err(|e| format!("[model] preset: {e}"))
-            }
-            _ => Err("[model]: give `target` or `preset`, not both".into()),
-        }
+        PruneConfig::new(target, self.prune.hyper.clone())
     }
 
     /// Checks the recipe against the source's config and resolves the target, the initial
     /// weights (by the domains' shares of `tokens`, when proportions say so) and the reference
     /// losses.
-    pub fn resolve(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, String> {
-        self.check()?;
-        let target = self.target(source)?;
+    pub fn resolve(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, RecipeError> {
+        self.resolved(source, tokens).map_err(RecipeError::from)
+    }
+
+    fn resolved(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, String> {
+        self.checked()?;
+        let spec = &self.model.target;
+        let target = spec
+            .resolve(source)
+            .map_err(|e| format!("[model] target ({spec}): {e}"))?;
         target
-            .validate(source, self.model.prune)
+            .validate(source, self.prune.hyper.prune)
             .map_err(|e| format!("[model] target ({target}): {e}"))?;
         let domains: Vec<String> = self.data.domains.iter().map(|d| d.name.clone()).collect();
-        let p = &self.prune;
-        let t = &self.train;
-        let prune_weights = p
+        self.prune
+            .mixture
             .proportions
             .resolve(&domains, tokens)
             .map_err(|e| format!("[prune] proportions: {e}"))?;
-        let train_weights = match &t.proportions {
-            Proportions::Named(n) if n == "pruning" => None,
-            other => Some(
-                other
+        let train = &self.train;
+        let train_weights = match train.from_pruning() {
+            true => None,
+            false => Some(
+                train
+                    .mixture
+                    .proportions
                     .resolve(&domains, tokens)
                     .map_err(|e| format!("[train] proportions: {e}"))?,
             ),
@@ -546,16 +480,10 @@ impl Recipe {
         let reference = self
             .dynamic
             .reference
-            .to_loss()
-            .and_then(|r| {
-                r.resolve(&domains, target_params as f64)
-                    .map_err(|e| e.to_string())
-            })
+            .resolve(&domains, target_params as f64)
             .map_err(|e| format!("[dynamic] reference: {e}"))?;
         Ok(Resolved {
             target,
-            target_params,
-            prune_weights,
             train_weights,
             reference,
         })

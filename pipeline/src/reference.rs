@@ -29,7 +29,7 @@ pub(crate) fn reference_losses<B: Backend>(
         return Ok(vec![]);
     };
     let domains = data.domains();
-    if opts.update_rule == shear_data::UpdateRule::Constant {
+    if opts.dynamic.update_rule == shear_data::UpdateRule::Constant {
         // A static mixture never compares losses with a reference.
         return Ok(vec![0.0; domains.len()]);
     }
@@ -51,8 +51,8 @@ pub(crate) fn reference_losses<B: Backend>(
                 None,
                 &domains,
                 &data.shards(Split::Eval)?,
-                opts.eval_batch,
-                opts.eval_sequences,
+                opts.dynamic.eval_batch,
+                opts.dynamic.eval_sequences,
             )
             .into_iter()
             .map(|d| d.loss)
@@ -74,7 +74,7 @@ pub(crate) fn reference_losses<B: Backend>(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let how = match &opts.reference {
+    let how = match &opts.dynamic.reference {
         ReferenceLoss::Source => " (source)",
         ReferenceLoss::Scaling(_) => " (scaling law)",
         ReferenceLoss::Values(_) => "",

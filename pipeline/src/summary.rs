@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shear_model::{ExpectedShape, LlamaConfig};
 
-use crate::eval::ModelMetrics;
+use shear_train::eval::{DomainLoss, TaskScore};
+
 use crate::recipe::Recipe;
 
 /// A model shape with its parameter count.
@@ -29,6 +30,38 @@ impl Shape {
             intermediate: c.intermediate_size,
             params: c.param_counts().total(),
         }
+    }
+}
+
+/// The loss of one text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextLoss {
+    pub file: PathBuf,
+    /// Predicted tokens (the text's tokens minus one).
+    pub tokens: usize,
+    pub loss: f64,
+    pub perplexity: f64,
+}
+
+/// A model's evaluation, as run.json holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    pub params: usize,
+    pub domains: Vec<DomainLoss>,
+    pub tasks: Vec<TaskScore>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<TextLoss>,
+}
+
+impl ModelMetrics {
+    /// Mean of the per-domain losses.
+    pub fn mean_loss(&self) -> f64 {
+        let n = self.domains.len().max(1) as f64;
+        self.domains.iter().map(|d| d.loss).sum::<f64>() / n
+    }
+
+    pub fn losses(&self) -> Vec<f64> {
+        self.domains.iter().map(|d| d.loss).collect()
     }
 }
 
@@ -104,14 +137,6 @@ pub struct RunSummary {
 impl RunSummary {
     /// Reads `dir/run.json`.
     pub fn read(dir: &Path) -> crate::Result<Self> {
-        let path = dir.join("run.json");
-        let text = std::fs::read_to_string(&path).map_err(shear_io::IoError::at(&path))?;
-        serde_json::from_str(&text).map_err(|e| {
-            shear_io::IoError::Json {
-                path,
-                msg: e.to_string(),
-            }
-            .into()
-        })
+        Ok(shear_io::read_json(&dir.join("run.json"))?)
     }
 }

@@ -40,8 +40,15 @@ fn paper_recipes_resolve() {
             shape,
             "{file}"
         );
-        assert_eq!(res.target_params, params);
-        let w = &res.prune_weights;
+        let source = llama2_7b();
+        assert_eq!(t.config(&source).param_counts().total(), params);
+        let domains: Vec<String> = r.data.domains.iter().map(|d| d.name.clone()).collect();
+        let w = &r
+            .prune
+            .mixture
+            .proportions
+            .resolve(&domains, &[1; 7])
+            .unwrap();
         assert_eq!(w, &vec![0.67, 0.045, 0.045, 0.02, 0.045, 0.025, 0.15]);
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         assert_eq!(
@@ -54,18 +61,24 @@ fn paper_recipes_resolve() {
         }
         // docs/algorithm.md §4.3 / §7 numbers.
         assert_eq!(
-            (r.prune.steps, r.prune.batch * r.prune.grad_accum),
+            (
+                r.prune.hyper.steps,
+                r.prune.hyper.batch * r.prune.hyper.grad_accum
+            ),
             (3200, 32)
         );
         assert_eq!(
-            (r.prune.lr_warmup, r.prune.lagrangian_warmup),
+            (r.prune.hyper.lr_warmup, r.prune.hyper.lagrangian_warmup),
             (Some(320), Some(640))
         );
         assert_eq!(
-            (r.train.steps, r.train.batch * r.train.grad_accum),
+            (
+                r.train.config.steps,
+                r.train.config.batch * r.train.config.grad_accum
+            ),
             (48_000, 256)
         );
-        assert_eq!(r.train.warmup, Some(1440));
+        assert_eq!(r.train.config.warmup, Some(1440));
         assert_eq!(r.data.seq_len, 4096);
         assert_eq!(r.data.eval_sequences, 500);
         assert!(r.data.domains[0].paths[0].ends_with("redpajama/common_crawl"));
@@ -77,7 +90,7 @@ fn bad_recipes_name_the_key() {
     let base = Path::new(".");
     let ok = "[model]\nsource = \"m\"\npreset = \"sheared-1.3b\"\n\n[data]\n[[data.domain]]\nname = \"a\"\npaths = [\"x\"]\n";
     let r = Recipe::from_toml_str(ok, base).unwrap();
-    assert_eq!(r.prune.steps, 3200, "defaults");
+    assert_eq!(r.prune.hyper.steps, 3200, "defaults");
     let e = Recipe::from_toml_str(&format!("{ok}\n[prune]\nstpes = 3\n"), base).unwrap_err();
     assert!(e.msg.contains("stpes"), "{}", e.msg);
     let e = Recipe::from_toml_str(&format!("{ok}\n[train]\nlr = \"fast\"\n"), base).unwrap_err();
@@ -94,22 +107,25 @@ fn bad_recipes_name_the_key() {
         base,
     )
     .unwrap();
-    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err();
+    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err().to_string();
     assert!(
         e.contains("[prune] proportions") && e.contains("sum to 0.5"),
         "{e}"
     );
     let r =
         Recipe::from_toml_str(&format!("{ok}\n[dynamic]\nreference = \"llama2\"\n"), base).unwrap();
-    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err();
+    let e = r.resolve(&llama2_7b(), &[1]).unwrap_err().to_string();
     assert!(
         e.contains("[dynamic] reference") && e.contains("`a`"),
         "{e}"
     );
     let tiny = shear_model::LlamaConfig::new(100, 64, 176, 4, 4, 4);
     let r = Recipe::from_toml_str(ok, base).unwrap();
-    let e = r.resolve(&tiny, &[1]).unwrap_err();
-    assert!(e.contains("[model] preset"), "{e}");
+    let e = r.resolve(&tiny, &[1]).unwrap_err().to_string();
+    assert!(
+        e.contains("[model] target (sheared-1.3b): preset `sheared-1.3b`"),
+        "{e}"
+    );
 }
 
 /// `shear run --set KEY=VALUE`: overrides reach the recipe; a wrong key or type names it.
@@ -133,8 +149,8 @@ fn overrides_apply_and_bad_ones_name_the_key() {
         "compare.scratch_lr=0.01",
     ])
     .unwrap();
-    assert_eq!(r.prune.steps, 20);
-    assert_eq!(r.train.lr, 3e-3);
+    assert_eq!(r.prune.hyper.steps, 20);
+    assert_eq!(r.train.config.lr, 3e-3);
     assert_eq!(
         r.model.dtype,
         Some(shear_model::Dtype::BF16),
@@ -171,6 +187,7 @@ fn the_smollm2_recipe_resolves_to_a_grouped_query_half() {
         res.target.to_string(),
         "layers=24,hidden=432,heads=6,kv_heads=2,intermediate=1152"
     );
-    let share = res.target_params as f64 / smol.param_counts().total() as f64;
+    let share =
+        res.target.config(&smol).param_counts().total() as f64 / smol.param_counts().total() as f64;
     assert!((0.45..0.6).contains(&share), "{share}");
 }

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use shear_pipeline::eval::ModelMetrics;
 use shear_pipeline::recipe::Recipe;
 use shear_pipeline::report::write_report;
+use shear_pipeline::summary::ModelMetrics;
 use shear_pipeline::summary::{Metrics, RunSummary, Shape, StageTiming};
 
 fn summary(train: bool) -> RunSummary {

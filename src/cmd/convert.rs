@@ -63,6 +63,7 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
     let bar = super::spinner(format!("loading {}", dir.display()));
     let model = shear_model::load_llama::<B>(&dir, device)
         .with_context(|| format!("cannot load model {}", dir.display()))?;
+    let _lock = shear_pipeline::out::create_locked(&args.out_dir)?;
     bar.set_message(format!("writing {}", args.out_dir.display()));
     shear_model::save_llama(&model, &args.out_dir, dtype)
         .with_context(|| format!("cannot save to {}", args.out_dir.display()))?;

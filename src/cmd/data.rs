@@ -193,6 +193,8 @@ fn run_prepare(a: PrepareArgs, offline: bool) -> anyhow::Result<()> {
         recipe.proportions = p.parse::<Proportions>()?;
     }
     let tokenizer = load_tokenizer(&a.tokenizer, offline)?;
+    recipe.validate()?;
+    let _lock = shear_pipeline::out::create_locked(&a.out)?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} {pos} tokens ({per_sec})")
@@ -291,7 +293,7 @@ fn run_bench<B: Backend>(a: BenchArgs, offline: bool, device: &B::Device) -> any
     let domains = data.domains();
     let shards = data.shards(Split::Prune)?;
     let sizes: Vec<u64> = shards.iter().map(|s| s.len() as u64).collect();
-    let weights = Proportions::Named("tokens".into()).resolve(&domains, &sizes)?;
+    let weights = Proportions::Tokens.resolve(&domains, &sizes)?;
     let seq = data.manifest.seq_len;
     let mut rates = Vec::new();
     for r in 0..a.repeats {

@@ -1,12 +1,13 @@
+#[cfg(test)]
+mod agree;
 pub mod bench;
 pub mod convert;
 pub mod data;
-pub mod data_args;
 pub mod eval;
+pub mod exec_args;
 pub mod generate;
 pub mod inspect;
 pub mod materialize;
-pub mod peer_args;
 pub mod plan;
 pub mod prune;
 pub mod run;
@@ -24,23 +25,28 @@ pub fn resolve(model: &str, offline: bool) -> anyhow::Result<PathBuf> {
 }
 
 /// `--resume` as the pipeline takes it: the options given on the command line (`explicit`
-/// argument ids, renamed to their checkpoint setting by `renamed`) must agree with the
-/// checkpoint's; without a checkpoint the run starts from step 0 with a warning.
-pub fn resume(resume: bool, explicit: Vec<String>, renamed: &[(&str, &str)]) -> Resume {
-    if !resume {
-        return Resume::Fresh;
+/// argument ids, which are the settings' field names) must agree with the checkpoint's; without
+/// a checkpoint the run starts from step 0 with a warning.
+pub fn resume(resume: bool, explicit: Vec<String>) -> Resume {
+    match resume {
+        false => Resume::Fresh,
+        true => Resume::Newest {
+            explicit,
+            warn_if_none: true,
+        },
     }
-    let explicit = explicit
-        .into_iter()
-        .map(|id| match renamed.iter().find(|(a, _)| *a == id) {
-            Some((_, key)) => key.to_string(),
-            None => id,
-        })
-        .collect();
-    Resume::Newest {
-        explicit,
-        warn_if_none: true,
+}
+
+/// The data options with `--reference-model` resolved to a local directory (it may be a hub
+/// id).
+pub fn data_options(
+    mut data: shear_pipeline::feed::DataOptions,
+    offline: bool,
+) -> anyhow::Result<shear_pipeline::feed::DataOptions> {
+    if let Some(m) = &data.reference_model {
+        data.reference_model = Some(resolve(&m.to_string_lossy(), offline)?);
     }
+    Ok(data)
 }
 
 /// A spinner on stderr while something slow happens (hidden when stderr is not a terminal).

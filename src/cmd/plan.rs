@@ -1,7 +1,7 @@
 //! `shear plan`: the memory a pruning or training run needs on each device, and the cards it
 //! fits, before anything is loaded (shear_train::memory; docs/algorithm.md §13).
 
-use shear_model::{LlamaConfig, PruneModules, TargetShape};
+use shear_model::{LlamaConfig, PruneModules};
 use shear_train::memory::{self, Card, MemoryPlan, PlanInput, CARDS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -18,12 +18,10 @@ pub struct Args {
     pub model: String,
     #[arg(long, value_enum, default_value_t = Stage::Prune)]
     pub stage: Stage,
-    /// Target shape (checked against the model; with `--stage train`, the model trained).
-    #[arg(long, conflicts_with = "preset")]
-    pub target: Option<String>,
-    /// Named target (see `shear prune --help`).
-    #[arg(long)]
-    pub preset: Option<String>,
+    /// Target shape or preset, as `shear prune --target` takes it (checked against the model;
+    /// with `--stage train`, the model trained).
+    #[arg(long, visible_alias = "preset")]
+    pub target: Option<shear_model::TargetSpec>,
     /// Sequences per optimizer step, over all devices.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -55,15 +53,12 @@ pub fn run(args: Args, offline: bool, fused_loss: bool) -> anyhow::Result<()> {
     let path = shear_model::hub::resolve_config(&args.model, offline)
         .map_err(|e| anyhow::anyhow!("cannot read the model's config: {e}"))?;
     let source = LlamaConfig::from_file(&path)?;
-    let target = match (&args.target, &args.preset) {
-        (Some(t), _) => Some(
-            t.parse::<TargetShape>()
+    let target = match &args.target {
+        Some(t) => Some(
+            t.resolve(&source)
                 .map_err(|e| anyhow::anyhow!("--target {t}: {e}"))?,
         ),
-        (None, Some(p)) => {
-            Some(TargetShape::preset(p, &source).map_err(|e| anyhow::anyhow!("--preset: {e}"))?)
-        }
-        (None, None) => None,
+        None => None,
     };
     if let Some(t) = &target {
         t.validate(&source, PruneModules::default())

@@ -22,17 +22,8 @@ pub struct Args {
     /// Override a recipe key, e.g. `--set train.steps=100` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Workers per training or pruning step: the rows of every batch are split over this many
-    /// copies of the model and their gradients summed (default: one per core on the CPU, 1 on a
-    /// GPU).
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    pub workers: Option<usize>,
     #[command(flatten)]
-    pub peers: super::peer_args::PeerArgs,
-    /// Recompute each block in the backward pass of the pruning and training stages (less
-    /// memory, one more forward pass per step).
-    #[arg(long)]
-    pub recompute: bool,
+    pub exec: super::exec_args::ExecArgs,
 }
 
 pub fn run<B: Backend>(
@@ -54,11 +45,10 @@ pub fn run<B: Backend>(
         compare: args.compare,
         overrides: args.set,
         offline,
-        workers: args.workers.unwrap_or(1),
-        devices: args.peers.devices,
+        exec: args.exec.execution(),
+        devices: args.exec.peers.devices,
         physical: crate::backend::physical_devices(kind),
-        nodes: args.peers.nodes()?,
-        recompute: args.recompute,
+        nodes: args.exec.peers.nodes()?,
         stop: Some(crate::signals::stop_flag()?),
     };
     let mut progress = crate::progress::Progress::default();

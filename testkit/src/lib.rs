@@ -189,6 +189,23 @@ pub fn write_prepared(
     m
 }
 
+/// Prepared data for the `pruning/source` fixture (vocabulary 500) in `dir`: two domains, `web`
+/// and `code`, of 32-token sequences, `counts` = [eval, prune, train] sequences each, with ids
+/// that differ by domain, split and position.
+pub fn two_domains(dir: &Path, counts: [usize; 3]) {
+    write_prepared(
+        dir,
+        32,
+        500,
+        &[("web", counts), ("code", counts)],
+        |d, s, i| {
+            (0..32u32)
+                .map(|t| (t * 31 + i as u32 * 97 + d as u32 * 211 + s as u32 * 7) % 500)
+                .collect()
+        },
+    );
+}
+
 /// A tiny random LLaMA (the llama-mha shape) with the Llama-2 vocabulary and tokenizer.json,
 /// saved in `dir`; returns the model.
 pub fn tiny_llama2_vocab_model(dir: &Path) -> shear_model::Llama<B> {
@@ -283,4 +300,65 @@ pub fn smollm2_gguf() -> PathBuf {
 pub fn smollm2_reference() -> serde_json::Value {
     let path = root().join("gguf/tests/fixtures/smollm2_reference.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A miniature `shear run` recipe in `dir` (a tiny model with Llama-2's vocabulary, two
+/// domains of repeated words, the capitals task): `prune_steps` pruning steps, 4 training steps
+/// with a checkpoint every 2. Returns the recipe's path.
+pub fn mini_recipe(dir: &Path, prune_steps: usize) -> PathBuf {
+    tiny_llama2_vocab_model(&dir.join("source"));
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
+    ];
+    for (d, name) in ["web", "books"].iter().enumerate() {
+        let lines: String = (0..40)
+            .map(|i| {
+                let text: Vec<&str> = (0..30).map(|j| words[(i * 7 + j * (d + 3)) % 10]).collect();
+                serde_json::json!({ "text": text.join(" ") }).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
+    }
+    let tasks = assets().join("tasks/capitals.jsonl");
+    let recipe = dir.join("mini.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"[model]
+source = "source"
+target = "layers=1,hidden=32,heads=2,intermediate=64"
+
+[data]
+seq_len = 32
+eval_sequences = 2
+
+[[data.domain]]
+name = "web"
+paths = ["web.jsonl"]
+
+[[data.domain]]
+name = "books"
+paths = ["books.jsonl"]
+
+[prune]
+steps = {prune_steps}
+batch = 2
+grad_accum = 1
+update_every = 2
+proportions = "uniform"
+
+[train]
+steps = 4
+batch = 2
+grad_accum = 1
+update_every = 2
+save_every = 2
+
+[eval]
+tasks = [{tasks:?}]
+"#
+        ),
+    )
+    .unwrap();
+    recipe
 }

@@ -23,14 +23,27 @@ pub fn run_shear(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Asserts a failed run that printed exactly one line on stderr, containing every `needle`,
-/// and no panic.
+/// and no panic, with exit status 1.
 pub fn assert_one_line_error(out: &Output, needles: &[&str]) {
+    assert_refused(out, 1, needles);
+}
+
+/// Asserts a malformed command line: refused by the argument parser with exit status 2 and one
+/// line, containing every `needle`, that ends by pointing at `--help`.
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    assert_refused(out, 2, needles);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim_end().ends_with("(see --help)"), "{stderr}");
+}
+
+/// A refusal with exit status `code` and one `error:` line containing every `needle`.
+pub fn assert_refused(out: &Output, code: i32, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
         "expected failure, got success; stderr: {stderr}"
     );
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
@@ -72,23 +85,6 @@ pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect()
-}
-
-/// Prepared data for the pruning source (vocabulary 500) in `dir`: two domains, `web` and
-/// `code`, of 32-token sequences, `counts` = [eval, prune, train] sequences each, with ids that
-/// differ by domain, split and position.
-pub fn two_domains(dir: &Path, counts: [usize; 3]) {
-    write_prepared(
-        dir,
-        32,
-        500,
-        &[("web", counts), ("code", counts)],
-        |d, s, i| {
-            (0..32u32)
-                .map(|t| (t * 31 + i as u32 * 97 + d as u32 * 211 + s as u32 * 7) % 500)
-                .collect()
-        },
-    );
 }
 
 /// The lines of a text file (none when it does not exist).
@@ -188,65 +184,4 @@ pub fn tiny_train_args(data: &Path, out: &Path, steps: usize) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
-}
-
-/// A miniature `shear run` recipe in `dir` (a tiny model with Llama-2's vocabulary, two
-/// domains of repeated words, the capitals task): `prune_steps` pruning steps, 4 training steps
-/// with a checkpoint every 2. Returns the recipe's path.
-pub fn mini_recipe(dir: &Path, prune_steps: usize) -> std::path::PathBuf {
-    tiny_llama2_vocab_model(&dir.join("source"));
-    let words = [
-        "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far",
-    ];
-    for (d, name) in ["web", "books"].iter().enumerate() {
-        let lines: String = (0..40)
-            .map(|i| {
-                let text: Vec<&str> = (0..30).map(|j| words[(i * 7 + j * (d + 3)) % 10]).collect();
-                serde_json::json!({ "text": text.join(" ") }).to_string() + "\n"
-            })
-            .collect();
-        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
-    }
-    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tasks/capitals.jsonl");
-    let recipe = dir.join("mini.toml");
-    std::fs::write(
-        &recipe,
-        format!(
-            r#"[model]
-source = "source"
-target = "layers=1,hidden=32,heads=2,intermediate=64"
-
-[data]
-seq_len = 32
-eval_sequences = 2
-
-[[data.domain]]
-name = "web"
-paths = ["web.jsonl"]
-
-[[data.domain]]
-name = "books"
-paths = ["books.jsonl"]
-
-[prune]
-steps = {prune_steps}
-batch = 2
-grad_accum = 1
-update_every = 2
-proportions = "uniform"
-
-[train]
-steps = 4
-batch = 2
-grad_accum = 1
-update_every = 2
-save_every = 2
-
-[eval]
-tasks = [{tasks:?}]
-"#
-        ),
-    )
-    .unwrap();
-    recipe
 }

@@ -11,8 +11,10 @@ use burn::tensor::Distribution;
 use shear_model::{generate, GenerateConfig, Llama, LlamaConfig, RandomInit, Sampling};
 
 use crate::driver::Stepper;
-use crate::prune::{PruneConfig, PruneRun};
+use crate::execution::Execution;
+use crate::prune::{PruneConfig, PruneHyper, PruneRun};
 use crate::trainer::{TrainConfig, Trainer};
+use crate::Result;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -108,10 +110,7 @@ pub enum Steps {
 }
 
 /// Runs the benchmark on backend `B` (training on `Autodiff<B>`-style backend `B`).
-pub fn run<B: AutodiffBackend>(
-    cfg: &BenchConfig,
-    device: &B::Device,
-) -> shear_model::Result<BenchReport> {
+pub fn run<B: AutodiffBackend>(cfg: &BenchConfig, device: &B::Device) -> Result<BenchReport> {
     B::seed(device, cfg.seed);
     let model: Llama<B> = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
     let ids: Tensor<B, 2, Int> = Tensor::<B, 2>::random(
@@ -154,7 +153,14 @@ pub fn run<B: AutodiffBackend>(
         kv_heads: half(c.num_key_value_heads),
         intermediate: half(c.intermediate_size),
     };
-    let pcfg = PruneConfig::new(target, 1_000_000);
+    let steps = 1_000_000;
+    let pcfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps,
+            ..PruneHyper::default()
+        },
+    );
     let (mut trainer, mut pruner) = match (train, prune) {
         (true, true) => {
             let source = Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
@@ -165,45 +171,54 @@ pub fn run<B: AutodiffBackend>(
     };
     // A plain training step as continued pre-training runs it (docs/algorithm.md §7): the
     // trainer's own step (global-norm clip 1.0, AdamW), at a constant learning rate.
-    let tcfg = TrainConfig::new(1_000_000)
-        .with_warmup(Some(0))
-        .with_min_lr_ratio(1.0);
-    let mut trainer = trainer.take().map(|m| {
-        Trainer::new(m, tcfg, None)
-            .with_workers(cfg.workers)
-            .with_recompute(cfg.recompute)
-    });
-    let mut pruner = pruner.take().map(|m| {
-        PruneRun::new(m, pcfg)
-            .with_workers(cfg.workers)
-            .with_recompute(cfg.recompute)
-    });
-    let timed = |t: &mut Vec<f64>, step: &mut dyn FnMut()| {
+    let tcfg = TrainConfig {
+        steps,
+        warmup: Some(0),
+        min_lr_ratio: 1.0,
+        ..TrainConfig::default()
+    };
+    let exec = Execution {
+        workers: cfg.workers,
+        recompute: cfg.recompute,
+        ..Execution::default()
+    };
+    let mut trainer = trainer
+        .take()
+        .map(|m| Trainer::new(m, tcfg, None).with_execution(exec.clone()));
+    let mut pruner = pruner
+        .take()
+        .map(|m| PruneRun::new(m, pcfg).with_execution(exec));
+    let timed = |t: &mut Vec<f64>, step: &mut dyn FnMut() -> Result<()>| -> Result<()> {
         let start = Instant::now();
-        step();
+        step()?;
         t.push(start.elapsed().as_secs_f64());
+        Ok(())
     };
-    let mut train_step = || {
+    // A non-finite loss on random weights is an error of the shape asked for (e.g. a learning
+    // rate that overflows), returned as such.
+    let mut train_step = || -> Result<()> {
         if let Some(t) = trainer.as_mut() {
-            t.step(&batches).expect("finite loss on random weights");
+            t.step(&batches)?;
             B::sync(device).expect("device sync");
         }
+        Ok(())
     };
-    let mut prune_step = || {
+    let mut prune_step = || -> Result<()> {
         if let Some(p) = pruner.as_mut() {
-            p.step(&batches).expect("finite loss on random weights");
+            p.step(&batches)?;
             B::sync(device).expect("device sync");
         }
+        Ok(())
     };
     // The two steps alternate, so that both see the same machine state; medians of each.
     for _ in 0..cfg.warmup {
-        train_step();
-        prune_step();
+        train_step()?;
+        prune_step()?;
     }
     let (mut t_train, mut t_prune) = (Vec::new(), Vec::new());
     for _ in 0..cfg.steps.max(1) {
-        timed(&mut t_train, &mut train_step);
-        timed(&mut t_prune, &mut prune_step);
+        timed(&mut t_train, &mut train_step)?;
+        timed(&mut t_prune, &mut prune_step)?;
     }
     let generate_tps = match (&trainer, &pruner) {
         (Some(t), _) if cfg.gen_new > 0 => Some(generation(cfg, &t.model().valid())),

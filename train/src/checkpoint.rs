@@ -212,28 +212,21 @@ impl Checkpoints {
     }
 }
 
-/// Test hook, not an option: with `SHEAR_TEST_KILL_IN_CHECKPOINT=<step>:<phase>` in its
-/// environment, the process kills itself with SIGKILL (no destructor, no cleanup) at `phase` of
-/// writing the checkpoint of `step`. Phases: `after-records` (records written in the temporary
-/// directory, no `state.json` yet), `after-state` (`state.json` written, not yet renamed),
-/// `after-commit` (renamed into place, older checkpoints not yet removed), `during-cleanup` (an
-/// old checkpoint renamed aside, not yet removed). `tests/kill_anywhere.rs` uses it to check
-/// that a kill at any of these points still resumes exactly (docs/algorithm.md §9).
-pub const KILL_IN_CHECKPOINT: &str = "SHEAR_TEST_KILL_IN_CHECKPOINT";
+/// Test hook (`shear_io::kill_point`): with `SHEAR_TEST_KILL_AT=checkpoint:<step>:<phase>`, the
+/// process kills itself with SIGKILL at `phase` of writing the checkpoint of `step`. Phases:
+/// `after-records` (records written in the temporary directory, no `state.json` yet),
+/// `after-state` (`state.json` written, not yet renamed), `after-commit` (renamed into place,
+/// older checkpoints not yet removed), `during-cleanup` (an old checkpoint renamed aside, not yet
+/// removed). `tests/kill_anywhere.rs` kills at each of them (docs/algorithm.md §9).
+pub const PHASES: [&str; 4] = [
+    "after-records",
+    "after-state",
+    "after-commit",
+    "during-cleanup",
+];
 
 fn kill_point(step: usize, phase: &str) {
-    let Some(v) = std::env::var_os(KILL_IN_CHECKPOINT) else {
-        return;
-    };
-    if v.to_str() != Some(format!("{step}:{phase}").as_str()) {
-        return;
-    }
-    let pid = std::process::id();
-    let _ = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -KILL {pid}")])
-        .status();
-    // Not reached where `sh` can send the signal; otherwise end as abruptly.
-    std::process::abort();
+    shear_io::kill_point(|| format!("checkpoint:{step}:{phase}"));
 }
 
 /// Removes a file or a directory with everything in it.

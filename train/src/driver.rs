@@ -74,7 +74,7 @@ pub struct Position {
 }
 
 /// Where and how often a loop checkpoints, and the configuration each checkpoint records.
-pub struct Plan<'a, C> {
+pub struct LoopControl<'a, C> {
     /// `None`: this loop writes nothing (a data-parallel peer other than peer 0).
     pub checkpoints: Option<&'a Checkpoints>,
     /// Stored in every checkpoint (what `--resume` restores).
@@ -129,7 +129,7 @@ pub fn drive<B, S, C>(
     stepper: &mut S,
     source: &mut dyn BatchSource<B>,
     mut log: Option<&mut JsonlLog<S::Log>>,
-    mut plan: Plan<'_, C>,
+    mut plan: LoopControl<'_, C>,
     what: &str,
     observer: &mut dyn Observer,
 ) -> Result<bool>
@@ -159,6 +159,9 @@ where
         let batches = (0..stepper.position().grad_accum.max(1))
             .map(|m| source.batch(step, m))
             .collect::<Result<Vec<_>>>()?;
+        // Test hooks (docs/algorithm.md §9): a kill with the step's batches drawn, before its
+        // update, and right after its log line.
+        shear_io::kill_point(|| format!("step:{step}:before-update"));
         // A non-finite loss or gradient norm: the stepper changed nothing but counted the
         // step; it is recorded with its rows, and the run goes on up to `max_skipped`.
         let line = match stepper.step(&batches) {
@@ -205,6 +208,7 @@ where
             S::attach(&mut line, data, eval_first.take());
             if let Some(log) = log.as_mut() {
                 log.append(&line)?;
+                shear_io::kill_point(|| format!("step:{step}:logged"));
             }
             observer.event(Event::Step {
                 step,

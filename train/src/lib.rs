@@ -10,6 +10,7 @@ pub mod driver;
 pub mod dynamic;
 pub mod error;
 pub mod eval;
+pub mod execution;
 pub mod grads;
 pub mod lagrangian;
 pub mod memory;
@@ -24,4 +25,5 @@ pub mod trainer;
 pub mod workers;
 
 pub use error::{Result, TrainError};
+pub use execution::Execution;
 pub use observer::{Event, Observer, Silent};

@@ -93,6 +93,12 @@ impl Topology {
             .collect()
     }
 
+    /// Whether this process writes the run's files: not a node other than 0 of a multi-node
+    /// run (node 0's peer 0 writes, the others keep the same numbers).
+    pub fn writes(&self) -> bool {
+        self.nodes.as_ref().is_none_or(|n| n.rank == 0)
+    }
+
     /// The global rank of local peer `local`.
     pub fn rank_of(&self, local: usize) -> usize {
         self.nodes.as_ref().map_or(0, |n| n.rank) * self.devices + local
@@ -346,21 +352,26 @@ impl Peer {
     }
 
     /// The gradients of the global batch's mean loss, from this peer's (of its rows' mean
-    /// loss). `weighted` are this peer's figures averaged like its loss, `summed` figures to
-    /// add up (tokens); both become the global figures.
+    /// loss). `weighted` are this peer's figures averaged like its loss (they become the global
+    /// figures); `tokens` are this peer's tokens of the step, returned summed over the peers and
+    /// per peer (the log's evidence of who took part).
     pub fn reduce_step<B, M>(
         &self,
         grads: GradientsParams,
         module: &M,
         weighted: &mut [f64],
-        summed: &mut [f64],
-    ) -> Result<GradientsParams>
+        tokens: usize,
+    ) -> Result<(GradientsParams, StepTokens)>
     where
         B: AutodiffBackend,
         M: AutodiffModule<B>,
     {
         if self.count == 1 {
-            return Ok(grads);
+            let tokens = StepTokens {
+                total: tokens,
+                per_peer: None,
+            };
+            return Ok((grads, tokens));
         }
         let mut pack = Pack::<B> {
             grads,
@@ -369,15 +380,25 @@ impl Peer {
         module.visit(&mut pack);
         let Pack { mut grads, order } = pack;
         let Some(device) = order.first().map(|(_, t, _)| t.device()) else {
-            return Ok(grads);
+            let tokens = StepTokens {
+                total: tokens,
+                per_peer: None,
+            };
+            return Ok((grads, tokens));
         };
         let share = self.share();
+        // The weighted figures, then this peer's tokens in its own slot (the sum is exact in
+        // f32 up to 2^24 tokens per peer and step).
         let mut figures: Vec<f64> = weighted.iter().map(|v| v * share).collect();
-        figures.extend_from_slice(summed);
+        figures.extend((0..self.count).map(|r| if r == self.rank { tokens as f64 } else { 0.0 }));
         let figures = self.sum_host::<B::InnerBackend>(&figures, &device)?;
-        let (w, s) = figures.split_at(weighted.len());
+        let (w, per_peer) = figures.split_at(weighted.len());
         weighted.copy_from_slice(w);
-        summed.copy_from_slice(s);
+        let per_peer: Vec<usize> = per_peer.iter().map(|t| t.round() as usize).collect();
+        let tokens = StepTokens {
+            total: per_peer.iter().sum(),
+            per_peer: Some(per_peer),
+        };
         // Buckets of consecutive gradients, each all-reduced as one flat tensor.
         let mut start = 0;
         while start < order.len() {
@@ -400,8 +421,15 @@ impl Peer {
             }
             start = end;
         }
-        Ok(grads)
+        Ok((grads, tokens))
     }
+}
+
+/// The tokens of one step: over all peers, and each peer's (`None` in a run of one peer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepTokens {
+    pub total: usize,
+    pub per_peer: Option<Vec<usize>>,
 }
 
 /// The gradients of a module's parameters, flattened, in visiting order (removed from `grads`).

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
@@ -25,50 +24,88 @@ use shear_model::{
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
+use crate::execution::Execution;
 use crate::grads;
 use crate::lagrangian::Lagrangian;
 use crate::optim::adamw;
-use crate::peers::Peer;
+use crate::peers::StepTokens;
 use crate::recompute;
 use crate::schedule::{target_warmup, warmup_cosine};
 use crate::source::{DataReport, EvalView};
 use crate::workers::{self, StepGradients};
 
-/// Hyper-parameters of a pruning run (defaults: docs/algorithm.md §4.2–§4.3, scaled by `steps`).
-#[derive(Config, Debug, PartialEq)]
-pub struct PruneConfig {
-    pub target: TargetShape,
+/// Hyper-parameters of a pruning run, all but the target shape (defaults: docs/algorithm.md
+/// §4.2–§4.3). Each is defined here once: with its default (the `Default` below), its check
+/// ([`PruneHyper::validate`]) and its documentation, it is a key of a recipe's `[prune]`
+/// table, a flag of `shear prune` (the `clap` feature) and a setting recorded in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
+pub struct PruneHyper {
+    /// Optimizer steps (the schedules follow them).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().steps))]
     pub steps: usize,
+    /// Sequences per micro-batch (the data loader's; a step reads `grad_accum` of them).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().batch))]
+    pub batch: usize,
+    /// Micro-batches per optimizer step: with `batch` 4, the paper's 32 sequences per step.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().grad_accum))]
+    pub grad_accum: usize,
+    /// Peak learning rate of the model's weights.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().lr_weights))]
+    pub lr_weights: f64,
+    /// Peak learning rate of the masks' `log_alpha`.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().lr_masks))]
+    pub lr_masks: f64,
+    /// Peak learning rate of the Lagrange multipliers (gradient ascent).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().lr_lambda))]
+    pub lr_lambda: f64,
     /// Learning-rate warm-up steps (default: 10 % of the steps).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub lr_warmup: Option<usize>,
     /// Target-sparsity warm-up steps (default: 20 % of the steps).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub lagrangian_warmup: Option<usize>,
-    #[config(default = 1e-4)]
-    pub lr_weights: f64,
-    #[config(default = 1.0)]
-    pub lr_masks: f64,
-    #[config(default = 1.0)]
-    pub lr_lambda: f64,
-    /// Global gradient-norm clip (0: off).
-    #[config(default = 1.0)]
+    /// Global gradient-norm clip over the three groups (0: off).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().max_grad_norm))]
     pub max_grad_norm: f64,
-    /// Micro-batches per optimizer step.
-    #[config(default = 1)]
-    pub grad_accum: usize,
-    #[config(default = 0)]
+    /// Seed of the masks' samples and of the data order.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().seed))]
     pub seed: u64,
-    /// Hard-concrete temperature β (2/3: the reference code; 0.83: the paper).
-    #[config(default = "2.0 / 3.0")]
+    /// Hard-concrete temperature β: 2/3 as the reference code, 0.83 as the paper.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().temperature))]
     pub temperature: f64,
-    /// One `layer` mask per block, or separate `head_layer` + `mlp` masks.
-    #[config(default = "LayerMasks::Layer")]
+    /// Per-layer masks: `layer` (one per block, the released recipe) or `head-layer-mlp`
+    /// (separate attention and FFN masks; layers are still removed whole).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().layer_masks))]
     pub layer_masks: LayerMasks,
-    /// The dimensions to prune (the others have no mask).
-    #[config(default = "PruneModules::default()")]
+    /// What to prune: any of hidden, heads, intermediate, layers (comma-separated). A
+    /// dimension left out has no mask and keeps its source size.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().prune))]
     pub prune: PruneModules,
 }
 
-impl PruneConfig {
+impl Default for PruneHyper {
+    fn default() -> Self {
+        PruneHyper {
+            steps: 3200,
+            batch: 4,
+            grad_accum: 8,
+            lr_weights: 1e-4,
+            lr_masks: 1.0,
+            lr_lambda: 1.0,
+            lr_warmup: None,
+            lagrangian_warmup: None,
+            max_grad_norm: 1.0,
+            seed: 0,
+            temperature: 2.0 / 3.0,
+            layer_masks: LayerMasks::Layer,
+            prune: PruneModules::default(),
+        }
+    }
+}
+
+impl PruneHyper {
     pub fn lr_warmup_steps(&self) -> usize {
         self.lr_warmup.unwrap_or(self.steps / 10)
     }
@@ -81,19 +118,15 @@ impl PruneConfig {
         HardConcrete::with_temperature(self.temperature)
     }
 
-    /// Checks every setting against the source before any work; the message names the setting.
-    pub fn validate(&self, source: &LlamaConfig) -> crate::Result<()> {
-        self.target
-            .validate(source, self.prune)
-            .map_err(|e| TrainError::Invalid(format!("target ({}): {e}", self.target)))?;
-        self.validate_settings()
-    }
-
-    /// Checks every setting but the target (which needs the source): counts positive, rates
-    /// finite and in range, warm-ups within the steps, a usable temperature.
-    pub fn validate_settings(&self) -> crate::Result<()> {
+    /// Checks every setting: counts positive, rates finite and in range, warm-ups within the
+    /// steps, a usable temperature. The message names the setting.
+    pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
-        for (name, v) in [("steps", self.steps), ("grad_accum", self.grad_accum)] {
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("grad_accum", self.grad_accum),
+        ] {
             if v == 0 {
                 return bad(format!("{name} 0: must be positive"));
             }
@@ -134,6 +167,28 @@ impl PruneConfig {
     }
 }
 
+/// What a pruning run is: the target shape and the hyper-parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneConfig {
+    pub target: TargetShape,
+    #[serde(flatten)]
+    pub hyper: PruneHyper,
+}
+
+impl PruneConfig {
+    pub fn new(target: TargetShape, hyper: PruneHyper) -> Self {
+        PruneConfig { target, hyper }
+    }
+
+    /// Checks every setting against the source before any work; the message names the setting.
+    pub fn validate(&self, source: &LlamaConfig) -> crate::Result<()> {
+        self.target
+            .validate(source, self.hyper.prune)
+            .map_err(|e| TrainError::Invalid(format!("target ({}): {e}", self.target)))?;
+        self.hyper.validate()
+    }
+}
+
 /// What is trained: the source model, its masks and the multipliers.
 #[derive(Module, Debug)]
 pub struct Pruner<B: Backend> {
@@ -150,8 +205,11 @@ pub struct PruneLog {
     pub ce_loss: f64,
     pub lagrangian: f64,
     pub grad_norm: f64,
-    /// Tokens in this step (all micro-batches).
+    /// Tokens in this step (all micro-batches, all data-parallel peers).
     pub tokens: usize,
+    /// Each data-parallel peer's tokens in this step (absent in a run of one peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_tokens: Option<Vec<usize>>,
     pub lambda_1: PerType<f64>,
     pub lambda_2: PerType<f64>,
     /// After this step's update.
@@ -192,16 +250,11 @@ pub struct PruneRun<B: AutodiffBackend> {
     /// The uniform draws of hard-concrete sampling (host side, so it can be saved). Stream 1 of
     /// the seed: the data loader draws from stream 0.
     rng: rand_chacha::ChaCha8Rng,
-    /// Workers per step (workers.rs); 1 by default.
-    workers: usize,
-    /// This run's place among data-parallel peers (peers.rs).
-    peer: Peer,
-    /// Recompute each block in the backward pass (recompute.rs).
-    recompute: bool,
+    /// How the steps run (workers, data-parallel peer, recomputation; execution.rs): all
+    /// peers draw the same mask sample (the same seeded stream).
+    exec: Execution,
     /// Steps skipped so far (non-finite loss or gradient norm).
     skipped: usize,
-    /// Steps whose loss is made NaN (tests of the guard).
-    poisoned: Vec<usize>,
 }
 
 /// `loop_state` of a pruning checkpoint.
@@ -225,12 +278,13 @@ impl<B: AutodiffBackend> PruneRun<B> {
     /// A fresh run from `model`: masks initialised (§2.2) and multipliers at 0.
     pub fn new(model: Llama<B>, cfg: PruneConfig) -> Self {
         let device = model.embed_tokens.weight.device();
-        B::seed(&device, cfg.seed);
+        let h = &cfg.hyper;
+        B::seed(&device, h.seed);
         let l0 = L0Masks::new(
             &model.config,
-            cfg.hard_concrete(),
-            cfg.prune,
-            cfg.layer_masks,
+            h.hard_concrete(),
+            h.prune,
+            h.layer_masks,
             &device,
         );
         PruneRun {
@@ -242,43 +296,17 @@ impl<B: AutodiffBackend> PruneRun<B> {
             weights: adamw(0.0).init(),
             masks: adamw(0.0).init(),
             lambdas: adamw(0.0).init(),
-            rng: mask_rng(cfg.seed),
-            workers: 1,
-            peer: Peer::solo(),
-            recompute: false,
+            rng: mask_rng(h.seed),
+            exec: Execution::default(),
             skipped: 0,
-            poisoned: Vec::new(),
             step: 0,
             cfg,
         }
     }
 
-    /// For tests of the non-finite guard: the loss of these steps is made NaN.
-    #[doc(hidden)]
-    pub fn with_poisoned_steps(mut self, steps: Vec<usize>) -> Self {
-        self.poisoned = steps;
-        self
-    }
-
-    /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
-    /// (recompute.rs): less memory, one more forward pass.
-    pub fn with_recompute(mut self, recompute: bool) -> Self {
-        self.recompute = recompute;
-        self
-    }
-
-    /// Makes this run one of several data-parallel peers (peers.rs): its batches are its share
-    /// of every global batch, its gradients are all-reduced with the others', and all peers
-    /// draw the same mask sample (the same seeded stream).
-    pub fn with_peer(mut self, peer: Peer) -> Self {
-        self.peer = peer;
-        self
-    }
-
-    /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
-    /// devices.
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
+    /// Runs the steps as `exec` says (execution.rs).
+    pub fn with_execution(mut self, exec: Execution) -> Self {
+        self.exec = exec;
         self
     }
 
@@ -370,7 +398,8 @@ impl<B: AutodiffBackend> PruneRun<B> {
             ce_loss: figures.ce,
             lagrangian: figures.lagrangian,
             grad_norm: figures.grad_norm,
-            tokens: figures.tokens,
+            tokens: figures.tokens.total,
+            peer_tokens: figures.tokens.per_peer,
             lambda_1,
             lambda_2,
             expected_shape: l0.expected_shape(),
@@ -387,7 +416,7 @@ struct StepFigures {
     ce: f64,
     lagrangian: f64,
     grad_norm: f64,
-    tokens: usize,
+    tokens: StepTokens,
     target: PerType<f64>,
 }
 
@@ -397,8 +426,8 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
     fn position(&self) -> Position {
         Position {
             done: self.step,
-            total: self.cfg.steps,
-            grad_accum: self.cfg.grad_accum,
+            total: self.cfg.hyper.steps,
+            grad_accum: self.cfg.hyper.grad_accum,
         }
     }
 
@@ -414,7 +443,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .target
             .sparsity(&pruner.model.config)
             .filter(|k| types.contains(&k))
-            .map(|t| target_warmup(t, step, self.cfg.lagrangian_warmup_steps()));
+            .map(|t| target_warmup(t, step, self.cfg.hyper.lagrangian_warmup_steps()));
         let pruner = Pruner {
             l0: pruner.l0.clamp_log_alpha(),
             ..pruner
@@ -429,11 +458,11 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .iter()
             .map(|_| pruner.l0.noise_from(&mut self.rng))
             .collect();
-        let (recompute, poisoned) = (self.recompute, self.poisoned.contains(&step));
+        let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
         let all = workers::mean_gradients(
             &pruner,
             batches,
-            self.workers,
+            self.exec.workers(),
             |p: &Pruner<B>, m, ids, weight| {
                 let z = p.l0.sample_noise(&noise[m]);
                 let lag = p.lagrangian.value(&p.l0.expected_sparsity(), &target);
@@ -466,11 +495,12 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             },
         );
         let all = all.and_then(|StepGradients { grads, figures }| {
-            let (mut figures, mut tokens) = (figures, [tokens as f64]);
-            let grads = self
-                .peer
-                .reduce_step(grads, &pruner, &mut figures, &mut tokens)?;
-            Ok((grads, figures, tokens[0].round() as usize))
+            let mut figures = figures;
+            let (grads, tokens) =
+                self.exec
+                    .peer
+                    .reduce_step(grads, &pruner, &mut figures, tokens)?;
+            Ok((grads, figures, tokens))
         });
         let (mut all, [ce, lag], tokens) = match all {
             Ok(g) => g,
@@ -494,8 +524,8 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 ),
             });
         }
-        let clip = if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
-            self.cfg.max_grad_norm / (norm + 1e-6)
+        let clip = if self.cfg.hyper.max_grad_norm > 0.0 && norm > self.cfg.hyper.max_grad_norm {
+            self.cfg.hyper.max_grad_norm / (norm + 1e-6)
         } else {
             1.0
         };
@@ -509,15 +539,20 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         // Gradient ascent for the multipliers: Adam is sign-equivariant, so negating the gradient
         // equals a negative learning rate (§4.2).
         let g_lambda = grads::take::<B, _>(&mut all, &lagrangian, -clip);
-        let mult = warmup_cosine(step, self.cfg.lr_warmup_steps(), self.cfg.steps, 0.1);
+        let mult = warmup_cosine(
+            step,
+            self.cfg.hyper.lr_warmup_steps(),
+            self.cfg.hyper.steps,
+            0.1,
+        );
         self.pruner = Some(Pruner {
             model: self
                 .weights
-                .step(self.cfg.lr_weights * mult, model, g_model),
-            l0: self.masks.step(self.cfg.lr_masks * mult, l0, g_masks),
+                .step(self.cfg.hyper.lr_weights * mult, model, g_model),
+            l0: self.masks.step(self.cfg.hyper.lr_masks * mult, l0, g_masks),
             lagrangian: self
                 .lambdas
-                .step(self.cfg.lr_lambda * mult, lagrangian, g_lambda),
+                .step(self.cfg.hyper.lr_lambda * mult, lagrangian, g_lambda),
         });
         self.step += 1;
         self.log_line(

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use burn::config::Config;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
@@ -20,47 +19,76 @@ use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
+use crate::execution::Execution;
 use crate::grads::clip_global_norm;
 use crate::optim::adamw;
-use crate::peers::Peer;
 use crate::recompute;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
 use crate::workers::{backward, mean_gradients};
 
-/// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7, scaled by
-/// `steps`).
-#[derive(Config, Debug, PartialEq)]
+/// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7). Each is defined
+/// here once: with its default (the `Default` below), its check ([`TrainConfig::validate`]) and
+/// its documentation, it is a key of a recipe's `[train]` table, a flag of `shear train` (the
+/// `clap` feature) and a setting recorded in checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default)]
 pub struct TrainConfig {
+    /// Optimizer steps (the schedule follows them).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().steps))]
     pub steps: usize,
+    /// Sequences per micro-batch (the data loader's; a step reads `grad_accum` of them).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().batch))]
+    pub batch: usize,
+    /// Micro-batches per optimizer step: with `batch` 16, the paper's 256 sequences per step.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().grad_accum))]
+    pub grad_accum: usize,
     /// Peak learning rate.
-    #[config(default = 1e-4)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().lr))]
     pub lr: f64,
     /// Warm-up steps (default: 3 % of the steps).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub warmup: Option<usize>,
-    /// The cosine ends at `lr · min_lr_ratio`.
-    #[config(default = 0.1)]
+    /// The cosine ends at `lr` times this.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().min_lr_ratio))]
     pub min_lr_ratio: f64,
-    #[config(default = 0.0)]
+    /// AdamW's decoupled weight decay.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().weight_decay))]
     pub weight_decay: f64,
     /// Global gradient-norm clip (0: off).
-    #[config(default = 1.0)]
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().max_grad_norm))]
     pub max_grad_norm: f64,
-    /// Micro-batches per optimizer step.
-    #[config(default = 1)]
-    pub grad_accum: usize,
-    #[config(default = 0)]
+    /// Seed of the data order (and of random initial weights).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
-    /// Knowledge distillation (off when `None`).
-    pub distill: Option<Distill>,
+    /// With a teacher: loss = CE + `distill_weight` · T² · KL(teacher_T ‖ student_T).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = TrainConfig::default().distill_weight))]
+    pub distill_weight: f64,
+    /// With a teacher: the temperature T of the softened distributions.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, default_value_t = TrainConfig::default().distill_temperature)
+    )]
+    pub distill_temperature: f64,
 }
 
-/// `loss = CE + weight · T² · KL(teacher_T ‖ student_T)`, the softened next-token
-/// distributions at temperature `T` (Hinton et al.; the recovery loss of Minitron).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Distill {
-    pub weight: f64,
-    pub temperature: f64,
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 48_000,
+            batch: 16,
+            grad_accum: 16,
+            lr: 1e-4,
+            warmup: None,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            seed: 0,
+            distill_weight: 1.0,
+            distill_temperature: 1.0,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -71,7 +99,11 @@ impl TrainConfig {
     /// Checks every setting before any work; the message names the setting.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
-        for (name, v) in [("steps", self.steps), ("grad_accum", self.grad_accum)] {
+        for (name, v) in [
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("grad_accum", self.grad_accum),
+        ] {
             if v == 0 {
                 return bad(format!("{name} 0: must be positive"));
             }
@@ -80,6 +112,7 @@ impl TrainConfig {
             ("lr", self.lr),
             ("weight_decay", self.weight_decay),
             ("max_grad_norm", self.max_grad_norm),
+            ("distill_weight", self.distill_weight),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} {v}: must be a finite number ≥ 0"));
@@ -99,19 +132,11 @@ impl TrainConfig {
                 self.min_lr_ratio
             ));
         }
-        if let Some(d) = self.distill {
-            if !(d.temperature.is_finite() && d.temperature > 0.0) {
-                return bad(format!(
-                    "distill temperature {}: must be a positive number",
-                    d.temperature
-                ));
-            }
-            if !(d.weight.is_finite() && d.weight >= 0.0) {
-                return bad(format!(
-                    "distill weight {}: must be a finite number ≥ 0",
-                    d.weight
-                ));
-            }
+        let t = self.distill_temperature;
+        if !(t.is_finite() && t > 0.0) {
+            return bad(format!(
+                "distill_temperature {t}: must be a positive number"
+            ));
         }
         Ok(())
     }
@@ -126,7 +151,11 @@ pub struct TrainLog {
     /// Cross-entropy part of the loss (equal to `loss` without distillation).
     pub ce_loss: f64,
     pub grad_norm: f64,
+    /// Tokens in this step (all micro-batches, all data-parallel peers).
     pub tokens: usize,
+    /// Each data-parallel peer's tokens in this step (absent in a run of one peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_tokens: Option<Vec<usize>>,
     #[serde(flatten)]
     pub data: DataReport,
     /// On the first step of a run from step 0: the weight update of the evaluation before
@@ -164,16 +193,10 @@ pub struct Trainer<B: AutodiffBackend> {
     teacher: Option<Llama<B::InnerBackend>>,
     pub step: usize,
     pub cfg: TrainConfig,
-    /// Workers per step (workers.rs); 1 by default.
-    workers: usize,
-    /// This trainer's place among data-parallel peers (peers.rs).
-    peer: Peer,
-    /// Recompute each block in the backward pass (recompute.rs).
-    recompute: bool,
+    /// How the steps run (workers, data-parallel peer, recomputation; execution.rs).
+    exec: Execution,
     /// Steps skipped so far (non-finite loss or gradient norm).
     skipped: usize,
-    /// Steps whose loss is made NaN (tests of the guard).
-    poisoned: Vec<usize>,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -187,7 +210,8 @@ struct TrainLoopState {
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
-    /// Starts training `model`; `teacher` is required by (and only used with) distillation.
+    /// Starts training `model`; with a `teacher`, the loss adds the distillation term
+    /// (`cfg.distill_weight`, `cfg.distill_temperature`).
     pub fn new(model: Llama<B>, cfg: TrainConfig, teacher: Option<Llama<B::InnerBackend>>) -> Self {
         Trainer {
             optim: adamw(cfg.weight_decay).init(),
@@ -195,39 +219,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             teacher,
             step: 0,
             cfg,
-            workers: 1,
-            peer: Peer::solo(),
-            recompute: false,
+            exec: Execution::default(),
             skipped: 0,
-            poisoned: Vec::new(),
         }
     }
 
-    /// For tests of the non-finite guard: the loss of these steps is made NaN.
-    #[doc(hidden)]
-    pub fn with_poisoned_steps(mut self, steps: Vec<usize>) -> Self {
-        self.poisoned = steps;
-        self
-    }
-
-    /// Keeps only the blocks' inputs for the backward pass and recomputes each block there
-    /// (recompute.rs): less memory, one more forward pass.
-    pub fn with_recompute(mut self, recompute: bool) -> Self {
-        self.recompute = recompute;
-        self
-    }
-
-    /// Makes this trainer one of several data-parallel peers (peers.rs): its batches are its
-    /// share of every global batch, and its gradients are all-reduced with the others'.
-    pub fn with_peer(mut self, peer: Peer) -> Self {
-        self.peer = peer;
-        self
-    }
-
-    /// Splits every step's rows over `workers` (workers.rs): the same step, on more cores or
-    /// devices.
-    pub fn with_workers(mut self, workers: usize) -> Self {
-        self.workers = workers.max(1);
+    /// Runs the steps as `exec` says (execution.rs).
+    pub fn with_execution(mut self, exec: Execution) -> Self {
+        self.exec = exec;
         self
     }
 
@@ -297,26 +296,27 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             .iter()
             .map(|b| b.dims().iter().product::<usize>())
             .sum();
-        let (step, distill, teacher) = (self.step, self.cfg.distill, &self.teacher);
-        let (recompute, poisoned) = (self.recompute, self.poisoned.contains(&step));
+        let (step, teacher) = (self.step, &self.teacher);
+        let (kd_weight, temperature) = (self.cfg.distill_weight, self.cfg.distill_temperature);
+        let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
         let grads = mean_gradients(
             &model,
             batches,
-            self.workers,
+            self.exec.workers(),
             |model: &Llama<B>, _, ids, weight| {
                 // The loss of final hidden states `h`, and [loss, CE] read back: with
                 // distillation CE + weight · KD, otherwise the CE (one host read).
                 let head = |h: Tensor<B, 3>| {
-                    let (loss, ce) = match (distill, teacher) {
-                        (Some(d), Some(t)) => {
+                    let (loss, ce) = match teacher {
+                        Some(t) => {
                             let logits = model.lm_logits(h);
                             let ce = next_token_loss(logits.clone(), ids.clone());
                             let t_logits =
                                 Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
-                            let kd = distill_loss(logits, t_logits, d.temperature);
-                            (ce.clone() + kd * d.weight, Some(ce))
+                            let kd = distill_loss(logits, t_logits, temperature);
+                            (ce.clone() + kd * kd_weight, Some(ce))
                         }
-                        _ => (model.head_loss(h, ids.clone()), None),
+                        None => (model.head_loss(h, ids.clone()), None),
                     };
                     let loss = match poisoned {
                         true => loss * f64::NAN,
@@ -337,11 +337,12 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             },
         );
         let grads = grads.and_then(|g| {
-            let (mut figures, mut tokens) = (g.figures, [tokens as f64]);
-            let grads = self
-                .peer
-                .reduce_step(g.grads, &model, &mut figures, &mut tokens)?;
-            Ok((grads, figures, tokens[0].round() as usize))
+            let mut figures = g.figures;
+            let (grads, tokens) =
+                self.exec
+                    .peer
+                    .reduce_step(g.grads, &model, &mut figures, tokens)?;
+            Ok((grads, figures, tokens))
         });
         let (grads, [loss, ce_loss], tokens) = match grads {
             Ok(g) => g,
@@ -369,7 +370,8 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             loss,
             ce_loss,
             grad_norm: norm,
-            tokens,
+            tokens: tokens.total,
+            peer_tokens: tokens.per_peer,
             data: DataReport::default(),
             eval_first_update: None,
         };

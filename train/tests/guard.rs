@@ -9,10 +9,11 @@ use shear_io::JsonlLog;
 use shear_model::{load_llama, Llama, TargetShape};
 use shear_testkit::*;
 use shear_train::checkpoint::Checkpoints;
-use shear_train::driver::{drive, Plan, Skip, Stepper};
-use shear_train::prune::{PruneConfig, PruneRun};
+use shear_train::driver::{drive, LoopControl, Skip, Stepper};
+use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::source::{BatchSource, RowRef};
 use shear_train::trainer::{TrainConfig, TrainLog, Trainer};
+use shear_train::Execution;
 use shear_train::{Result, Silent, TrainError};
 
 type AD = Autodiff<B>;
@@ -68,7 +69,7 @@ fn run<S: Stepper<AD>>(
     let mut log = JsonlLog::<S::Log>::create(&log_path).unwrap();
     let mut skips = JsonlLog::<Skip>::create(&skips_path).unwrap();
     let checkpoints = Checkpoints::new(dir.join("checkpoints"));
-    let plan = Plan {
+    let plan = LoopControl {
         checkpoints: Some(&checkpoints),
         settings: &(),
         save_every: 0,
@@ -92,8 +93,20 @@ fn run<S: Stepper<AD>>(
 fn a_nan_training_step_is_skipped_and_the_run_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     // Step 2 alone, to see that it changes nothing.
-    let mut probe =
-        Trainer::new(model(), TrainConfig::new(3).with_lr(1e-3), None).with_poisoned_steps(vec![2]);
+    let mut probe = Trainer::new(
+        model(),
+        TrainConfig {
+            steps: 3,
+            lr: 1e-3,
+            grad_accum: 1,
+            ..TrainConfig::default()
+        },
+        None,
+    )
+    .with_execution(Execution {
+        poisoned: vec![2],
+        ..Execution::default()
+    });
     let batches: Vec<_> = (0..3).map(|s| Counting.batch(s, 0).unwrap()).collect();
     probe.step(&batches[0..1]).unwrap();
     probe.step(&batches[1..2]).unwrap();
@@ -110,8 +123,20 @@ fn a_nan_training_step_is_skipped_and_the_run_goes_on() {
     assert_eq!((probe.done(), probe.skipped()), (3, 1));
 
     // Through the loop: steps 2 and 4 skipped, the others logged, the rows recorded.
-    let mut t = Trainer::new(model(), TrainConfig::new(6).with_lr(1e-3), None)
-        .with_poisoned_steps(vec![2, 4]);
+    let mut t = Trainer::new(
+        model(),
+        TrainConfig {
+            steps: 6,
+            lr: 1e-3,
+            grad_accum: 1,
+            ..TrainConfig::default()
+        },
+        None,
+    )
+    .with_execution(Execution {
+        poisoned: vec![2, 4],
+        ..Execution::default()
+    });
     let (r, lines, skips) = run(&mut t, tmp.path(), 10);
     assert!(!r.unwrap());
     let logged: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
@@ -147,7 +172,21 @@ fn too_many_skipped_steps_stop_the_run_with_a_message_naming_them() {
         kv_heads: c.num_key_value_heads / 2,
         intermediate: c.intermediate_size / 2,
     };
-    let mut p = PruneRun::new(model(), PruneConfig::new(target, 8)).with_poisoned_steps(vec![1, 3]);
+    let mut p = PruneRun::new(
+        model(),
+        PruneConfig::new(
+            target,
+            PruneHyper {
+                steps: 8,
+                grad_accum: 1,
+                ..PruneHyper::default()
+            },
+        ),
+    )
+    .with_execution(Execution {
+        poisoned: vec![1, 3],
+        ..Execution::default()
+    });
     let (r, lines, skips) = run(&mut p, tmp.path(), 1);
     let message = match r {
         Err(e @ TrainError::TooManySkipped { .. }) => e.to_string(),

@@ -59,16 +59,16 @@ fn two_peers_sum_their_weighted_gradients_and_figures() {
                     let m = model.clone().fork(&device);
                     let g = grads(&m, &x, &y);
                     let mut weighted = [local as f64 + 1.0];
-                    let mut summed = [100.0 * (local as f64 + 1.0)];
-                    let g = peer
-                        .reduce_step::<AD, _>(g, &m, &mut weighted, &mut summed)
+                    let tokens = 100 * (local + 1);
+                    let (g, tokens) = peer
+                        .reduce_step::<AD, _>(g, &m, &mut weighted, tokens)
                         .unwrap();
                     let out = (
                         peer.rows(3),
                         values(&g, &m.a),
                         values(&g, &m.b),
                         weighted[0],
-                        summed[0],
+                        tokens,
                     );
                     peer.leave::<B>(&device).unwrap();
                     out
@@ -85,16 +85,17 @@ fn two_peers_sum_their_weighted_gradients_and_figures() {
     let b: Vec<f32> = (0..4)
         .map(|i| w0 * y[0][i / 2][i % 2] + w1 * y[1][i / 2][i % 2])
         .collect();
-    for (rows, ga, gb, weighted, summed) in &results {
+    for (rows, ga, gb, weighted, tokens) in &results {
         for (got, want) in ga.iter().zip(&a).chain(gb.iter().zip(&b)) {
             assert!(
                 (got - want).abs() <= 1e-6 * want.abs().max(1.0),
                 "peer with rows {rows:?}: {got} vs {want}"
             );
         }
-        // Figures: weighted by the shares; token counts summed.
+        // Figures: weighted by the shares; token counts summed, and each peer's own known.
         assert!((weighted - (2.0 / 3.0 * 1.0 + 1.0 / 3.0 * 2.0)).abs() < 1e-6);
-        assert_eq!(*summed, 300.0);
+        assert_eq!(tokens.total, 300);
+        assert_eq!(tokens.per_peer, Some(vec![100, 200]));
     }
     // Both peers hold the very same gradients (one sum, shared).
     assert_eq!(results[0].1, results[1].1);
@@ -110,10 +111,12 @@ fn a_solo_peer_changes_nothing() {
     };
     let g = grads(&model, &[1.0, 2.0, 3.0], &[[1.0, 2.0], [3.0, 4.0]]);
     let mut weighted = [0.25];
-    let mut summed = [7.0];
-    let g = Peer::solo()
-        .reduce_step::<AD, _>(g, &model, &mut weighted, &mut summed)
+    let (g, tokens) = Peer::solo()
+        .reduce_step::<AD, _>(g, &model, &mut weighted, 7)
         .unwrap();
     assert_eq!(values(&g, &model.a), vec![1.0, 2.0, 3.0]);
-    assert_eq!((weighted[0], summed[0]), (0.25, 7.0));
+    assert_eq!(
+        (weighted[0], tokens.total, tokens.per_peer),
+        (0.25, 7, None)
+    );
 }

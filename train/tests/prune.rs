@@ -9,7 +9,7 @@ use shear_model::{
 use shear_testkit::*;
 use shear_train::driver::Stepper;
 use shear_train::lagrangian::Lagrangian;
-use shear_train::prune::{PruneConfig, PruneLog, PruneRun};
+use shear_train::prune::{PruneConfig, PruneHyper, PruneLog, PruneRun};
 
 type AD = Autodiff<B>;
 
@@ -175,10 +175,17 @@ fn multipliers_ascend_while_masks_and_weights_descend() {
     }
 
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
-    let cfg = PruneConfig::new(target, 8)
-        .with_lr_warmup(Some(0))
-        .with_lagrangian_warmup(Some(0))
-        .with_lr_weights(1e-3);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 8,
+            lr_warmup: Some(0),
+            lagrangian_warmup: Some(0),
+            lr_weights: 1e-3,
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     let ids = random_ids(0, 2, 16);
     let (_, logs) = run_steps(model, cfg, 8, |_| ids.clone());
     // Ascent: λ1 moved along its gradient (down), which raises the Lagrangian λ1 (e − t).
@@ -201,7 +208,15 @@ fn pruning_converges_to_the_target_shape() {
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
     let target = fixture_target();
     let steps = 300;
-    let cfg = PruneConfig::new(target, steps).with_lr_weights(1e-3);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps,
+            lr_weights: 1e-3,
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     let (run, logs) = run_steps(model, cfg, steps, |step| random_ids(step, 4, 32));
     for l in logs.iter().filter(|l| l.step % 50 == 0) {
         eprintln!("{}", serde_json::to_string(l).unwrap());
@@ -222,7 +237,15 @@ fn the_log_carries_the_warmed_up_target() {
     let model = load_llama::<AD>(&fixture("pruning/source"), &device()).unwrap();
     let source = model.config.clone();
     let target = fixture_target();
-    let cfg = PruneConfig::new(target, 10).with_lagrangian_warmup(Some(4));
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 10,
+            lagrangian_warmup: Some(4),
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     let ids = random_ids(0, 1, 8);
     let (_, logs) = run_steps(model, cfg, 6, |_| ids.clone());
     let full = target.sparsity(&source);
@@ -252,7 +275,15 @@ fn a_subset_of_dimensions_is_pruned_and_the_rest_keep_their_size() {
         ..fixture_target()
     };
     let modules: PruneModules = "heads,layers".parse().unwrap();
-    let cfg = PruneConfig::new(target, 4).with_prune(modules);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 4,
+            prune: modules,
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     cfg.validate(&source).unwrap();
     let ids = random_ids(0, 1, 8);
     let (run, logs) = run_steps(model, cfg.clone(), 4, |_| ids.clone());
@@ -276,7 +307,15 @@ fn a_subset_of_dimensions_is_pruned_and_the_rest_keep_their_size() {
     let small = run.finish().unwrap();
     assert_eq!(TargetShape::of(&small.config), target);
     // A target that changes an unpruned dimension is refused before any work.
-    let bad = PruneConfig::new(fixture_target(), 4).with_prune(modules);
+    let bad = PruneConfig::new(
+        fixture_target(),
+        PruneHyper {
+            steps: 4,
+            prune: modules,
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     let e = bad.validate(&source).unwrap_err().to_string();
     assert!(e.contains("`hidden` is not pruned"), "{e}");
 }
@@ -295,7 +334,15 @@ fn a_grouped_query_source_converges_to_a_grouped_query_target() {
     // decaying swing: after 200 steps the layer and group masks (2–3 units a layer) still
     // swung by up to ±0.15 on some data; by 400 they were within 0.03 on each of 8 data seeds.
     let steps = 400;
-    let cfg = PruneConfig::new(target, steps).with_lr_weights(1e-3);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps,
+            lr_weights: 1e-3,
+            grad_accum: 1,
+            ..PruneHyper::default()
+        },
+    );
     cfg.validate(&source).unwrap();
     let (run, logs) = run_steps(model, cfg, steps, |step| random_ids(step, 2, 16));
     let last = logs.last().unwrap();

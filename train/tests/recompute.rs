@@ -12,9 +12,10 @@ use shear_model::{
 };
 use shear_testkit::*;
 use shear_train::driver::Stepper;
-use shear_train::prune::{PruneConfig, PruneRun};
+use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::recompute;
 use shear_train::trainer::{TrainConfig, Trainer};
+use shear_train::Execution;
 
 type AD = Autodiff<B>;
 
@@ -102,9 +103,17 @@ fn recomputed_gradients_of_the_masked_loss_reach_log_alpha() {
 #[test]
 fn training_and_pruning_steps_are_the_same_with_recomputation() {
     let batches = [ids(2, 16, 3), ids(2, 16, 4)];
-    let cfg = TrainConfig::new(10).with_lr(1e-3).with_grad_accum(2);
+    let cfg = TrainConfig {
+        steps: 10,
+        lr: 1e-3,
+        grad_accum: 2,
+        ..TrainConfig::default()
+    };
     let mut plain = Trainer::new(model(), cfg.clone(), None);
-    let mut again = Trainer::new(model(), cfg, None).with_recompute(true);
+    let mut again = Trainer::new(model(), cfg, None).with_execution(Execution {
+        recompute: true,
+        ..Execution::default()
+    });
     for step in 0..3 {
         let (a, b) = (plain.step(&batches).unwrap(), again.step(&batches).unwrap());
         assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss, "step {step}");
@@ -130,9 +139,20 @@ fn training_and_pruning_steps_are_the_same_with_recomputation() {
         kv_heads: c.num_key_value_heads / 2,
         intermediate: c.intermediate_size / 2,
     };
-    let cfg = PruneConfig::new(target, 10).with_seed(3).with_grad_accum(2);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 10,
+            seed: 3,
+            grad_accum: 2,
+            ..PruneHyper::default()
+        },
+    );
     let mut plain = PruneRun::new(model(), cfg.clone());
-    let mut again = PruneRun::new(model(), cfg).with_recompute(true);
+    let mut again = PruneRun::new(model(), cfg).with_execution(Execution {
+        recompute: true,
+        ..Execution::default()
+    });
     for step in 0..3 {
         let (a, b) = (plain.step(&batches).unwrap(), again.step(&batches).unwrap());
         eprintln!(

@@ -8,10 +8,10 @@ use shear_data::{DynamicDataLoader, DynamicLoader, PreparedData, Split, UpdateRu
 use shear_io::JsonlLog;
 use shear_testkit::*;
 use shear_train::checkpoint::{read_state, Checkpoints};
-use shear_train::driver::{drive, Plan, Stepper};
+use shear_train::driver::{drive, LoopControl, Stepper};
 use shear_train::dynamic::{DynamicConfig, DynamicSource};
 use shear_train::source::BatchSource;
-use shear_train::trainer::{distill_loss, Distill, TrainConfig, TrainLog, Trainer};
+use shear_train::trainer::{distill_loss, TrainConfig, TrainLog, Trainer};
 use shear_train::{Result, Silent};
 
 type AD = Autodiff<B>;
@@ -36,10 +36,10 @@ fn run(
     let path = dir.join("log.jsonl");
     let mut log = match t.done() {
         0 => JsonlLog::create(&path).unwrap(),
-        k => JsonlLog::resume(&path, k).unwrap(),
+        k => JsonlLog::resume(&path, k).unwrap().0,
     };
     let checkpoints = Checkpoints::new(dir.join("checkpoints"));
-    let plan = Plan {
+    let plan = LoopControl {
         checkpoints: Some(&checkpoints),
         settings: &t.cfg.clone(),
         save_every: 0,
@@ -63,7 +63,12 @@ fn ids(n: usize, seq: usize) -> Tensor<AD, 2, Int> {
 #[test]
 fn loss_decreases_and_distillation_is_a_kl() {
     let model = shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
-    let cfg = TrainConfig::new(30).with_lr(3e-3).with_grad_accum(2);
+    let cfg = TrainConfig {
+        steps: 30,
+        lr: 3e-3,
+        grad_accum: 2,
+        ..TrainConfig::default()
+    };
     let mut t = Trainer::new(model, cfg, None);
     let tmp = tempfile::tempdir().unwrap();
     let losses: Vec<f64> = run(&mut t, &mut Fixed(ids(2, 16)), tmp.path(), 30)
@@ -111,10 +116,13 @@ fn loss_decreases_and_distillation_is_a_kl() {
     // reported CE is separate from the total.
     let teacher = shear_model::load_llama::<B>(&fixture("llama-mha"), &device()).unwrap();
     let student = shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
-    let cfg = TrainConfig::new(3).with_distill(Some(Distill {
-        weight: 0.5,
-        temperature: 2.0,
-    }));
+    let cfg = TrainConfig {
+        steps: 3,
+        distill_weight: 0.5,
+        distill_temperature: 2.0,
+        grad_accum: 1,
+        ..TrainConfig::default()
+    };
     let mut t = Trainer::new(student, cfg, Some(teacher));
     let tmp = tempfile::tempdir().unwrap();
     let logs: Vec<(f64, f64)> = run(&mut t, &mut Fixed(ids(2, 16)), tmp.path(), 3)
@@ -184,7 +192,13 @@ fn trace(logs: &[TrainLog]) -> Trace {
 fn a_resumed_run_is_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let data = data(&tmp.path().join("data"));
-    let cfg = TrainConfig::new(8).with_lr(1e-3).with_warmup(Some(2));
+    let cfg = TrainConfig {
+        steps: 8,
+        lr: 1e-3,
+        warmup: Some(2),
+        grad_accum: 1,
+        ..TrainConfig::default()
+    };
     let model = || shear_model::load_llama::<AD>(&fixture("llama-mha"), &device()).unwrap();
 
     // Uninterrupted.

@@ -10,9 +10,10 @@ use burn::prelude::*;
 use shear_model::{load_llama, Llama, TargetShape};
 use shear_testkit::*;
 use shear_train::driver::Stepper;
-use shear_train::prune::{PruneConfig, PruneRun};
+use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::workers::{backward, mean_gradients};
+use shear_train::Execution;
 
 type AD = Autodiff<B>;
 
@@ -82,9 +83,17 @@ fn params(m: &Llama<AD>) -> Vec<f32> {
 #[test]
 fn a_training_step_is_the_same_on_one_or_two_workers() {
     let batches = [ids(4, 16, 2), ids(4, 16, 3)];
-    let cfg = TrainConfig::new(10).with_lr(1e-3).with_grad_accum(2);
+    let cfg = TrainConfig {
+        steps: 10,
+        lr: 1e-3,
+        grad_accum: 2,
+        ..TrainConfig::default()
+    };
     let mut one = Trainer::new(model(), cfg.clone(), None);
-    let mut two = Trainer::new(model(), cfg, None).with_workers(2);
+    let mut two = Trainer::new(model(), cfg, None).with_execution(Execution {
+        workers: 2,
+        ..Execution::default()
+    });
     for step in 0..3 {
         let (a, b) = (one.step(&batches).unwrap(), two.step(&batches).unwrap());
         assert!(
@@ -112,10 +121,21 @@ fn a_pruning_step_is_the_same_on_one_or_two_workers() {
         kv_heads: c.num_key_value_heads / 2,
         intermediate: c.intermediate_size / 2,
     };
-    let cfg = PruneConfig::new(target, 10).with_seed(3).with_grad_accum(2);
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 10,
+            seed: 3,
+            grad_accum: 2,
+            ..PruneHyper::default()
+        },
+    );
     let batches = [ids(3, 16, 4), ids(3, 16, 5)];
     let mut one = PruneRun::new(model(), cfg.clone());
-    let mut two = PruneRun::new(model(), cfg).with_workers(2);
+    let mut two = PruneRun::new(model(), cfg).with_execution(Execution {
+        workers: 2,
+        ..Execution::default()
+    });
     for step in 0..3 {
         let (a, b) = (one.step(&batches).unwrap(), two.step(&batches).unwrap());
         assert!(
@@ -159,7 +179,19 @@ fn workers_keep_the_callers_precision() {
     let batches = [ids(4, 16, 6)];
     let loss = |precision: Compute, workers: usize| {
         let _autocast = autocast(precision);
-        let mut t = Trainer::new(model(), TrainConfig::new(10), None).with_workers(workers);
+        let mut t = Trainer::new(
+            model(),
+            TrainConfig {
+                steps: 10,
+                grad_accum: 1,
+                ..TrainConfig::default()
+            },
+            None,
+        )
+        .with_execution(Execution {
+            workers,
+            ..Execution::default()
+        });
         t.step(&batches).unwrap().loss
     };
     let (f32_one, bf16_one, bf16_two) = (

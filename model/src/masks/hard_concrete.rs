@@ -10,6 +10,18 @@ use burn::tensor::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::tensor_data::to_vec_f64;
+
+/// Why constants do not define a hard-concrete distribution (docs/algorithm.md §2.1).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum HardConcreteError {
+    #[error("temperature {temperature} must be a positive number")]
+    Temperature { temperature: f64 },
+    #[error("stretch interval ({limit_l}, {limit_r}) must contain [0, 1]")]
+    StretchInterval { limit_l: f64, limit_r: f64 },
+    #[error("epsilon {epsilon} must be in (0, 0.5)")]
+    Epsilon { epsilon: f64 },
+}
 
 /// Constants of the hard-concrete distribution (docs/algorithm.md §2.1; the defaults follow the
 /// reference code, §0.1).
@@ -52,21 +64,22 @@ impl HardConcrete {
     }
 
     /// Checks that the constants define a distribution (β > 0, γ < 0 < 1 < ζ, ε in (0, ½)).
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), HardConcreteError> {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(format!(
-                "temperature {} must be a positive number",
-                self.temperature
-            ));
+            return Err(HardConcreteError::Temperature {
+                temperature: self.temperature,
+            });
         }
         if !(self.limit_l < 0.0 && self.limit_r > 1.0) {
-            return Err(format!(
-                "stretch interval ({}, {}) must contain [0, 1]",
-                self.limit_l, self.limit_r
-            ));
+            return Err(HardConcreteError::StretchInterval {
+                limit_l: self.limit_l,
+                limit_r: self.limit_r,
+            });
         }
         if !(self.epsilon > 0.0 && self.epsilon < 0.5) {
-            return Err(format!("epsilon {} must be in (0, 0.5)", self.epsilon));
+            return Err(HardConcreteError::Epsilon {
+                epsilon: self.epsilon,
+            });
         }
         Ok(())
     }
@@ -209,13 +222,7 @@ impl<B: Backend> Mask<B> {
     /// the mask (`what`) and the entry.
     pub fn host_log_alpha(&self, what: &str) -> Result<Vec<f64>> {
         let [_, n] = self.dims();
-        let la: Vec<f64> = self
-            .log_alpha
-            .val()
-            .into_data()
-            .convert::<f64>()
-            .to_vec()
-            .expect("f64 data after convert");
+        let la = to_vec_f64(self.log_alpha.val().into_data());
         if let Some(i) = la.iter().position(|x| !x.is_finite()) {
             return Err(ModelError::NonFinite {
                 what: format!(
@@ -308,8 +315,22 @@ mod tests {
 
     #[test]
     fn invalid_constants_are_named() {
-        assert!(HardConcrete::with_temperature(0.0).validate().is_err());
+        assert_eq!(
+            HardConcrete::with_temperature(0.0)
+                .validate()
+                .unwrap_err()
+                .to_string(),
+            "temperature 0 must be a positive number"
+        );
         assert!(HardConcrete::with_temperature(f64::NAN).validate().is_err());
+        let wide = HardConcrete {
+            limit_l: 0.1,
+            ..HardConcrete::default()
+        };
+        assert_eq!(
+            wide.validate().unwrap_err().to_string(),
+            "stretch interval (0.1, 1.1) must contain [0, 1]"
+        );
         assert!(HardConcrete::default().validate().is_ok());
     }
 }

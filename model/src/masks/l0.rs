@@ -6,12 +6,13 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::hard_concrete::{deterministic_row, HardConcrete, Mask};
-use super::kinds::{LayerMasks, MaskType, PerType, PruneModules};
 use crate::config::LlamaConfig;
 use crate::error::Result;
+use crate::kinds::{LayerMasks, MaskType, PerType, PruneModules};
 use crate::llama::ZMasks;
 use crate::materialize::DeterministicMasks;
 use crate::target::TargetShape;
+use crate::tensor_data::to_vec_f64;
 
 /// `log_alpha ~ Normal(5, 0.01)` at the start (docs/algorithm.md §2.2).
 const INIT_MEAN: f64 = 5.0;
@@ -380,9 +381,7 @@ impl<B: Backend> L0Masks<B> {
     /// The expected shape as real numbers (a type that is not pruned counts at its source size).
     pub fn expected_shape(&self) -> ExpectedShape {
         let s = self.source;
-        let v = |t: Tensor<B, 1>| -> f64 {
-            t.into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]
-        };
+        let v = |t: Tensor<B, 1>| -> f64 { to_vec_f64(t.into_data())[0] };
         let per_layer = |m: &Option<Mask<B>>, n: usize| match m {
             Some(m) => v(m.score().sum()) / m.dims()[0] as f64,
             None => n as f64,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::eval::ModelMetrics;
+use crate::summary::ModelMetrics;
 use crate::summary::{CompareSummary, RunSummary, Shape};
 
 fn mean(v: &[f64]) -> f64 {

@@ -15,15 +15,7 @@ use shear_train::trainer::TrainLog;
 use crate::summary::RunSummary;
 use charts::{grid_chart, line_chart, stacked_chart, Series};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("{}: {msg}", path.display())]
-    Io { path: PathBuf, msg: String },
-    #[error("chart {}: {msg}", path.display())]
-    Chart { path: PathBuf, msg: String },
-    #[error("report: {0}")]
-    Log(#[from] shear_io::IoError),
-}
+pub use crate::error::ReportError;
 
 /// The weight updates of a stage: (step, record), the evaluation before training first.
 fn updates<'a>(

@@ -1,12 +1,28 @@
 //! The mask types (docs/algorithm.md §1.1), values kept per type, and the choice of what a run
 //! prunes: any subset of hidden size, heads, intermediate channels and layers (the reference's
 //! `pruning_modules`), with one `layer` mask per block or separate `head_layer` + `mlp` masks.
+//!
+//! A module of the crate root rather than of `masks`: the target shapes (target.rs) are written
+//! in these terms, and the masks (masks/l0.rs) in terms of the target shapes.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+/// Why a mask setting (`--layer-masks`, `--prune`) does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MaskSettingError {
+    #[error("`{text}` is not a layer-mask kind (expected layer or head-layer-mlp)")]
+    UnknownLayerMasks { text: String },
+    #[error("`{name}` is not prunable (expected hidden, heads, intermediate, layers)")]
+    NotPrunable { name: String },
+    #[error("`{name}` is named twice")]
+    NamedTwice { name: String },
+    #[error("nothing to prune: name at least one of hidden, heads, intermediate, layers")]
+    NothingToPrune,
+}
 
 /// A kind of hard-concrete mask. The order is that of the Lagrange multipliers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -136,14 +152,14 @@ impl fmt::Display for LayerMasks {
 }
 
 impl FromStr for LayerMasks {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = MaskSettingError;
+    fn from_str(s: &str) -> Result<Self, MaskSettingError> {
         match s.trim() {
             "layer" => Ok(LayerMasks::Layer),
             "head-layer-mlp" => Ok(LayerMasks::HeadLayerMlp),
-            other => Err(format!(
-                "`{other}` is not a layer-mask kind (expected layer or head-layer-mlp)"
-            )),
+            other => Err(MaskSettingError::UnknownLayerMasks {
+                text: other.to_string(),
+            }),
         }
     }
 }
@@ -219,9 +235,9 @@ impl fmt::Display for PruneModules {
 }
 
 impl FromStr for PruneModules {
-    type Err = String;
+    type Err = MaskSettingError;
     /// `hidden,heads,intermediate,layers` or any non-empty subset, in any order.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, MaskSettingError> {
         let mut m = PruneModules {
             hidden: false,
             heads: false,
@@ -235,13 +251,15 @@ impl FromStr for PruneModules {
                 "intermediate" => &mut m.intermediate,
                 "layers" | "layer" => &mut m.layers,
                 other => {
-                    return Err(format!(
-                        "`{other}` is not prunable (expected hidden, heads, intermediate, layers)"
-                    ))
+                    return Err(MaskSettingError::NotPrunable {
+                        name: other.to_string(),
+                    })
                 }
             };
             if *slot {
-                return Err(format!("`{part}` is named twice"));
+                return Err(MaskSettingError::NamedTwice {
+                    name: part.to_string(),
+                });
             }
             *slot = true;
         }
@@ -251,9 +269,7 @@ impl FromStr for PruneModules {
             intermediate: false,
             layers: false,
         }) {
-            return Err(
-                "nothing to prune: name at least one of hidden, heads, intermediate, layers".into(),
-            );
+            return Err(MaskSettingError::NothingToPrune);
         }
         Ok(m)
     }
@@ -294,10 +310,26 @@ mod tests {
         }
         let m: PruneModules = "layers, heads".parse().unwrap();
         assert_eq!(m.to_string(), "heads,layers");
-        assert!("".parse::<PruneModules>().is_err());
-        assert!("heads,heads".parse::<PruneModules>().is_err());
-        let e = "width".parse::<PruneModules>().unwrap_err();
-        assert!(e.contains("`width`"), "{e}");
+        assert_eq!(
+            "".parse::<PruneModules>(),
+            Err(MaskSettingError::NothingToPrune)
+        );
+        assert_eq!(
+            "heads,heads"
+                .parse::<PruneModules>()
+                .unwrap_err()
+                .to_string(),
+            "`heads` is named twice"
+        );
+        let e = "width".parse::<PruneModules>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`width` is not prunable (expected hidden, heads, intermediate, layers)"
+        );
+        assert_eq!(
+            "mlp".parse::<LayerMasks>().unwrap_err().to_string(),
+            "`mlp` is not a layer-mask kind (expected layer or head-layer-mlp)"
+        );
     }
 
     #[test]

@@ -1,9 +1,37 @@
-//! The data-parallel options shared by `shear prune`, `shear train` and `shear run`: peers on
-//! this machine (`--devices`) and the machines of a multi-node run.
+//! How the steps of `shear prune`, `shear train` and `shear run` execute, declared once for the
+//! three: workers per step, recomputation, and the data-parallel peers on this machine
+//! (`--devices`) and across machines. None of it changes a run's numbers beyond the order of
+//! floating-point sums.
 
 use shear_train::peers::{host_port, Nodes, Topology};
+use shear_train::Execution;
 
 use crate::backend::DeviceKind;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ExecArgs {
+    /// Workers per step: the rows of every batch are split over this many copies of the model
+    /// and their gradients summed (default: one per core on the CPU, 1 on a GPU).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub workers: Option<usize>,
+    /// Keep only the blocks' inputs for the backward pass and recompute each block there: less
+    /// memory (docs/algorithm.md §13.2), one more forward pass per step.
+    #[arg(long)]
+    pub recompute: bool,
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+impl ExecArgs {
+    /// The execution of every peer's steps.
+    pub fn execution(&self) -> Execution {
+        Execution {
+            workers: self.workers.unwrap_or(1),
+            recompute: self.recompute,
+            ..Execution::default()
+        }
+    }
+}
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct PeerArgs {

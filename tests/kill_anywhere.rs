@@ -387,7 +387,10 @@ fn a_shear_run_killed_in_each_stage_ends_as_one_run() {
         );
     }
     succeed(&args(&out));
-    for file in ["prune/model/model.safetensors", "train/model/model.safetensors"] {
+    for file in [
+        "prune/model/model.safetensors",
+        "train/model/model.safetensors",
+    ] {
         assert!(
             std::fs::read(whole.join(file)).unwrap() == std::fs::read(out.join(file)).unwrap(),
             "{file} is byte-identical"

@@ -35,6 +35,7 @@ pub mod recipe;
 mod reference;
 pub mod report;
 pub mod run;
+pub mod runner;
 pub mod stage;
 mod stages;
 mod steps;

@@ -3,7 +3,7 @@
 //! materialized. Writes `OUT/prune_log.jsonl`, `OUT/checkpoints/step-N/`,
 //! `OUT/masks.safetensors`, `OUT/loader_state.json`, `OUT/checkpoint/` (the full-size model with
 //! its trained weights) and `OUT/model/` (the pruned Hugging Face checkpoint). The skeleton
-//! around it is [`crate::stage::run`].
+//! around it is [`crate::runner::run`].
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use shear_data::Split;
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, SafetensorsSource};
+use shear_train::execution::Execution;
 use shear_train::prune::{PruneConfig, PruneRun};
-use shear_train::{Event, Execution, Observer};
+use shear_train::{Event, Observer};
 
 use crate::error::{Context, Result};
 use crate::feed::{canonical, DataOptions, LoaderSpec};
@@ -53,7 +54,7 @@ pub fn prune<B: Backend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
-    crate::stage::run::<Pruning, B>(job, device, observer)
+    crate::runner::run::<Pruning, B>(job, device, observer)
 }
 
 /// The pruning stage.

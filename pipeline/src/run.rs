@@ -14,8 +14,9 @@ use burn::tensor::backend::Backend;
 use shear_data::prepare::prepare;
 use shear_data::{LoaderState, PreparedData, Proportions, ReferenceLoss, Split, Tokenizer};
 use shear_model::LlamaConfig;
+use shear_train::execution::Execution;
 use shear_train::peers::{Nodes, Topology};
-use shear_train::{Event, Execution, Observer};
+use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, PipelineError, Result};
 use crate::eval::{evaluate, EvalJob};

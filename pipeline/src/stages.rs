@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use shear_data::{Proportions, ReferenceLoss, UpdateRule};
+use shear_train::execution::Execution;
 use shear_train::peers::Topology;
 use shear_train::trainer::TrainConfig;
-use shear_train::{Event, Execution, Observer};
+use shear_train::{Event, Observer};
 
 use crate::controls::Checkpointing;
 use crate::error::{Context, Result};

@@ -2,7 +2,7 @@
 //! shape) trained over a prepared folder's train split with dynamic batch loading, or a token
 //! stream, optionally distilled from a teacher. Writes `OUT/train_log.jsonl`,
 //! `OUT/checkpoints/step-N/`, `OUT/loader_state.json` and `OUT/model/`. The skeleton around it
-//! is [`crate::stage::run`].
+//! is [`crate::runner::run`].
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use shear_data::{PreparedData, ReferenceLoss, Split, UpdateRule};
 use shear_model::precision::Compute;
 use shear_model::{Dtype, Llama, LlamaConfig, RandomInit, SafetensorsSource};
+use shear_train::execution::Execution;
 use shear_train::trainer::{TrainConfig, Trainer};
-use shear_train::{Event, Execution, Observer};
+use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, Result};
 use crate::feed::{canonical, DataOptions, LoaderSpec};
@@ -69,7 +70,7 @@ pub fn train<B: Backend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
-    crate::stage::run::<Training, B>(job, device, observer)
+    crate::runner::run::<Training, B>(job, device, observer)
 }
 
 /// What the peers of a training run share: the model to train (none when resuming) and the

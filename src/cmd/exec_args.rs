@@ -3,8 +3,8 @@
 //! (`--devices`) and across machines. None of it changes a run's numbers beyond the order of
 //! floating-point sums.
 
+use shear_train::execution::Execution;
 use shear_train::peers::{host_port, Nodes, Topology};
-use shear_train::Execution;
 
 use crate::backend::DeviceKind;
 

@@ -25,5 +25,4 @@ pub mod trainer;
 pub mod workers;
 
 pub use error::{Result, TrainError};
-pub use execution::Execution;
 pub use observer::{Event, Observer, Silent};

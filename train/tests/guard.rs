@@ -10,10 +10,10 @@ use shear_model::{load_llama, Llama, TargetShape};
 use shear_testkit::*;
 use shear_train::checkpoint::Checkpoints;
 use shear_train::driver::{drive, LoopControl, Skip, Stepper};
+use shear_train::execution::Execution;
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::source::{BatchSource, RowRef};
 use shear_train::trainer::{TrainConfig, TrainLog, Trainer};
-use shear_train::Execution;
 use shear_train::{Result, Silent, TrainError};
 
 type AD = Autodiff<B>;

@@ -12,10 +12,10 @@ use shear_model::{
 };
 use shear_testkit::*;
 use shear_train::driver::Stepper;
+use shear_train::execution::Execution;
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::recompute;
 use shear_train::trainer::{TrainConfig, Trainer};
-use shear_train::Execution;
 
 type AD = Autodiff<B>;
 

@@ -10,10 +10,10 @@ use burn::prelude::*;
 use shear_model::{load_llama, Llama, TargetShape};
 use shear_testkit::*;
 use shear_train::driver::Stepper;
+use shear_train::execution::Execution;
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::workers::{backward, mean_gradients};
-use shear_train::Execution;
 
 type AD = Autodiff<B>;
 

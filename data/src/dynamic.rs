@@ -58,6 +58,9 @@ pub struct DynamicLoader {
     /// This pass's order of each domain.
     orders: Vec<Vec<u32>>,
     events: Vec<LoaderEvent>,
+    /// (domain, index) of every row of the last batch drawn, all data-parallel peers' shares
+    /// included (what a skipped step names).
+    drawn: Vec<(usize, u64)>,
 }
 
 impl DynamicLoader {
@@ -108,6 +111,7 @@ impl DynamicLoader {
             rng: ChaCha8Rng::seed_from_u64(state.seed),
             state: state.clone(),
             events: Vec::new(),
+            drawn: Vec::new(),
         };
         loader.set_state(state)?;
         Ok(loader)
@@ -259,9 +263,11 @@ impl DynamicLoader {
     pub fn next_rows(&mut self, rows: std::ops::Range<usize>) -> Vec<Sequence> {
         self.state.batches += 1;
         let mut out = Vec::with_capacity(rows.len());
+        self.drawn.clear();
         for row in 0..self.batch_size {
             let d = self.draw_domain();
             let index = self.next_index(d);
+            self.drawn.push((d, index as u64));
             if rows.contains(&row) {
                 out.push(Sequence {
                     tokens: self.shards[d].get(index).expect("index within the shard"),
@@ -271,6 +277,11 @@ impl DynamicLoader {
             }
         }
         out
+    }
+
+    /// (domain, index) of every row of the last batch drawn, over all peers' shares.
+    pub fn last_drawn(&self) -> &[(usize, u64)] {
+        &self.drawn
     }
 
     /// The next batch as tensors on `device` (through the burn [`TokenBatcher`]).

@@ -42,6 +42,11 @@ impl LoaderHandle {
         self.lock().domains().to_vec()
     }
 
+    /// (domain, index) of every row of the last global batch, all peers' shares included.
+    pub fn last_drawn(&self) -> Vec<(usize, u64)> {
+        self.lock().last_drawn().to_vec()
+    }
+
     pub fn weights(&self) -> Vec<f64> {
         self.lock().weights().to_vec()
     }

@@ -212,6 +212,14 @@ impl Feed {
         Ok((Feed::Stream(std::sync::Arc::new(stream), seq), None))
     }
 
+    /// Tokens per sequence.
+    pub fn seq_len(&self) -> usize {
+        match self {
+            Feed::Prepared(d) => d.manifest.seq_len,
+            Feed::Stream(_, seq) => *seq,
+        }
+    }
+
     /// The initial domain weights of `split`, as `opts.proportions` resolves them.
     pub fn initial_weights(&self, opts: &DataOptions, split: Split) -> Result<Vec<f64>> {
         match self {

@@ -66,6 +66,7 @@ impl Stage for Pruning {
     type Loaded<B: Backend> = Option<Llama<AD<B>>>;
     type Stepper<B: Backend> = PruneRun<AD<B>>;
     const LOG: &'static str = "prune_log.jsonl";
+    const PRUNING: bool = true;
     const WHAT: &'static str = "pruning";
 
     fn canonical(s: &PruneSettings) -> PruneSettings {

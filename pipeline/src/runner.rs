@@ -46,6 +46,21 @@ pub fn run<S: Stage, B: Backend>(
         observer.event(Event::Message(&format!("warning: {w}")));
     }
     feed.initial_weights(data, spec.split)?;
+    if shear_model::fused_kernels::<B>() {
+        // On the CPU backend the run lives in this machine's memory, shared by its peers: a
+        // run that cannot fit is refused before anything is allocated (§13).
+        let plan = shear_train::memory::plan(&shear_train::memory::PlanInput {
+            model: config.clone(),
+            pruning: S::PRUNING,
+            micro_batch: spec.batch.div_ceil(job.topology.peers()),
+            seq_len: feed.seq_len(),
+            grad_accum: spec.grad_accum,
+            fused_loss: true,
+            recompute: job.exec.recompute,
+        });
+        let what = format!("{} {}", S::WHAT, model_dir.display());
+        shear_train::memory::check_fits(&plan, job.topology.devices as u64, &what)?;
+    }
     let _lock = out.create()?;
 
     let loaded = S::load::<B>(&s, &config, from.is_none(), device, observer)?;

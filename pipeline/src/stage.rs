@@ -117,6 +117,8 @@ pub trait Stage {
     const LOG: &'static str;
     /// The run, in messages (`pruning`, `training`).
     const WHAT: &'static str;
+    /// Whether the step prunes (masks and multipliers beside the model: its memory, §13).
+    const PRUNING: bool;
 
     /// The settings with absolute paths, so that a resume compares equal wherever it starts.
     fn canonical(s: &Self::Settings) -> Self::Settings;

@@ -88,6 +88,7 @@ impl Stage for Training {
     type Loaded<B: Backend> = Loaded<B>;
     type Stepper<B: Backend> = Trainer<AD<B>>;
     const LOG: &'static str = "train_log.jsonl";
+    const PRUNING: bool = false;
     const WHAT: &'static str = "training";
 
     fn canonical(s: &TrainSettings) -> TrainSettings {

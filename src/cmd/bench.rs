@@ -191,25 +191,5 @@ fn check_memory(model: &LlamaConfig, args: &Args) -> anyhow::Result<()> {
         fused_loss: true,
         recompute: args.recompute,
     });
-    let need = plan.total();
-    if let Some(have) = available_memory() {
-        if need > have {
-            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-            anyhow::bail!(
-                "this shape needs about {:.1} GiB of memory (shear plan's estimate), {:.1} GiB is \
-                 available; choose smaller sizes",
-                gib(need),
-                gib(have)
-            );
-        }
-    }
-    Ok(())
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes (None where it cannot be read).
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Ok(shear_train::memory::check_fits(&plan, 1, "this shape")?)
 }

@@ -72,6 +72,24 @@ pub fn assert_error_line(out: &Output, needles: &[&str]) {
     assert_one_line_error(&filtered, needles);
 }
 
+/// A run that failed during its work: exit status 1, no panic, and after its progress lines one
+/// last line, the only `error:` line, containing every `needle`.
+pub fn assert_last_line_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some(errors[0]),
+        "the last line: {stderr}"
+    );
+    for n in needles {
+        assert!(errors[0].contains(n), "`{n}` not in: {stderr}");
+    }
+}
+
 /// `DIR/run.json` of a `shear run`.
 pub fn read_run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap()

@@ -203,13 +203,14 @@ impl<B: AutodiffBackend> BatchSource<B> for DynamicSource<B> {
         if micro == 0 {
             self.drawn.clear();
         }
+        // The whole global batch's rows (every peer draws it and keeps its share), so that
+        // a skipped step names them all, whichever peer's rows were not finite.
         let domains = self.handle.domains();
         self.drawn.extend(
-            batch
-                .domain_ids
-                .iter()
-                .zip(&batch.indices)
-                .map(|(&d, &index)| RowRef {
+            self.handle
+                .last_drawn()
+                .into_iter()
+                .map(|(d, index)| RowRef {
                     domain: domains[d].clone(),
                     index,
                 }),

@@ -62,15 +62,9 @@ pub struct MemoryPlan {
 
 impl MemoryPlan {
     pub fn total(&self) -> u64 {
-        self.weights
-            + self.gradients
-            + self.accumulator
-            + self.optimizer
-            + self.temporaries
-            + self.masks
-            + self.activations
-            + self.logits
-            + self.workspace
+        self.rows()
+            .iter()
+            .fold(0u64, |sum, (_, bytes)| sum.saturating_add(*bytes))
     }
 
     /// The rows a user reads: (name, bytes).
@@ -236,4 +230,32 @@ pub fn card(name: &str) -> Option<Card> {
         .iter()
         .copied()
         .find(|c| c.name.eq_ignore_ascii_case(name))
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (`None` where it cannot be read).
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Refuses a run of `copies` processes' worth of `plan` (the data-parallel peers that share
+/// this machine's memory) that needs more host memory than is available now, before anything
+/// is allocated: a run that would otherwise end in a failed allocation part way.
+pub fn check_fits(plan: &MemoryPlan, copies: u64, what: &str) -> crate::Result<()> {
+    let need = plan.total().saturating_mul(copies.max(1));
+    let Some(have) = available_memory() else {
+        return Ok(());
+    };
+    if need <= have {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(crate::TrainError::Invalid(format!(
+        "{what} needs about {:.1} GiB of memory (shear plan's estimate), {:.1} GiB is \
+         available; choose a smaller model, batch or sequence, or --recompute",
+        gib(need),
+        gib(have)
+    )))
 }

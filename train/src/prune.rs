@@ -444,10 +444,14 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .sparsity(&pruner.model.config)
             .filter(|k| types.contains(&k))
             .map(|t| target_warmup(t, step, self.cfg.hyper.lagrangian_warmup_steps()));
+        // The step works on clamped `log_alpha` (as every use sees it); a step that changes
+        // nothing (skipped, or failed) puts the parameters back as they were.
+        let unclamped = pruner.l0.clone();
         let pruner = Pruner {
             l0: pruner.l0.clamp_log_alpha(),
             ..pruner
         };
+        let restore = |p: Pruner<B>| Pruner { l0: unclamped, ..p };
         let tokens: usize = batches
             .iter()
             .map(|b| b.dims().iter().product::<usize>())
@@ -505,7 +509,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         let (mut all, [ce, lag], tokens) = match all {
             Ok(g) => g,
             Err(e) => {
-                self.pruner = Some(pruner);
+                self.pruner = Some(restore(pruner));
                 return Err(e);
             }
         };
@@ -514,7 +518,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         if !(ce.is_finite() && lag.is_finite() && norm.is_finite()) {
             // Skipped: nothing changes but the step count (the run's schedules and random
             // streams move on as for any step).
-            self.pruner = Some(pruner);
+            self.pruner = Some(restore(pruner));
             self.step += 1;
             self.skipped += 1;
             return Err(TrainError::NonFinite {

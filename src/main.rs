@@ -200,6 +200,7 @@ fn one_line(e: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     keep_freed_pages();
     init_log();
+    signals::quiet_echo_panics();
     let matches = match command_line().try_get_matches() {
         Ok(m) => m,
         Err(e) => return usage_error(e),

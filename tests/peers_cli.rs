@@ -13,6 +13,7 @@ mod common;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -233,17 +234,17 @@ fn a_killed_two_peer_run_resumes_exactly() {
     );
 }
 
-/// A port on the loopback address with the next two free as well (the nodes' data services
-/// listen on port + 1 + rank).
+/// A port on the loopback address with the next three free as well (the nodes' data services
+/// listen on port + 1 + rank, node 0's liveness watch on port + 3).
 fn free_ports() -> u16 {
     for _ in 0..100 {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let p = l.local_addr().unwrap().port();
-        if p < u16::MAX - 2 && (1..=2).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        if p < u16::MAX - 3 && (1..=3).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
             return p;
         }
     }
-    panic!("no three consecutive free ports");
+    panic!("no four consecutive free ports");
 }
 
 fn spawn(args: &[String]) -> Child {
@@ -295,6 +296,56 @@ fn two_processes_on_the_loopback_address_train_like_one() {
     let log = "train_log.jsonl";
     logs_agree(&two.join(log), &one.join(log), 2);
     assert!(two.join("model/model.safetensors").is_file());
+}
+
+/// One node of a two-node run killed (SIGKILL) mid-run: the other stops within seconds, not
+/// after a collective's timeout, with one line naming the lost node and exit status 1 — for a
+/// lost node 1 (seen by node 0) and a lost node 0 (seen by node 1).
+#[test]
+fn a_lost_node_stops_the_other_within_seconds_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    for killed in [1, 0] {
+        let out = tmp.path().join(format!("run-{killed}"));
+        let coordinator = format!("127.0.0.1:{}", free_ports());
+        let node = |rank: usize| {
+            let args = with(
+                train_args(&d, &out, 2000),
+                &[
+                    "--nodes",
+                    "2",
+                    "--node-rank",
+                    &rank.to_string(),
+                    "--coordinator",
+                    &coordinator,
+                ],
+            );
+            spawn(&args)
+        };
+        let mut nodes = [node(0), node(1)];
+        let log = out.join("train_log.jsonl");
+        let start = Instant::now();
+        while lines(&log).len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nodes[killed].kill().unwrap();
+        let lost_at = Instant::now();
+        let [n0, n1] = nodes;
+        let survivor = if killed == 1 { n0 } else { n1 };
+        let o = survivor.wait_with_output().unwrap();
+        let waited = lost_at.elapsed();
+        assert!(waited < Duration::from_secs(20), "stopped after {waited:?}");
+        assert_last_line_error(
+            &o,
+            &[&format!("node {killed} of 2 went away during the run")],
+        );
+        eprintln!(
+            "node {killed} lost: the other stopped after {:.2} s",
+            waited.as_secs_f64()
+        );
+    }
 }
 
 /// Misuse is refused with one line naming the option.

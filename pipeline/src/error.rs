@@ -27,6 +27,9 @@ pub enum PipelineError {
         total: usize,
         checkpoints: std::path::PathBuf,
     },
+    /// A node of a multi-node run went away (the line names it, crate::watch).
+    #[error("{0}")]
+    PeerLost(String),
     /// `inner`, while doing `context`.
     #[error("{context}: {inner}")]
     Context {

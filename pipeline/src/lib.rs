@@ -41,6 +41,7 @@ mod stages;
 mod steps;
 pub mod summary;
 pub mod train;
+pub mod watch;
 
 pub use error::{Context, PipelineError, Result};
 pub use shear_train::{Event, Observer, Silent};

@@ -4,12 +4,14 @@
 //! only the echo of another's.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 use shear_train::peers::{self, Peer, Topology};
 use shear_train::{Observer, Silent};
 
 use crate::error::{invalid, PipelineError, Result};
+use crate::watch::{wait_lost, OnLost, Watch};
 
 /// Refuses data-parallel peers that cannot run (checked before any work).
 pub(crate) fn check(topology: &Topology, batch: usize) -> Result<()> {
@@ -27,11 +29,14 @@ pub(crate) fn check(topology: &Topology, batch: usize) -> Result<()> {
 /// this thread with `observer`, the others on their own threads, silent, on the devices of
 /// [`Topology::local_devices`] from `first`; node 0 of a multi-node run starts the coordinator.
 /// Returns local peer 0's result.
+/// In a multi-node run a liveness watch ([`crate::watch`]) runs beside the peers: a node that
+/// goes away is reported as [`PipelineError::PeerLost`] naming it (and given to `on_lost`).
 pub(crate) fn run_peers<B, R>(
     topology: &Topology,
     batch: usize,
     first: &B::Device,
     observer: &mut dyn Observer,
+    on_lost: Option<OnLost>,
     peer_run: impl Fn(Peer, &B::Device, &mut dyn Observer) -> Result<R> + Sync,
 ) -> Result<R>
 where
@@ -46,6 +51,37 @@ where
         let (_, port) = peers::host_port(&n.coordinator).map_err(PipelineError::Invalid)?;
         peers::start_coordinator(port)?;
     }
+    let watch = match &topology.nodes {
+        Some(n) => Some(Watch::start(n, on_lost, Box::new(peers::abort::<B>))?),
+        None => None,
+    };
+    let result = local_peers::<B, R>(topology, batch, first, observer, peer_run);
+    let Some(watch) = watch else {
+        return result;
+    };
+    // A failure right after a node went away is its echo: the loss is what to report.
+    let lost = match &result {
+        Err(_) => wait_lost(Duration::from_secs(3)),
+        Ok(_) => None,
+    };
+    watch.done();
+    match lost {
+        Some(line) => Err(PipelineError::PeerLost(line.to_string())),
+        None => result,
+    }
+}
+
+/// The local peers of [`run_peers`], each on its thread.
+fn local_peers<B, R>(
+    topology: &Topology,
+    batch: usize,
+    first: &B::Device,
+    observer: &mut dyn Observer,
+    peer_run: impl Fn(Peer, &B::Device, &mut dyn Observer) -> Result<R> + Sync,
+) -> Result<R>
+where
+    B: Backend,
+{
     let devices = topology.local_devices(first);
     let one = |local: usize, observer: &mut dyn Observer| -> Result<R> {
         let device = &devices[local];

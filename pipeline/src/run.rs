@@ -47,6 +47,8 @@ pub struct RunOptions {
     /// Set to stop the running stage after its current step, with a checkpoint (see
     /// [`crate::stage::Job::stop`]); running the recipe again continues it.
     pub stop: Option<Arc<AtomicBool>>,
+    /// See [`crate::stage::Job::on_lost`].
+    pub on_lost: Option<crate::watch::OnLost>,
 }
 
 /// Runs `recipe_file` as `opts` says; returns the summary written to `OUT/run.json` (the report
@@ -80,7 +82,11 @@ pub fn run<B: Backend>(
         "the recipe's source {} needs a tokenizer.json",
         source.display()
     ))?;
-    let _lock = crate::out::create_locked(&opts.out)?;
+    // Node 0 writes the run directory (on a file system the nodes share).
+    let _lock = match opts.nodes.as_ref().is_none_or(|n| n.rank == 0) {
+        true => Some(crate::out::create_locked(&opts.out)?),
+        false => None,
+    };
     let mut timings = Vec::new();
 
     // 1. Data.
@@ -110,6 +116,7 @@ pub fn run<B: Backend>(
             nodes: opts.nodes.clone(),
         },
         stop: opts.stop.clone(),
+        on_lost: opts.on_lost,
     };
 
     // 2. Prune (and materialize).

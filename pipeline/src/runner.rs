@@ -95,8 +95,14 @@ pub fn run<S: Stage, B: Backend>(
         Ok((done, stepper))
     };
     let topology = &job.topology;
-    let ((steps, total), stepper) =
-        crate::peers::run_peers::<B, _>(topology, spec.batch, device, observer, peer_run)?;
+    let ((steps, total), stepper) = crate::peers::run_peers::<B, _>(
+        topology,
+        spec.batch,
+        device,
+        observer,
+        job.on_lost,
+        peer_run,
+    )?;
     S::after_loop(&stepper, &job.out)?;
     let model_dir = match steps < total {
         true => None,

@@ -47,6 +47,9 @@ pub struct Job<S> {
     pub stop: Option<Arc<AtomicBool>>,
     /// How many non-finite steps the run tolerates.
     pub guard: Guard,
+    /// Called with the line that names a node of a multi-node run that went away (the binary
+    /// prints it and exits: the peers' threads may be stuck in the collective).
+    pub on_lost: Option<crate::watch::OnLost>,
 }
 
 impl<S> Job<S> {
@@ -63,6 +66,7 @@ impl<S> Job<S> {
             topology: Topology::default(),
             stop: None,
             guard: Guard::default(),
+            on_lost: None,
         }
     }
 }

@@ -72,6 +72,7 @@ pub(crate) struct Stages<'a> {
     pub exec: Execution,
     pub topology: Topology,
     pub stop: Option<Arc<AtomicBool>>,
+    pub on_lost: Option<crate::watch::OnLost>,
 }
 
 /// Runs `work` unless `dir` holds a completion marker; marks it complete after.
@@ -110,6 +111,7 @@ impl Stages<'_> {
             topology: self.topology.clone(),
             stop: self.stop.clone(),
             guard: self.recipe.run.guard,
+            on_lost: self.on_lost,
             ..Job::new(settings, dir)
         }
     }

@@ -50,6 +50,7 @@ pub fn run<B: Backend>(
         physical: crate::backend::physical_devices(kind),
         nodes: args.exec.peers.nodes()?,
         stop: Some(crate::signals::stop_flag()?),
+        on_lost: Some(crate::signals::peer_lost),
     };
     let mut progress = crate::progress::Progress::default();
     let summary = run_recipe::<B>(&recipe, &opts, device, &mut progress)?;

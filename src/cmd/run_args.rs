@@ -52,6 +52,7 @@ impl RunArgs {
             topology: self.exec.peers.topology(kind)?,
             stop: Some(crate::signals::stop_flag()?),
             guard: self.guard,
+            on_lost: Some(crate::signals::peer_lost),
             ..Job::new(settings, &self.out)
         })
     }

@@ -79,9 +79,11 @@ pub fn train_bpe(
 /// Writes `tokenizer.json` and a `tokenizer_config.json` naming BOS/EOS into `dir` (each under a
 /// temporary name, then renamed).
 pub fn save_tokenizer(tokenizer: &tokenizers::Tokenizer, dir: &Path) -> Result<()> {
-    let io = |path: &Path, source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
+    let io = |path: &Path, source| {
+        DataError::File(shear_io::IoError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let json = tokenizer

@@ -17,11 +17,6 @@ pub enum DataError {
         line: usize,
         msg: String,
     },
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("domain `{domain}`: {msg}")]
     Domain { domain: String, msg: String },
     #[error("weights: {0}")]
@@ -48,7 +43,7 @@ impl DataError {
                     path,
                     msg: "not UTF-8 text".into(),
                 },
-                _ => DataError::Io { path, source },
+                _ => DataError::File(shear_io::IoError::Io { path, source }),
             }
         }
     }

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 /// A file operation that failed, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}{}", path.display(), hint(source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -26,6 +26,17 @@ pub enum IoError {
         holder(pid)
     )]
     Locked { path: PathBuf, pid: Option<u32> },
+}
+
+/// What a user can do about a write that the file system refused.
+fn hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        StorageFull | FileTooLarge | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied => {
+            "; is the disk full or the folder read-only?"
+        }
+        _ => "",
+    }
 }
 
 fn holder(pid: &Option<u32>) -> String {

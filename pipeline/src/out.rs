@@ -56,6 +56,13 @@ impl RunDir {
     }
 }
 
+impl RunDir {
+    /// The pid of a killed process whose lock this one took over (docs/algorithm.md §9).
+    pub fn taken_over(&self) -> Option<u32> {
+        self.lock.as_ref().and_then(OutLock::taken_over)
+    }
+}
+
 /// Refuses an output path that is a regular file or a symbolic link (a run directory is the
 /// directory itself: a link would let two names share one lock-free run).
 pub fn check(path: &Path) -> Result<()> {

@@ -61,7 +61,13 @@ pub fn run<S: Stage, B: Backend>(
         let what = format!("{} {}", S::WHAT, model_dir.display());
         shear_train::memory::check_fits(&plan, job.topology.devices as u64, &what)?;
     }
-    let _lock = out.create()?;
+    let out = out.create()?;
+    if let Some(pid) = out.taken_over() {
+        observer.event(Event::Message(&format!(
+            "{}: the lock of pid {pid}, which is no longer running, was taken over",
+            job.out.display()
+        )));
+    }
 
     let loaded = S::load::<B>(&s, &config, from.is_none(), device, observer)?;
     let (params, known) = (

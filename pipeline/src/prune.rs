@@ -19,7 +19,7 @@ use shear_train::{Event, Observer};
 
 use crate::error::{Context, Result};
 use crate::feed::{canonical, DataOptions, LoaderSpec};
-use crate::stage::{save_with_tokenizer, FromCheckpoint, Job, Outcome, Stage, AD};
+use crate::stage::{save_with_tokenizer, FromCheckpoint, Job, Outcome, Stage, StageSettings, AD};
 
 /// Everything a pruning run records in its checkpoints, and `--resume` restores.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,30 +60,25 @@ pub fn prune<B: Backend>(
 /// The pruning stage.
 pub struct Pruning;
 
-impl Stage for Pruning {
-    type Settings = PruneSettings;
-    /// The source model (none when resuming: the weights are the checkpoint's).
-    type Loaded<B: Backend> = Option<Llama<AD<B>>>;
-    type Stepper<B: Backend> = PruneRun<AD<B>>;
-    const LOG: &'static str = "prune_log.jsonl";
-    const PRUNING: bool = true;
-    const WHAT: &'static str = "pruning";
-
-    fn canonical(s: &PruneSettings) -> PruneSettings {
+impl StageSettings for PruneSettings {
+    fn canonical(&self) -> Self {
         PruneSettings {
-            source: canonical(&s.source),
-            data: s.data.clone().canonical(),
-            ..s.clone()
+            source: canonical(&self.source),
+            data: self.data.clone().canonical(),
+            ..self.clone()
         }
     }
-    fn model_dir(s: &PruneSettings) -> &Path {
-        &s.source
+    fn model_dir(&self) -> &Path {
+        &self.source
     }
-    fn data(s: &PruneSettings) -> &DataOptions {
-        &s.data
+    fn data(&self) -> &DataOptions {
+        &self.data
     }
-    fn loader(s: &PruneSettings) -> LoaderSpec {
-        let h = &s.config.hyper;
+    fn precision(&self) -> Compute {
+        self.precision
+    }
+    fn loader(&self) -> LoaderSpec {
+        let h = &self.config.hyper;
         LoaderSpec::new(
             Split::Prune,
             h.batch,
@@ -94,12 +89,20 @@ impl Stage for Pruning {
             false,
         )
     }
-    fn precision(s: &PruneSettings) -> Compute {
-        s.precision
+    fn check(&self, config: &LlamaConfig) -> Result<()> {
+        Ok(self.config.validate(config)?)
     }
-    fn check(s: &PruneSettings, config: &LlamaConfig) -> Result<()> {
-        Ok(s.config.validate(config)?)
-    }
+}
+
+impl Stage for Pruning {
+    type Settings = PruneSettings;
+    /// The source model (none when resuming: the weights are the checkpoint's).
+    type Loaded<B: Backend> = Option<Llama<AD<B>>>;
+    type Stepper<B: Backend> = PruneRun<AD<B>>;
+    const LOG: &'static str = "prune_log.jsonl";
+    const PRUNING: bool = true;
+    const WHAT: &'static str = "pruning";
+
     fn stored_dtype(s: &PruneSettings) -> Result<Dtype> {
         Ok(SafetensorsSource::open(&s.source)?.stored_dtype())
     }

@@ -18,7 +18,7 @@ use crate::error::{invalid, Result};
 use crate::feed::{Feed, LoaderSpec};
 use crate::out::RunDir;
 use crate::reference::reference_losses;
-use crate::stage::{FromCheckpoint, Job, Outcome, Resume, Stage, AD};
+use crate::stage::{FromCheckpoint, Job, Outcome, Resume, Stage, StageSettings, AD};
 
 /// Runs stage `S` as `job` says: the shared skeleton (see the module documentation).
 pub fn run<S: Stage, B: Backend>(
@@ -26,21 +26,21 @@ pub fn run<S: Stage, B: Backend>(
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
-    let requested = S::canonical(&job.settings);
-    let _precision = shear_model::precision::autocast(S::precision(&requested));
-    let model_dir = S::model_dir(&requested).to_path_buf();
+    let requested = job.settings.canonical();
+    let _precision = shear_model::precision::autocast(requested.precision());
+    let model_dir = requested.model_dir().to_path_buf();
     let config = LlamaConfig::from_file(&model_dir)?;
     // Everything that can be refused is checked before the model is loaded and before the run
     // directory changes; the writer holds the directory's lock from the first look inside on.
-    S::check(&requested, &config)?;
+    requested.check(&config)?;
     job.checkpoints.validate()?;
     let out = RunDir::open(&job.out, job.topology.writes())?;
     let (s, from) = start(job, requested, observer)?;
-    S::check(&s, &config)?;
-    let spec = S::loader(&s);
+    s.check(&config)?;
+    let spec = s.loader();
     crate::peers::check(&job.topology, spec.batch)?;
     let dtype = job.dtype.map_or_else(|| S::stored_dtype(&s), Ok)?;
-    let data = S::data(&s);
+    let data = s.data();
     let (feed, warning) = Feed::open(data, &model_dir, &config)?;
     if let Some(w) = warning {
         observer.event(Event::Message(&format!("warning: {w}")));
@@ -78,7 +78,7 @@ pub fn run<S: Stage, B: Backend>(
         reference_losses::<B>(&feed, data, params, &model_dir, known, device, observer)?;
     // One loop per data-parallel peer; peer 0's stepper is kept for the outputs.
     let peer_run = |peer: Peer, device: &B::Device, observer: &mut dyn Observer| {
-        let _precision = shear_model::precision::autocast(S::precision(&s));
+        let _precision = shear_model::precision::autocast(s.precision());
         let spec = LoaderSpec {
             peer: peer.clone(),
             ..spec.clone()

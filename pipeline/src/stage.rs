@@ -108,10 +108,26 @@ pub struct FromCheckpoint {
 /// The autodiff backend the steps run on.
 pub type AD<B> = Autodiff<B>;
 
+/// What a stage's settings say about its run, whatever the stage: the model it starts from, its
+/// data, how the loader reads it, and whether the settings can work.
+pub trait StageSettings: Clone + Serialize + DeserializeOwned + Sync {
+    /// The settings with absolute paths, so that a resume compares equal wherever it starts.
+    fn canonical(&self) -> Self;
+    /// The model the stage starts from (its config, tokenizer and stored dtype).
+    fn model_dir(&self) -> &Path;
+    fn data(&self) -> &DataOptions;
+    fn precision(&self) -> Compute;
+    /// How the data loader reads batches for the steps (its split, batch, accumulation,
+    /// steps, seed, update interval and first evaluation), for a run of one peer.
+    fn loader(&self) -> LoaderSpec;
+    /// Refuses settings that cannot work with the model's `config`, before any work.
+    fn check(&self, config: &LlamaConfig) -> Result<()>;
+}
+
 /// What a stage is: the parts in which pruning and continued pre-training differ.
 pub trait Stage {
     /// What every checkpoint records and a resume restores.
-    type Settings: Clone + Serialize + DeserializeOwned + Sync;
+    type Settings: StageSettings;
     /// What is loaded once and shared by the local peers (the model to train, a teacher).
     type Loaded<B: Backend>: Sync;
     /// The optimizer step.
@@ -124,17 +140,6 @@ pub trait Stage {
     /// Whether the step prunes (masks and multipliers beside the model: its memory, §13).
     const PRUNING: bool;
 
-    /// The settings with absolute paths, so that a resume compares equal wherever it starts.
-    fn canonical(s: &Self::Settings) -> Self::Settings;
-    /// The model the stage starts from (its config, tokenizer and stored dtype).
-    fn model_dir(s: &Self::Settings) -> &Path;
-    fn data(s: &Self::Settings) -> &DataOptions;
-    /// How the data loader reads batches for the steps (its split, batch, accumulation,
-    /// steps, seed, update interval and first evaluation), for a run of one peer.
-    fn loader(s: &Self::Settings) -> LoaderSpec;
-    fn precision(s: &Self::Settings) -> Compute;
-    /// Refuses settings that cannot work with the model's `config`, before any work.
-    fn check(s: &Self::Settings, config: &LlamaConfig) -> Result<()>;
     /// The output's storage dtype when the job does not give one.
     fn stored_dtype(s: &Self::Settings) -> Result<Dtype>;
     /// The parameter count a scaling-law reference loss is read at (§6.4).

@@ -18,7 +18,7 @@ use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, Result};
 use crate::feed::{canonical, DataOptions, LoaderSpec};
-use crate::stage::{save_with_tokenizer, FromCheckpoint, Job, Outcome, Stage, AD};
+use crate::stage::{save_with_tokenizer, FromCheckpoint, Job, Outcome, Stage, StageSettings, AD};
 
 /// Where the weights start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,30 +83,26 @@ pub struct Loaded<B: Backend> {
 /// The continued pre-training stage.
 pub struct Training;
 
-impl Stage for Training {
-    type Settings = TrainSettings;
-    type Loaded<B: Backend> = Loaded<B>;
-    type Stepper<B: Backend> = Trainer<AD<B>>;
-    const LOG: &'static str = "train_log.jsonl";
-    const PRUNING: bool = false;
-    const WHAT: &'static str = "training";
-
-    fn canonical(s: &TrainSettings) -> TrainSettings {
+impl StageSettings for TrainSettings {
+    fn canonical(&self) -> Self {
         TrainSettings {
-            model: canonical(&s.model),
-            data: s.data.clone().canonical(),
-            distill_from: s.distill_from.as_deref().map(canonical),
-            ..s.clone()
+            model: canonical(&self.model),
+            data: self.data.clone().canonical(),
+            distill_from: self.distill_from.as_deref().map(canonical),
+            ..self.clone()
         }
     }
-    fn model_dir(s: &TrainSettings) -> &Path {
-        &s.model
+    fn model_dir(&self) -> &Path {
+        &self.model
     }
-    fn data(s: &TrainSettings) -> &DataOptions {
-        &s.data
+    fn data(&self) -> &DataOptions {
+        &self.data
     }
-    fn loader(s: &TrainSettings) -> LoaderSpec {
-        let c = &s.config;
+    fn precision(&self) -> Compute {
+        self.precision
+    }
+    fn loader(&self) -> LoaderSpec {
+        let c = &self.config;
         LoaderSpec::new(
             Split::Train,
             c.batch,
@@ -117,16 +113,13 @@ impl Stage for Training {
             true,
         )
     }
-    fn precision(s: &TrainSettings) -> Compute {
-        s.precision
-    }
-    fn check(s: &TrainSettings, config: &LlamaConfig) -> Result<()> {
-        s.config.validate()?;
-        if s.init == Init::Weights {
+    fn check(&self, config: &LlamaConfig) -> Result<()> {
+        self.config.validate()?;
+        if self.init == Init::Weights {
             // Non-finite weights are refused before the data and the reference losses.
-            SafetensorsSource::open(&s.model)?.check_finite()?;
+            SafetensorsSource::open(&self.model)?.check_finite()?;
         }
-        let d = &s.data;
+        let d = &self.data;
         let dynamic =
             PreparedData::is_prepared(&d.data) && d.dynamic.update_rule != UpdateRule::Constant;
         if dynamic && d.dynamic.reference == ReferenceLoss::Source && d.reference_model.is_none() {
@@ -135,7 +128,7 @@ impl Stage for Training {
                  or reference_model): the model being trained is no reference for itself"
             );
         }
-        if let Some(t) = &s.distill_from {
+        if let Some(t) = &self.distill_from {
             let vocab = LlamaConfig::from_file(t)?.vocab_size;
             if vocab != config.vocab_size {
                 return invalid!(
@@ -147,6 +140,16 @@ impl Stage for Training {
         }
         Ok(())
     }
+}
+
+impl Stage for Training {
+    type Settings = TrainSettings;
+    type Loaded<B: Backend> = Loaded<B>;
+    type Stepper<B: Backend> = Trainer<AD<B>>;
+    const LOG: &'static str = "train_log.jsonl";
+    const PRUNING: bool = false;
+    const WHAT: &'static str = "training";
+
     fn stored_dtype(s: &TrainSettings) -> Result<Dtype> {
         match s.init {
             Init::Random => Ok(Dtype::F32),
@@ -165,20 +168,12 @@ impl Stage for Training {
         observer: &mut dyn Observer,
     ) -> Result<Loaded<B>> {
         let teacher = match &s.distill_from {
-            Some(t) => Some(
-                shear_model::load_llama::<B>(t, device)
-                    .context(format!("cannot load teacher {}", t.display()))?,
-            ),
+            Some(t) => Some(load(t, "teacher", device, observer)?),
             None => None,
         };
         let model = match (fresh, s.init) {
             (false, _) => None,
-            (true, Init::Weights) => {
-                observer.event(Event::Busy(&format!("loading {}", s.model.display())));
-                let model = shear_model::load_llama(&s.model, device)
-                    .context(format!("cannot load model {}", s.model.display()))?;
-                Some(model)
-            }
+            (true, Init::Weights) => Some(load(&s.model, "model", device, observer)?),
             (true, Init::Random) => {
                 <AD<B> as Backend>::seed(device, s.config.seed);
                 Some(Llama::from_source(
@@ -224,4 +219,17 @@ impl Stage for Training {
         save_with_tokenizer(&trainer.inference_model(), &dir, dtype, &s.model)?;
         Ok(dir)
     }
+}
+
+/// Loads the `what` (model, teacher) in `dir`.
+fn load<B: Backend>(
+    dir: &Path,
+    what: &str,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<Llama<B>> {
+    observer.event(Event::Busy(&format!("loading {}", dir.display())));
+    let model = shear_model::load_llama(dir, device)
+        .context(format!("cannot load {what} {}", dir.display()))?;
+    Ok(model)
 }

@@ -1,5 +1,8 @@
 //! shear-data: corpora, tokenization, token shards and dynamic batch loading (docs/algorithm.md §6, §8).
 
+// One `unsafe` block, the read-only memory map of a shard (shard.rs), allowed where it is.
+#![deny(unsafe_code)]
+
 pub mod batch;
 pub mod bpe;
 pub mod corpus;

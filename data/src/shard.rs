@@ -78,6 +78,7 @@ impl Shard {
         }
         // SAFETY: the shard is only read; shear never writes a shard in place (new shards are
         // renamed over old ones, which leaves an existing map valid).
+        #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(DataError::io(path))?;
         // seq_len comes from a manifest: a row past usize saturates, and no file is a multiple.
         let row = seq_len.saturating_mul(width.bytes());

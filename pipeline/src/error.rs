@@ -66,6 +66,12 @@ impl RecipeError {
     }
 }
 
+impl From<&str> for RecipeError {
+    fn from(msg: &str) -> Self {
+        RecipeError::from(msg.to_string())
+    }
+}
+
 impl From<String> for RecipeError {
     fn from(msg: String) -> Self {
         RecipeError {

@@ -48,7 +48,7 @@ where
     }
     let _session = peers::session::<B>();
     if let Some(n) = topology.nodes.as_ref().filter(|n| n.rank == 0) {
-        let (_, port) = peers::host_port(&n.coordinator).map_err(PipelineError::Invalid)?;
+        let (_, port) = peers::host_port(&n.coordinator)?;
         peers::start_coordinator(port)?;
     }
     let watch = match &topology.nodes {

@@ -188,7 +188,7 @@ fn check_part<T: DeserializeOwned + Serialize + Default>(
     section: &str,
     table: &toml::Table,
     seen: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), RecipeError> {
     let keys = keys_of::<T>();
     let part: toml::Table = table
         .iter()
@@ -202,20 +202,20 @@ fn check_part<T: DeserializeOwned + Serialize + Default>(
         .map_err(|e| {
             // toml ends the message with the key: "invalid type: ... \nin `steps`".
             let text = e.to_string();
-            match text.trim_end().rsplit_once("\nin `") {
+            RecipeError::from(match text.trim_end().rsplit_once("\nin `") {
                 Some((msg, key)) => format!(
                     "{section}.{}: {}",
                     key.trim_end_matches('`'),
                     one_line(&msg)
                 ),
                 None => format!("[{section}] {}", one_line(&text)),
-            }
+            })
         })
 }
 
 /// Unknown keys and wrong types in the sections built of flattened settings, named.
-fn check_sections(table: &toml::Table) -> Result<(), String> {
-    type Check = fn(&str, &toml::Table, &mut Vec<String>) -> Result<(), String>;
+fn check_sections(table: &toml::Table) -> Result<(), RecipeError> {
+    type Check = fn(&str, &toml::Table, &mut Vec<String>) -> Result<(), RecipeError>;
     let sections: [(&str, &[Check]); 4] = [
         (
             "prune",
@@ -242,17 +242,14 @@ fn check_sections(table: &toml::Table) -> Result<(), String> {
             continue;
         };
         let Some(section) = value.as_table() else {
-            return Err(format!("`{name}` must be a table ([{name}])"));
+            return Err(format!("`{name}` must be a table ([{name}])").into());
         };
         let mut seen = Vec::new();
         for check in parts {
             check(name, section, &mut seen)?;
         }
         if let Some(k) = section.keys().find(|k| !seen.contains(k)) {
-            return Err(format!(
-                "unknown key `{name}.{k}` (known: {})",
-                seen.join(", ")
-            ));
+            return Err(format!("unknown key `{name}.{k}` (known: {})", seen.join(", ")).into());
         }
     }
     Ok(())
@@ -278,7 +275,7 @@ fn one_line(e: &impl std::fmt::Display) -> String {
 }
 
 /// Applies one `KEY=VALUE` override (dotted key into tables, created when missing).
-fn set_key(table: &mut toml::Table, assignment: &str) -> Result<(), String> {
+fn set_key(table: &mut toml::Table, assignment: &str) -> Result<(), RecipeError> {
     let (key, value) = assignment
         .split_once('=')
         .ok_or_else(|| format!("--set {assignment}: expected KEY=VALUE"))?;
@@ -313,7 +310,7 @@ impl Recipe {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| err(one_line(&e)))?;
         for o in overrides {
-            set_key(&mut table, o).map_err(err)?;
+            set_key(&mut table, o).map_err(|e| e.at(path))?;
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let with = if overrides.is_empty() {
@@ -334,11 +331,10 @@ impl Recipe {
     }
 
     fn from_table(table: toml::Table, base: &Path) -> Result<Self, RecipeError> {
-        let err = |msg: String| RecipeError::new(Path::new(""), msg);
-        check_sections(&table).map_err(err)?;
+        check_sections(&table)?;
         let r: Recipe = toml::Value::Table(table)
             .try_into()
-            .map_err(|e| err(one_line(&e)))?;
+            .map_err(|e| RecipeError::from(one_line(&e)))?;
         Ok(r.relative_to(base))
     }
 
@@ -369,19 +365,13 @@ impl Recipe {
     /// warm-ups within the steps, the reference losses readable, the task files present. Run
     /// when the recipe is read, so a bad value stops the run before any work.
     pub fn check(&self) -> Result<(), RecipeError> {
-        self.checked().map_err(RecipeError::from)
-    }
-
-    fn checked(&self) -> Result<(), String> {
         self.data.validate().map_err(|e| format!("[data] {e}"))?;
         for (key, v) in [
             ("eval.max_sequences", self.eval.max_sequences),
             ("dynamic.eval_sequences", self.dynamic.eval_sequences),
         ] {
             if v == Some(0) {
-                return Err(format!(
-                    "{key} = 0: must be positive (leave it out for all)"
-                ));
+                return Err(format!("{key} = 0: must be positive (leave it out for all)").into());
             }
         }
         for (key, v) in [
@@ -390,7 +380,7 @@ impl Recipe {
             ("run.devices", self.run.devices),
         ] {
             if v == 0 {
-                return Err(format!("{key} = 0: must be positive"));
+                return Err(format!("{key} = 0: must be positive").into());
             }
         }
         let (p, t) = (&self.prune, &self.train);
@@ -408,7 +398,7 @@ impl Recipe {
         }
         for task in &self.eval.tasks {
             if !task.is_file() {
-                return Err(format!("[eval] tasks: {} does not exist", task.display()));
+                return Err(format!("[eval] tasks: {} does not exist", task.display()).into());
             }
         }
         Ok(())
@@ -447,11 +437,7 @@ impl Recipe {
     /// weights (by the domains' shares of `tokens`, when proportions say so) and the reference
     /// losses.
     pub fn resolve(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, RecipeError> {
-        self.resolved(source, tokens).map_err(RecipeError::from)
-    }
-
-    fn resolved(&self, source: &LlamaConfig, tokens: &[u64]) -> Result<Resolved, String> {
-        self.checked()?;
+        self.check()?;
         let spec = &self.model.target;
         let target = spec
             .resolve(source)

@@ -46,21 +46,7 @@ pub fn run<S: Stage, B: Backend>(
         observer.event(Event::Message(&format!("warning: {w}")));
     }
     feed.initial_weights(data, spec.split)?;
-    if shear_model::fused_kernels::<B>() {
-        // On the CPU backend the run lives in this machine's memory, shared by its peers: a
-        // run that cannot fit is refused before anything is allocated (§13).
-        let plan = shear_train::memory::plan(&shear_train::memory::PlanInput {
-            model: config.clone(),
-            pruning: S::PRUNING,
-            micro_batch: spec.batch.div_ceil(job.topology.peers()),
-            seq_len: feed.seq_len(),
-            grad_accum: spec.grad_accum,
-            fused_loss: true,
-            recompute: job.exec.recompute,
-        });
-        let what = format!("{} {}", S::WHAT, model_dir.display());
-        shear_train::memory::check_fits(&plan, job.topology.devices as u64, &what)?;
-    }
+    check_memory::<S, B>(job, &config, &spec, feed.seq_len(), &model_dir)?;
     let out = out.create()?;
     if let Some(pid) = out.taken_over() {
         observer.event(Event::Message(&format!(
@@ -119,6 +105,36 @@ pub fn run<S: Stage, B: Backend>(
         total,
         model_dir,
     })
+}
+
+/// On the CPU backend the run lives in this machine's memory, shared by its local peers: one
+/// that cannot fit is refused before anything is allocated (docs/algorithm.md §13.3). A GPU's
+/// memory is the device's, which the plan (`shear plan`) reports instead.
+fn check_memory<S: Stage, B: Backend>(
+    job: &Job<S::Settings>,
+    config: &LlamaConfig,
+    spec: &LoaderSpec,
+    seq_len: usize,
+    model_dir: &Path,
+) -> Result<()> {
+    if !shear_model::fused_kernels::<B>() {
+        return Ok(());
+    }
+    let plan = shear_train::memory::plan(&shear_train::memory::PlanInput {
+        model: config.clone(),
+        pruning: S::PRUNING,
+        micro_batch: spec.batch.div_ceil(job.topology.peers()),
+        seq_len,
+        grad_accum: spec.grad_accum,
+        fused_loss: true,
+        recompute: job.exec.recompute,
+    });
+    let what = format!("{} {}", S::WHAT, model_dir.display());
+    Ok(shear_train::memory::check_fits(
+        &plan,
+        job.topology.devices as u64,
+        &what,
+    )?)
 }
 
 /// Decides where the run of `job` begins (docs/algorithm.md §9), reading only: refuses a fresh

@@ -109,7 +109,7 @@ impl Watch {
         on_lost: Option<OnLost>,
         abort: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self> {
-        let (host, port) = host_port(&nodes.coordinator).map_err(PipelineError::Invalid)?;
+        let (host, port) = host_port(&nodes.coordinator)?;
         let Some(watch_port) = (port as usize)
             .checked_add(nodes.count + 1)
             .and_then(|p| u16::try_from(p).ok())

@@ -4,6 +4,8 @@
 //! module ([`checkpoint`]); plus per-domain evaluation, the multiple-choice scorer, and the
 //! throughput benchmark that times the real steps.
 
+#![forbid(unsafe_code)]
+
 pub mod bench;
 pub mod checkpoint;
 pub mod driver;

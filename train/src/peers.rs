@@ -129,15 +129,16 @@ impl Topology {
 }
 
 /// `HOST:PORT` split, the port checked.
-pub fn host_port(addr: &str) -> std::result::Result<(&str, u16), String> {
+pub fn host_port(addr: &str) -> Result<(&str, u16)> {
+    let bad = |m: String| TrainError::Invalid(m);
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| "expected HOST:PORT".to_string())?;
+        .ok_or_else(|| bad("expected HOST:PORT".into()))?;
     let port = port
         .parse::<u16>()
-        .map_err(|_| format!("`{port}` is not a port number"))?;
+        .map_err(|_| bad(format!("`{port}` is not a port number")))?;
     if host.is_empty() {
-        return Err("expected HOST:PORT".into());
+        return Err(bad("expected HOST:PORT".into()));
     }
     Ok((host, port))
 }
@@ -256,7 +257,7 @@ impl Peer {
                     .parse()
                     .map_err(|e: String| TrainError::Invalid(format!("address {a}: {e}")))
             };
-            let (_, data_port) = host_port(&n.address).map_err(TrainError::Invalid)?;
+            let (_, data_port) = host_port(&n.address)?;
             config = config
                 .with_num_nodes(n.count as u32)
                 .with_global_address(url(&n.coordinator)?)

@@ -153,9 +153,47 @@ print(f"1 vs {n} CUDA peers on {gpus} GPU(s): largest relative difference over 2
 sys.exit(0 if worst <= 1e-4 else 1)
 EOF
 
+say "6. memory and speed against shear plan (one GPU, --recompute, bf16, 4 096 tokens)"
+# A few pruning steps of a Llama-2-7B-shaped and a ~1B-shaped model (random init) in the mode of
+# least memory on one device; the measured peak against `shear --device cuda plan` for the same
+# run, tokens/s, MFU and the host's CPU time per step. ZeRO needs several GPUs: with 2 or more,
+# stage 2 over all of them as well.
+PLAN_ROWS=/tmp/device_plan_rows.txt
+: >"$PLAN_ROWS"
+plan_row() { # NAME CONFIG BENCH-SHAPE... : bench, then the plan of the same run
+  local name=$1 config=$2; shift 2
+
+
+
+  TIMEFORMAT="%U %S"
+  local cpu
+  cpu=$( { time bench "$name" "$@" --only prune --precision bf16 --seq 4096 --batch 1 --recompute >/tmp/bench_row.txt; } 2>&1 | tail -1) || { echo "$name: bench failed"; return 1; }
+  local measured
+  measured=$(grep -o '[0-9.]* GiB |$' /tmp/bench_row.txt | grep -o '^[0-9.]*')
+  local planned
+  planned=$($SHEAR --device cuda plan "$config" --batch 1 --seq 4096 --recompute --json |
+    python3 -c "import json,sys;print(round(json.load(sys.stdin)['total_bytes_per_device']/2**30,1))")
+  python3 - "$name" "$measured" "$planned" "$cpu" <<'EOF2' | tee -a "$PLAN_ROWS"
+import sys
+name, m, p, cpu = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split()
+host = (float(cpu[0]) + float(cpu[1])) / 7  # bench: 2 warm-up + 5 timed steps
+print(f"| {name} | {m:.1f} GiB | {p:.1f} GiB | {m / p:.2f} | {host:.2f} s |")
+EOF2
+  cat /tmp/bench_row.txt
+}
+S7B="--layers 32 --hidden 4096 --heads 32 --intermediate 11008 --vocab 32000"
+S1B="--layers 16 --hidden 2048 --heads 32 --intermediate 8192 --vocab 32000"
+printf '{"vocab_size":32000,"hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":32,"max_position_embeddings":4096,"rms_norm_eps":1e-5,"rope_theta":10000.0,"tie_word_embeddings":false,"architectures":["LlamaForCausalLM"],"model_type":"llama"}' >/tmp/llama-1b.json
+plan_row "7B shape, prune, --recompute" assets/configs/llama-2-7b.json $S7B || fail=1
+plan_row "1B shape, prune, --recompute" /tmp/llama-1b.json $S1B || fail=1
+
 say "summary ($gpu)"
 echo "| step | params | batch x seq | tokens/s | model TFLOP/s | MFU (bf16 peak ${peak}) | peak memory |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 cat "$ROWS"
+echo
+echo "| run (one GPU, bf16, 1 x 4096) | measured peak | shear plan | measured / plan | host CPU per step |"
+echo "|---|---:|---:|---:|---:|"
+cat "$PLAN_ROWS"
 echo "device_check: $([ $fail = 0 ] && echo PASSED || echo FAILED)"
 exit $fail

@@ -155,7 +155,9 @@ fn two_cpu_peers_prune_like_one() {
 
 /// Every tensor of the safetensors file `b` is `a`'s within `tol` (relative to max(|a|, 1)).
 fn tensors_agree(a: &Path, b: &Path, tol: f32) {
+    let file = b.display().to_string();
     let (a, b) = (raw_tensors(a), raw_tensors(b));
+    let mut largest = 0.0f32;
     assert_eq!(a.len(), b.len());
     assert!(!a.is_empty());
     for ((name, dtype, shape, x), (name_b, _, shape_b, y)) in a.iter().zip(&b) {
@@ -172,7 +174,9 @@ fn tensors_agree(a: &Path, b: &Path, tol: f32) {
             .map(|(p, q)| (p - q).abs() / p.abs().max(1.0))
             .fold(0.0f32, f32::max);
         assert!(worst <= tol, "{name} {shape:?}: {worst:.2e}");
+        largest = largest.max(worst);
     }
+    eprintln!("{file}: every tensor within {largest:.2e}");
 }
 
 #[test]
@@ -384,4 +388,254 @@ fn peer_options_are_checked() {
         ],
         &["--coordinator 127.0.0.1", "HOST:PORT"],
     );
+}
+
+/// The optimizer shards of the run at `out`'s newest checkpoint, under `name`: one file per
+/// peer (`NAME-shard-R-of-N.mpk`), and no whole state beside them. Returns their sizes.
+fn shard_sizes(out: &Path, name: &str, peers: usize) -> Vec<u64> {
+    let dir = out.join("checkpoints/step-00000016");
+    assert!(!dir.join(format!("{name}.mpk")).exists(), "no whole state");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    (0..peers)
+        .map(|r| {
+            let file = format!("{name}-shard-{r}-of-{peers}.mpk");
+            assert!(
+                state["manifest"].get(&file).is_some(),
+                "the manifest covers {file}"
+            );
+            std::fs::metadata(dir.join(&file)).unwrap().len()
+        })
+        .collect()
+}
+
+/// Each peer's shard holds the moments of its own share only: every shard is well below the
+/// whole state, and together they are the whole state (within the files' per-entry overhead).
+fn shards_are_shares(sizes: &[u64], whole: u64, peers: usize) {
+    let sum: u64 = sizes.iter().sum();
+    eprintln!("{peers} shards {sizes:?} (sum {sum}) of a whole state of {whole} bytes");
+    for &s in sizes {
+        assert!(
+            (s as f64) < 1.6 * whole as f64 / peers as f64,
+            "a shard of {s} bytes is no share of {whole}"
+        );
+    }
+    let ratio = sum as f64 / whole as f64;
+    assert!((0.95..1.05).contains(&ratio), "{ratio}");
+}
+
+/// ZeRO stages 1 and 2 (`--zero-stage`, docs/algorithm.md §4.5) over 2 and 4 peers, with and
+/// without recomputation: the pruning log is one unsharded peer's within 1e-5, the pruned
+/// model and the masks tensor by tensor within 1e-5, and each peer checkpointed its own share
+/// of the optimizer state.
+#[test]
+fn sharded_peers_prune_like_one_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let one = tmp.path().join("one");
+    succeed(&prune_args(&d, &one, STEPS));
+    let whole = std::fs::metadata(one.join("checkpoints/step-00000016/optim_weights.mpk"))
+        .unwrap()
+        .len();
+    let log = "prune_log.jsonl";
+    for (peers, stage, more) in [
+        (2, "1", &[][..]),
+        (2, "2", &[][..]),
+        (4, "2", &["--recompute"][..]),
+    ] {
+        let out = tmp.path().join(format!("zero{stage}-{peers}"));
+        let peers_s = peers.to_string();
+        let args = [&["--devices", &peers_s, "--zero-stage", stage][..], more].concat();
+        succeed(&with(prune_args(&d, &out, STEPS), &args));
+        eprintln!("{peers} peers, stage {stage} {more:?}:");
+        logs_agree(&out.join(log), &one.join(log), peers);
+        tensors_agree(
+            &one.join("model/model.safetensors"),
+            &out.join("model/model.safetensors"),
+            1e-5,
+        );
+        // `log_alpha` after 20 steps: Adam's normalised update turns the order of sums in
+        // near-zero mask gradients into up to 2.2e-5 (measured), as it does without sharding
+        // (two_cpu_peers_prune_like_one allows 1e-4).
+        tensors_agree(
+            &one.join("masks.safetensors"),
+            &out.join("masks.safetensors"),
+            5e-5,
+        );
+        shards_are_shares(&shard_sizes(&out, "optim_weights", peers), whole, peers);
+    }
+}
+
+/// The same for continued pre-training: stage 2 over 2 peers and stage 1 over 4.
+#[test]
+fn sharded_peers_train_like_one_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let one = tmp.path().join("one");
+    succeed(&train_args(&d, &one, STEPS));
+    let whole = std::fs::metadata(one.join("checkpoints/step-00000016/optim.mpk"))
+        .unwrap()
+        .len();
+    let log = "train_log.jsonl";
+    for (peers, stage) in [(2, "2"), (4, "1")] {
+        let out = tmp.path().join(format!("zero{stage}-{peers}"));
+        let peers_s = peers.to_string();
+        succeed(&with(
+            train_args(&d, &out, STEPS),
+            &["--devices", &peers_s, "--zero-stage", stage],
+        ));
+        logs_agree(&out.join(log), &one.join(log), peers);
+        tensors_agree(
+            &one.join("model/model.safetensors"),
+            &out.join("model/model.safetensors"),
+            1e-5,
+        );
+        shards_are_shares(&shard_sizes(&out, "optim", peers), whole, peers);
+    }
+}
+
+/// Two processes (`--nodes 2`) at ZeRO stage 2: both write their shard into the one run
+/// directory, and the pruning log is the single unsharded process's within 1e-5.
+#[test]
+fn two_sharded_processes_prune_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&prune_args(&d, &one, STEPS));
+    let port = free_ports();
+    let coordinator = format!("127.0.0.1:{port}");
+    let node = |rank: &str| {
+        with(
+            prune_args(&d, &two, STEPS),
+            &[
+                "--nodes",
+                "2",
+                "--node-rank",
+                rank,
+                "--coordinator",
+                &coordinator,
+                "--zero-stage",
+                "2",
+            ],
+        )
+    };
+    let (n0, n1) = (spawn(&node("0")), spawn(&node("1")));
+    let (o0, o1) = (
+        n0.wait_with_output().unwrap(),
+        n1.wait_with_output().unwrap(),
+    );
+    for (rank, o) in [(0, &o0), (1, &o1)] {
+        assert!(
+            o.status.success(),
+            "node {rank}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let log = "prune_log.jsonl";
+    logs_agree(&two.join(log), &one.join(log), 2);
+    // As above: 1.5e-5 measured on `log_alpha`.
+    tensors_agree(
+        &one.join("masks.safetensors"),
+        &two.join("masks.safetensors"),
+        5e-5,
+    );
+    tensors_agree(
+        &one.join("model/model.safetensors"),
+        &two.join("model/model.safetensors"),
+        1e-5,
+    );
+    let whole = std::fs::metadata(one.join("checkpoints/step-00000016/optim_weights.mpk"))
+        .unwrap()
+        .len();
+    shards_are_shares(&shard_sizes(&two, "optim_weights", 2), whole, 2);
+}
+
+/// A sharded two-peer run killed between checkpoints, and one killed inside a checkpoint (its
+/// shards staged, nothing committed), each resume exactly: the uninterrupted run's log line for
+/// line and its model byte for byte. Resumed by four peers instead, the run says that it
+/// re-shards and ends with the uninterrupted run's numbers within 1e-5.
+#[test]
+fn a_killed_sharded_run_resumes_exactly_and_reshards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let log = "prune_log.jsonl";
+    let sharded = |out: &Path, peers: &str| {
+        with(
+            prune_args(&d, out, STEPS),
+            &["--devices", peers, "--zero-stage", "2"],
+        )
+    };
+    let whole = tmp.path().join("whole");
+    succeed(&sharded(&whole, "2"));
+    let model = |out: &Path| std::fs::read(out.join("model/model.safetensors")).unwrap();
+
+    let between = tmp.path().join("between");
+    let at_kill = kill_after(&sharded(&between, "2"), &between.join(log), 7);
+    assert!(at_kill < STEPS, "killed before the end");
+    let stderr = succeed(&with(sharded(&between, "2"), &["--resume"]));
+    assert!(stderr.contains("resuming from"), "{stderr}");
+    assert!(!stderr.contains("re-sharding"), "{stderr}");
+    assert_eq!(lines(&whole.join(log)), lines(&between.join(log)));
+    assert_eq!(model(&whole), model(&between), "byte-identical models");
+
+    let inside = tmp.path().join("inside");
+    let o = run_shear(
+        &sharded(&inside, "2")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &[("SHEAR_TEST_KILL_AT", "checkpoint:8:after-shards")],
+    );
+    assert!(
+        !o.status.success(),
+        "killed inside the checkpoint of step 8"
+    );
+    assert!(
+        inside
+            .join("checkpoints/.step-00000008.shards.tmp")
+            .is_dir(),
+        "the shards were staged when the kill came"
+    );
+    succeed(&with(sharded(&inside, "2"), &["--resume"]));
+    assert_eq!(lines(&whole.join(log)), lines(&inside.join(log)));
+    assert_eq!(model(&whole), model(&inside), "byte-identical models");
+    assert!(!inside
+        .join("checkpoints/.step-00000008.shards.tmp")
+        .exists());
+
+    let grown = tmp.path().join("grown");
+    kill_after(&sharded(&grown, "2"), &grown.join(log), 7);
+    let stderr = succeed(&with(sharded(&grown, "4"), &["--resume"]));
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("re-sharding"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line says so: {stderr}");
+    assert!(
+        said[0].contains("saved by 2 peers, resumed by 4"),
+        "{}",
+        said[0]
+    );
+    let (a, b) = (log_values(&grown.join(log)), log_values(&whole.join(log)));
+    assert_eq!(a.len(), STEPS);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let (mut x, mut y) = (x.clone(), y.clone());
+        for v in [&mut x, &mut y] {
+            v.as_object_mut().unwrap().remove("peer_tokens");
+        }
+        assert_close(&x, &y, 1e-5, &format!("step {i}"));
+    }
+    tensors_agree(
+        &whole.join("model/model.safetensors"),
+        &grown.join("model/model.safetensors"),
+        1e-5,
+    );
+}
+
+fn log_values(path: &Path) -> Vec<Value> {
+    log(path)
 }

@@ -128,6 +128,8 @@ fn check_memory<S: Stage, B: Backend>(
         grad_accum: spec.grad_accum,
         fused_loss: true,
         recompute: job.exec.recompute,
+        peers: job.topology.peers(),
+        zero: job.exec.zero,
     });
     let what = format!("{} {}", S::WHAT, model_dir.display());
     Ok(shear_train::memory::check_fits(

@@ -91,6 +91,7 @@ pub(crate) fn run_steps<St: Stage, B: Backend>(
     let stop = job.stop.as_deref().map(|flag| move || asked(flag));
     let control = LoopControl {
         checkpoints: peer.writes().then_some(&checkpoints),
+        checkpoint_dir: Some(checkpoints.dir()),
         settings,
         save_every: job.checkpoints.save_every,
         until: job.stop_after.unwrap_or(total).min(total),

@@ -190,6 +190,8 @@ fn check_memory(model: &LlamaConfig, args: &Args) -> anyhow::Result<()> {
         grad_accum: 1,
         fused_loss: true,
         recompute: args.recompute,
+        peers: 1,
+        zero: shear_train::zero::ZeroStage::Off,
     });
     Ok(shear_train::memory::check_fits(&plan, 1, "this shape")?)
 }

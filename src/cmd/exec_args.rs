@@ -5,6 +5,7 @@
 
 use shear_train::execution::Execution;
 use shear_train::peers::{host_port, Nodes, Topology};
+use shear_train::zero::ZeroStage;
 
 use crate::backend::DeviceKind;
 
@@ -18,6 +19,12 @@ pub struct ExecArgs {
     /// memory (docs/algorithm.md §13.2), one more forward pass per step.
     #[arg(long)]
     pub recompute: bool,
+    /// Shard the training state over the data-parallel peers, as DeepSpeed's ZeRO stages do
+    /// (docs/algorithm.md §4.5): 0 none, 1 AdamW's moments, 2 the moments and the summed
+    /// gradients. Each peer then updates its share of the model and sends it to the others.
+    #[arg(long, default_value_t = 0, value_name = "0|1|2",
+          value_parser = clap::builder::RangedU64ValueParser::<u8>::new().range(0..=2))]
+    pub zero_stage: u8,
     #[command(flatten)]
     pub peers: PeerArgs,
 }
@@ -28,6 +35,7 @@ impl ExecArgs {
         Execution {
             workers: self.workers.unwrap_or(1),
             recompute: self.recompute,
+            zero: ZeroStage::from_level(self.zero_stage).expect("checked by clap"),
             ..Execution::default()
         }
     }

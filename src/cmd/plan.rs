@@ -30,12 +30,18 @@ pub struct Args {
     pub micro_batch: usize,
     #[arg(long, default_value_t = 4096)]
     pub seq: usize,
-    /// Data-parallel devices, each holding the whole model.
+    /// Data-parallel devices, each holding the whole model (and a share of the state with
+    /// `--zero-stage`).
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
     /// Plan a run with `--recompute` (blocks recomputed in the backward pass).
     #[arg(long)]
     pub recompute: bool,
+    /// Plan a run with `--zero-stage` (the state sharded over the `--devices`: 1 the AdamW
+    /// moments, 2 the summed gradients as well).
+    #[arg(long, default_value_t = 0, value_name = "0|1|2",
+          value_parser = clap::builder::RangedU64ValueParser::<u8>::new().range(0..=2))]
+    pub zero_stage: u8,
     /// Only this card (H200, H100-80GB, A100-80GB, A100-40GB, L40S, RTX-4090); default: all.
     #[arg(long)]
     pub card: Option<String>,
@@ -100,6 +106,8 @@ pub fn run(args: Args, offline: bool, fused_loss: bool) -> anyhow::Result<()> {
         grad_accum: args.batch / per_step,
         fused_loss,
         recompute: args.recompute,
+        peers: args.devices,
+        zero: shear_train::zero::ZeroStage::from_level(args.zero_stage).expect("checked by clap"),
     };
     let plan = memory::plan(&input);
     if args.json {
@@ -139,8 +147,17 @@ fn print_plan(args: &Args, input: &PlanInput, plan: &MemoryPlan, cards: &[Card])
         c.vocab_size
     );
     println!(
-        "batch {} = {} device(s) × micro-batch {} × {} accumulation step(s), sequences of {}",
-        args.batch, args.devices, args.micro_batch, input.grad_accum, args.seq
+        "batch {} = {} device(s) × micro-batch {} × {} accumulation step(s), sequences of {}{}{}",
+        args.batch,
+        args.devices,
+        args.micro_batch,
+        input.grad_accum,
+        args.seq,
+        if args.recompute { ", --recompute" } else { "" },
+        match args.zero_stage {
+            0 => String::new(),
+            z => format!(", --zero-stage {z}"),
+        }
     );
     println!("per device:");
     for (name, bytes) in plan.rows() {

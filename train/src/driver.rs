@@ -60,6 +60,17 @@ pub trait Stepper<B: AutodiffBackend> {
     }
     /// A short line of the step's figures, for progress.
     fn summary(log: &Self::Log) -> String;
+    /// Called once before the loop's first step: reads what depends on how the steps run (a
+    /// sharded optimizer state, zero.rs); returns lines to tell the user.
+    fn prepare(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Under ZeRO (zero.rs): every peer writes its share of the optimizer state into
+    /// `staging` and waits for the others; returns the names of all peers' shard files, which
+    /// the writing peer moves into the checkpoint (none: unsharded).
+    fn save_shard(&self, _staging: &Path) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// Writes module and optimizer records into a checkpoint directory; returns the loop state
     /// to keep in `state.json`.
     fn save_records(&self, dir: &Path) -> Result<serde_json::Value>;
@@ -77,6 +88,9 @@ pub struct Position {
 pub struct LoopControl<'a, C> {
     /// `None`: this loop writes nothing (a data-parallel peer other than peer 0).
     pub checkpoints: Option<&'a Checkpoints>,
+    /// The run's checkpoint directory, known to every peer: under ZeRO each writes its share of
+    /// the optimizer state there (`None`: nowhere, an unsharded peer other than peer 0).
+    pub checkpoint_dir: Option<&'a Path>,
     /// Stored in every checkpoint (what `--resume` restores).
     pub settings: &'a C,
     /// Checkpoint after every this many steps (0: only when stopping early).
@@ -145,6 +159,9 @@ where
         done: stepper.done(),
         total,
     });
+    for line in stepper.prepare()? {
+        observer.event(Event::Message(&line));
+    }
     let mut eval_first = None;
     if stepper.done() == 0 && source.wants_eval(None) {
         observer.event(Event::Busy("evaluating before the first step"));
@@ -224,8 +241,25 @@ where
         let stopping = (done == until && until < total) || asked;
         let due = (plan.save_every > 0 && done.is_multiple_of(plan.save_every) && done < total)
             || stopping;
+        // Under ZeRO every peer first writes its share of the optimizer state into a
+        // staging directory; the writing peer moves the shards into the checkpoint, which
+        // appears whole or not at all (docs/algorithm.md §9).
+        let (staging, shards) = match (due, plan.checkpoint_dir) {
+            (true, Some(dir)) => {
+                let staging = crate::zero::staging_dir(dir, done);
+                let shards = stepper.save_shard(&staging)?;
+                if !shards.is_empty() {
+                    shear_io::kill_point(|| format!("checkpoint:{done}:after-shards"));
+                }
+                (Some(staging), shards)
+            }
+            _ => (None, Vec::new()),
+        };
         if let (true, Some(checkpoints)) = (due, plan.checkpoints) {
             let path = checkpoints.write(done, plan.settings, source.state(), |dir| {
+                if let Some(staging) = &staging {
+                    crate::zero::move_shards(staging, &shards, dir)?;
+                }
                 stepper.save_records(dir)
             })?;
             observer.event(Event::Checkpoint(&path));

@@ -5,6 +5,7 @@
 //! (docs/algorithm.md §4.4, §13.2).
 
 use crate::peers::Peer;
+use crate::zero::ZeroStage;
 
 /// Test hook, not an option: `SHEAR_TEST_POISON_STEPS=2,4` makes the loss of steps 2 and 4
 /// NaN, `3@1` only on data-parallel peer 1 (so that tests reach the non-finite guard through
@@ -22,6 +23,9 @@ pub struct Execution {
     /// Keep only the blocks' inputs for the backward pass and recompute each block there
     /// (recompute.rs): less memory, one more forward pass.
     pub recompute: bool,
+    /// How much of the optimizer state and gradients is sharded over the data-parallel peers
+    /// (zero.rs); without peers, nothing is.
+    pub zero: ZeroStage,
     /// Steps whose loss is made NaN (tests of the non-finite guard; see [`POISON_STEPS`]).
     pub poisoned: Vec<usize>,
 }
@@ -32,6 +36,7 @@ impl Default for Execution {
             workers: 1,
             peer: Peer::solo(),
             recompute: false,
+            zero: ZeroStage::Off,
             poisoned: Vec::new(),
         }
     }
@@ -41,6 +46,14 @@ impl Execution {
     /// Workers per step, at least 1.
     pub fn workers(&self) -> usize {
         self.workers.max(1)
+    }
+
+    /// The ZeRO stage in effect: none for a peer alone.
+    pub fn zero(&self) -> ZeroStage {
+        match self.peer.count {
+            1 => ZeroStage::Off,
+            _ => self.zero,
+        }
     }
 
     /// Whether the loss of `step` is to be made NaN.

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod source;
 pub mod trainer;
 pub mod workers;
+pub mod zero;
 
 pub use error::{Result, TrainError};
 pub use observer::{Event, Observer, Silent};

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use shear_model::LlamaConfig;
 
+use crate::zero::ZeroStage;
+
 const F32: u64 = 4;
 
 /// One run to plan.
@@ -31,6 +33,10 @@ pub struct PlanInput {
     /// Blocks recomputed in the backward pass (`--recompute`, recompute.rs): only every
     /// block's input is kept, plus one block's activations at a time.
     pub recompute: bool,
+    /// Data-parallel peers over all devices and nodes (the shares of a sharded state).
+    pub peers: usize,
+    /// How much of the state is sharded over the peers (`--zero-stage`, zero.rs).
+    pub zero: ZeroStage,
 }
 
 /// Bytes per device, by what holds them.
@@ -38,15 +44,19 @@ pub struct PlanInput {
 pub struct MemoryPlan {
     /// Model parameters, f32.
     pub weights: u64,
-    /// One backward's gradients, f32.
+    /// The gradients one backward pass makes, f32: all of them, or under `--recompute` one
+    /// block's (or the embedding's and LM head's) at a time.
     pub gradients: u64,
-    /// The running sum of the micro-batches' gradients (0 without accumulation).
+    /// The step's running sum of gradients (grads.rs `GradSum`), beside the set being made: 0
+    /// when one backward makes the whole step's (one micro-batch, no recomputation); this
+    /// peer's share of it under ZeRO stage 2.
     pub accumulator: u64,
-    /// AdamW's two moments per parameter, f32.
+    /// AdamW's two moments per parameter, f32: this peer's share under ZeRO stages 1 and 2.
     pub optimizer: u64,
     /// The optimizer step's temporaries: clipping scales the gradients into new tensors, and
     /// each parameter's update is computed beside it. Measured on the CPU backend as about one
     /// more f32 copy of the parameters (2.7–4.3 bytes per parameter, README "Memory").
+    /// Under ZeRO, one bucket packed for an all-reduce and its result (2 × 1 GiB at most).
     pub temporaries: u64,
     /// `log_alpha` of every mask and the multipliers `lambda_1`, `lambda_2`, with their
     /// gradients, accumulator and moments (0 when training).
@@ -133,6 +143,20 @@ pub fn mask_params(c: &LlamaConfig) -> u64 {
 pub fn plan(input: &PlanInput) -> MemoryPlan {
     let c = &input.model;
     let params = c.param_counts().total() as u64;
+    let peers = input.peers.max(1) as u64;
+    let zero = match peers {
+        1 => ZeroStage::Off,
+        _ => input.zero,
+    };
+    let d = c.hidden_size as u64;
+    let counts = c.param_counts();
+    let block =
+        (counts.attention + counts.mlp) as u64 / (c.num_hidden_layers.max(1) as u64) + 2 * d;
+    let outside_params = (counts.embedding + counts.lm_head) as u64 + d;
+    // A share: the mean, plus at most half of the largest tensor (zero.rs `Shards`).
+    let largest = (c.vocab_size as u64 * d).max(c.intermediate_size as u64 * d);
+    let share = params.div_ceil(peers) + largest / 2;
+    let sharded = |n: u64, from: ZeroStage| if zero >= from { share.min(n) } else { n };
     let tokens = (input.micro_batch * input.seq_len) as u64;
     let accumulating = input.grad_accum > 1;
     let per_param = |n: u64| n * F32;
@@ -163,12 +187,27 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
     } else {
         2 * tokens * c.vocab_size as u64 * F32
     };
+    // The gradients a backward pass makes; the running sum exists beside them when the step
+    // has more than one backward (micro-batches, or recomputed blocks).
+    let made = match input.recompute {
+        true => block.max(outside_params),
+        false => params,
+    };
+    let summing = accumulating || input.recompute;
+    let buckets = match zero {
+        ZeroStage::Off => 0,
+        _ => 2 * per_param(params.min(crate::peers::BUCKET as u64)),
+    };
     MemoryPlan {
         weights: per_param(params),
-        gradients: per_param(params),
-        accumulator: if accumulating { per_param(params) } else { 0 },
-        optimizer: 2 * per_param(params),
-        temporaries: per_param(params),
+        gradients: per_param(made),
+        accumulator: if summing {
+            per_param(sharded(params, ZeroStage::Gradients))
+        } else {
+            0
+        },
+        optimizer: 2 * per_param(sharded(params, ZeroStage::Optimizer)),
+        temporaries: per_param(params) + buckets,
         masks,
         activations,
         logits,

@@ -21,7 +21,9 @@ use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ParamId};
+
+use crate::grads::{grad_shape, register_flat, remove_flat, Layout, LayoutParam};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -367,6 +369,20 @@ impl Peer {
         B: AutodiffBackend,
         M: AutodiffModule<B>,
     {
+        self.reduce_step_keeping::<B>(grads, &Layout::of(module), weighted, tokens, None)
+    }
+
+    /// [`Peer::reduce_step`] over the parameters of `layout`. With `keep`, only the gradients
+    /// it accepts are kept (ZeRO, zero.rs); `Reduced::Already` when the gradients were reduced
+    /// as they were made (ZeRO stage 2): then only the figures are.
+    pub fn reduce_step_keeping<B: AutodiffBackend>(
+        &self,
+        grads: GradientsParams,
+        layout: &Layout,
+        weighted: &mut [f64],
+        tokens: usize,
+        keep: Option<(&(dyn Fn(ParamId) -> bool + Sync), Reduced)>,
+    ) -> Result<(GradientsParams, StepTokens)> {
         if self.count == 1 {
             let tokens = StepTokens {
                 total: tokens,
@@ -374,13 +390,11 @@ impl Peer {
             };
             return Ok((grads, tokens));
         }
-        let mut pack = Pack::<B> {
-            grads,
-            order: Vec::new(),
-        };
-        module.visit(&mut pack);
-        let Pack { mut grads, order } = pack;
-        let Some(device) = order.first().map(|(_, t, _)| t.device()) else {
+        let Some(device) = layout
+            .params
+            .iter()
+            .find_map(|p| grads_device::<B::InnerBackend>(&grads, p))
+        else {
             let tokens = StepTokens {
                 total: tokens,
                 per_peer: None,
@@ -400,29 +414,81 @@ impl Peer {
             total: per_peer.iter().sum(),
             per_peer: Some(per_peer),
         };
-        // Buckets of consecutive gradients, each all-reduced as one flat tensor.
+        let grads = match keep {
+            Some((_, Reduced::Already)) => grads,
+            Some((keep, Reduced::No)) => {
+                self.reduce_grads::<B::InnerBackend>(grads, layout, keep)?
+            }
+            None => self.reduce_grads::<B::InnerBackend>(grads, layout, &|_| true)?,
+        };
+        Ok((grads, tokens))
+    }
+
+    /// The sum over peers of the share-weighted gradients of `layout`'s parameters, in
+    /// buckets of consecutive gradients, each all-reduced as one flat tensor; only those `keep`
+    /// accepts are put back (the others are dropped bucket by bucket).
+    pub fn reduce_grads<B: Backend>(
+        &self,
+        mut grads: GradientsParams,
+        layout: &Layout,
+        keep: &(dyn Fn(ParamId) -> bool + Sync),
+    ) -> Result<GradientsParams> {
+        if self.count == 1 {
+            return Ok(grads);
+        }
+        let share = self.share();
+        // Each gradient leaves `grads` flattened and is dropped once its bucket is packed, so
+        // the reduction holds one bucket beside the gradients, not a second set.
+        let mut order = Vec::new();
+        let mut flats = Vec::new();
+        for p in &layout.params {
+            if let Some(shape) = grad_shape::<B>(&grads, p) {
+                flats.push(remove_flat::<B>(&mut grads, p));
+                order.push((*p, shape));
+            }
+        }
         let mut start = 0;
         while start < order.len() {
             let mut end = start;
             let mut len = 0;
-            while end < order.len() && (end == start || len + order[end].1.dims()[0] <= BUCKET) {
-                len += order[end].1.dims()[0];
+            let numel = |i: usize| order[i].1.iter().product::<usize>();
+            while end < order.len() && (end == start || len + numel(end) <= BUCKET) {
+                len += numel(end);
                 end += 1;
             }
-            let parts: Vec<_> = order[start..end]
-                .iter()
-                .map(|(_, t, _)| t.clone())
+            let parts: Vec<Tensor<B, 1>> = flats[start..end]
+                .iter_mut()
+                .map(|t| t.take().expect("packed once"))
                 .collect();
             let flat = self.sum(Tensor::cat(parts, 0) * share)?;
             let mut at = 0;
-            for (id, t, shape) in &order[start..end] {
-                let n = t.dims()[0];
-                unpack::<B::InnerBackend>(&mut grads, *id, flat.clone().narrow(0, at, n), shape);
+            for (p, shape) in &order[start..end] {
+                let n = shape.iter().product::<usize>();
+                if keep(p.id) {
+                    register_flat::<B>(&mut grads, p, flat.clone().narrow(0, at, n), shape);
+                }
                 at += n;
             }
             start = end;
         }
-        Ok((grads, tokens))
+        Ok(grads)
+    }
+}
+
+/// Whether a step's gradients were already all-reduced as they were made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduced {
+    No,
+    Already,
+}
+
+fn grads_device<B: Backend>(grads: &GradientsParams, p: &LayoutParam) -> Option<B::Device> {
+    match p.rank {
+        1 => grads.get::<B, 1>(p.id).map(|g| g.device()),
+        2 => grads.get::<B, 2>(p.id).map(|g| g.device()),
+        3 => grads.get::<B, 3>(p.id).map(|g| g.device()),
+        4 => grads.get::<B, 4>(p.id).map(|g| g.device()),
+        _ => None,
     }
 }
 
@@ -431,35 +497,4 @@ impl Peer {
 pub struct StepTokens {
     pub total: usize,
     pub per_peer: Option<Vec<usize>>,
-}
-
-/// The gradients of a module's parameters, flattened, in visiting order (removed from `grads`).
-struct Pack<B: AutodiffBackend> {
-    grads: GradientsParams,
-    order: Vec<(ParamId, Tensor<B::InnerBackend, 1>, Vec<usize>)>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Pack<B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            let shape = g.dims().to_vec();
-            self.order.push((param.id, g.flatten(0, D - 1), shape));
-        }
-    }
-}
-
-/// Puts a flat gradient back with its shape.
-fn unpack<B: Backend>(
-    grads: &mut GradientsParams,
-    id: ParamId,
-    flat: Tensor<B, 1>,
-    shape: &[usize],
-) {
-    match shape.len() {
-        1 => grads.register(id, flat),
-        2 => grads.register(id, flat.reshape([shape[0], shape[1]])),
-        3 => grads.register(id, flat.reshape([shape[0], shape[1], shape[2]])),
-        4 => grads.register(id, flat.reshape([shape[0], shape[1], shape[2], shape[3]])),
-        d => unreachable!("parameters of rank {d}"),
-    }
 }

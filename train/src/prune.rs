@@ -7,7 +7,7 @@ use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
@@ -25,14 +25,15 @@ use crate::checkpoint::{load_module, load_record, save_module, save_record};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::execution::Execution;
-use crate::grads;
+use crate::grads::{self, Layout, Reduce};
 use crate::lagrangian::Lagrangian;
 use crate::optim::adamw;
-use crate::peers::StepTokens;
+use crate::peers::{Reduced, StepTokens};
 use crate::recompute;
 use crate::schedule::{target_warmup, warmup_cosine};
 use crate::source::{DataReport, EvalView};
 use crate::workers::{self, StepGradients};
+use crate::zero::{self, device_of, ZeroStage};
 
 /// Hyper-parameters of a pruning run, all but the target shape (defaults: docs/algorithm.md
 /// §4.2–§4.3). Each is defined here once: with its default (the `Default` below), its check
@@ -255,6 +256,9 @@ pub struct PruneRun<B: AutodiffBackend> {
     exec: Execution,
     /// Steps skipped so far (non-finite loss or gradient norm).
     skipped: usize,
+    /// A checkpoint whose weights' optimizer state is to be read once the execution is known
+    /// (its shards, or the share of this peer; [`Stepper::prepare`]).
+    resume_optim: Option<std::path::PathBuf>,
 }
 
 /// `loop_state` of a pruning checkpoint.
@@ -299,6 +303,7 @@ impl<B: AutodiffBackend> PruneRun<B> {
             rng: mask_rng(h.seed),
             exec: Execution::default(),
             skipped: 0,
+            resume_optim: None,
             step: 0,
             cfg,
         }
@@ -329,9 +334,14 @@ impl<B: AutodiffBackend> PruneRun<B> {
         let mut run = PruneRun::new(model, cfg);
         let skeleton = run.pruner.take().expect("set");
         run.pruner = Some(load_module(skeleton, dir, "pruner", device)?);
-        run.weights = run
-            .weights
-            .load_record(load_record(dir, "optim_weights", device)?);
+        // The state saved whole is read now; shards, or a share of it, once the peers are
+        // known (`prepare`).
+        if dir.join("optim_weights.mpk").is_file() {
+            run.weights = run
+                .weights
+                .load_record(load_record(dir, "optim_weights", device)?);
+        }
+        run.resume_optim = Some(dir.to_path_buf());
         run.masks = run
             .masks
             .load_record(load_record(dir, "optim_masks", device)?);
@@ -463,11 +473,22 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .map(|_| pruner.l0.noise_from(&mut self.rng))
             .collect();
         let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
+        // Under ZeRO (zero.rs) this peer keeps only its share of the model's gradients (the
+        // masks' and multipliers' whole); at stage 2 it reduces them as they are made.
+        let peer = self.exec.peer.clone();
+        let shards = zero::shards_for(&Layout::of(&pruner.model), &self.exec);
+        let keep = |id| shards.as_ref().is_none_or(|s| s.keeps(id));
+        let reduce_made = |g, l: &Layout| peer.reduce_grads::<B::InnerBackend>(g, l, &keep);
+        let reduce: Option<&Reduce<'_>> = match self.exec.zero() {
+            ZeroStage::Gradients => Some(&reduce_made),
+            _ => None,
+        };
         let all = workers::mean_gradients(
             &pruner,
             batches,
             self.exec.workers(),
-            |p: &Pruner<B>, m, ids, weight| {
+            reduce,
+            |p: &Pruner<B>, m, ids, weight, sum| {
                 let z = p.l0.sample_noise(&noise[m]);
                 let lag = p.lagrangian.value(&p.l0.expected_sparsity(), &target);
                 let lag_v = scalar(lag.clone().detach());
@@ -480,7 +501,8 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 if !recompute {
                     let ce = poison(p.model.loss_masked(ids, Some(&z)));
                     let ce_v = scalar(ce.clone().detach());
-                    return Ok((workers::backward(ce + lag, weight, p), [ce_v, lag_v]));
+                    sum.add(p, workers::backward(ce + lag, weight, p))?;
+                    return Ok([ce_v, lag_v]);
                 }
                 // The model's gradients block by block; those that reached the mask values
                 // then go back into `log_alpha` with the Lagrangian's in one more backward.
@@ -489,23 +511,31 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                     let ce_v = scalar(ce.clone().detach());
                     Ok((ce, ce_v))
                 };
-                let r = recompute::gradients(&p.model, ids.clone(), Some(&z), weight, head)?;
+                let r = recompute::gradients(&p.model, ids.clone(), Some(&z), weight, sum, head)?;
                 let z_grads = r.z.expect("masks were given");
                 let rest = recompute::z_surrogate(&z, &z_grads) + lag * weight;
-                let mut acc = GradientsAccumulator::<Pruner<B>>::new();
-                acc.accumulate(p, r.grads);
-                acc.accumulate(p, GradientsParams::from_grads(rest.backward(), p));
-                Ok((acc.grads(), [r.head, lag_v]))
+                sum.add(p, GradientsParams::from_grads(rest.backward(), p))?;
+                Ok([r.head, lag_v])
             },
         );
-        let all = all.and_then(|StepGradients { grads, figures }| {
-            let mut figures = figures;
-            let (grads, tokens) =
-                self.exec
-                    .peer
-                    .reduce_step(grads, &pruner, &mut figures, tokens)?;
-            Ok((grads, figures, tokens))
-        });
+        let layout = Layout::of(&pruner);
+        let all = all.and_then(
+            |StepGradients {
+                 grads,
+                 figures,
+                 reduced,
+             }| {
+                let mut figures = figures;
+                let reduced = match reduced {
+                    true => Reduced::Already,
+                    false => Reduced::No,
+                };
+                let keeping = shards.as_ref().map(|_| (&keep as _, reduced));
+                let (grads, tokens) =
+                    peer.reduce_step_keeping::<B>(grads, &layout, &mut figures, tokens, keeping)?;
+                Ok((grads, figures, tokens))
+            },
+        );
         let (mut all, [ce, lag], tokens) = match all {
             Ok(g) => g,
             Err(e) => {
@@ -514,7 +544,16 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             }
         };
         // Global norm over every group, then clip.
-        let norm = grads::sumsq::<B, _>(&all, &pruner).sqrt();
+        let norm = match &shards {
+            None => grads::sumsq::<B, _>(&all, &pruner).sqrt(),
+            Some(_) => {
+                let local = grads::sumsq::<B, _>(&all, &pruner.model);
+                let whole = grads::sumsq::<B, _>(&all, &pruner.l0)
+                    + grads::sumsq::<B, _>(&all, &pruner.lagrangian);
+                let device = device_of(&pruner.model);
+                zero::global_norm::<B::InnerBackend>(local, whole, &peer, &device)?
+            }
+        };
         if !(ce.is_finite() && lag.is_finite() && norm.is_finite()) {
             // Skipped: nothing changes but the step count (the run's schedules and random
             // streams move on as for any step).
@@ -549,10 +588,15 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             self.cfg.hyper.steps,
             0.1,
         );
+        let model = self
+            .weights
+            .step(self.cfg.hyper.lr_weights * mult, model, g_model);
+        let model = match &shards {
+            Some(s) => zero::gather(model, s, &peer)?,
+            None => model,
+        };
         self.pruner = Some(Pruner {
-            model: self
-                .weights
-                .step(self.cfg.hyper.lr_weights * mult, model, g_model),
+            model,
             l0: self.masks.step(self.cfg.hyper.lr_masks * mult, l0, g_masks),
             lagrangian: self
                 .lambdas
@@ -598,10 +642,51 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         )
     }
 
+    fn prepare(&mut self) -> crate::Result<Vec<String>> {
+        let Some(dir) = self.resume_optim.take() else {
+            return Ok(Vec::new());
+        };
+        let model = &self.pruner().model;
+        let layout = Layout::of(model);
+        let shards = zero::shards_for(&layout, &self.exec);
+        let device = model.devices()[0].clone();
+        let (record, line) = match (dir.join("optim_weights.mpk").is_file(), &shards) {
+            (true, None) => return Ok(Vec::new()),
+            (true, Some(s)) => {
+                let (r, line) = zero::keep_share(self.weights.to_record(), s, &dir);
+                (r, Some(line))
+            }
+            (false, s) => {
+                zero::load_shards::<B, _>(&dir, "optim_weights", &layout, s.as_ref(), &device)?
+            }
+        };
+        self.weights = std::mem::replace(&mut self.weights, adamw(0.0).init()).load_record(record);
+        Ok(line.into_iter().collect())
+    }
+
+    fn save_shard(&self, staging: &Path) -> crate::Result<Vec<String>> {
+        let model = &self.pruner().model;
+        let Some(shards) = zero::shards_for(&Layout::of(model), &self.exec) else {
+            return Ok(Vec::new());
+        };
+        let (peer, device) = (&self.exec.peer, device_of(model));
+        zero::save_shard::<B, _>(
+            self.weights.to_record(),
+            &shards,
+            staging,
+            "optim_weights",
+            peer,
+            &device,
+        )
+    }
+
     fn save_records(&self, dir: &Path) -> crate::Result<serde_json::Value> {
         save_module(self.pruner(), dir, "pruner")?;
         self.save_masks(&dir.join("masks.safetensors"))?;
-        save_record::<B, _>(self.weights.to_record(), dir, "optim_weights")?;
+        // Under ZeRO the peers' shards are the weights' optimizer state (moved in by the loop).
+        if self.exec.zero() == ZeroStage::Off {
+            save_record::<B, _>(self.weights.to_record(), dir, "optim_weights")?;
+        }
         save_record::<B, _>(self.masks.to_record(), dir, "optim_masks")?;
         save_record::<B, _>(self.lambdas.to_record(), dir, "optim_lambdas")?;
         let state = PruneLoopState {

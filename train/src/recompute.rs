@@ -16,15 +16,17 @@
 //! back-propagates them into `log_alpha` ([`z_surrogate`]).
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use shear_model::{Llama, ZMasks};
 
-/// What [`gradients`] returns: the model's gradients, the gradients of the mask values `z`
-/// (inner tensors, same layout as `z`) when masks were given, and what the head reported.
+use crate::grads::GradSum;
+
+/// What [`gradients`] returns besides the model's gradients (added to the caller's sum): the
+/// gradients of the mask values `z` (inner tensors, same layout as `z`) when masks were given,
+/// and what the head reported.
 pub struct Recomputed<B: AutodiffBackend, T> {
-    pub grads: GradientsParams,
     pub z: Option<ZMasks<B::InnerBackend>>,
     pub head: T,
 }
@@ -92,14 +94,16 @@ fn inner<B: AutodiffBackend>(z: &ZMasks<B>) -> ZMasks<B::InnerBackend> {
     }
 }
 
-/// The gradients of `weight · loss` for the model masked by `z` (plain when `None`) on
-/// `input_ids [batch, seq]`, where `head(h)` is the loss of the final hidden states `h [batch,
-/// seq, d]` (after the final norm) and anything it reports.
+/// Adds to `sum` the gradients of `weight · loss` for the model masked by `z` (plain when
+/// `None`) on `input_ids [batch, seq]`, where `head(h)` is the loss of the final hidden states
+/// `h [batch, seq, d]` (after the final norm) and anything it reports. Each block's gradients
+/// join `sum` as soon as they are made (docs/algorithm.md §13.3: one full set per step).
 pub fn gradients<B, T>(
     model: &Llama<B>,
     input_ids: Tensor<B, 2, Int>,
     z: Option<&ZMasks<B>>,
     weight: f64,
+    sum: &mut GradSum<'_>,
     head: impl FnOnce(Tensor<B, 3>) -> crate::Result<(Tensor<B, 1>, T)>,
 ) -> crate::Result<Recomputed<B, T>>
 where
@@ -119,7 +123,6 @@ where
     drop(plain);
     let z_leaf = z.map(leaves);
     let mut z_grads = None;
-    let mut acc = GradientsAccumulator::<Llama<B>>::new();
 
     // The head: final norm, LM head, loss.
     let last = Tensor::<B, 3>::from_inner(x).require_grad();
@@ -131,7 +134,7 @@ where
     if let Some(zl) = &z_leaf {
         add_z_grads(&mut z_grads, zl, &grads);
     }
-    acc.accumulate(model, GradientsParams::from_grads(grads, model));
+    sum.add(model, GradientsParams::from_grads(grads, model))?;
 
     // The blocks, last first: redo the forward from the saved input, back-propagate `g`.
     for (i, block) in model.layers.iter().enumerate().rev() {
@@ -145,7 +148,7 @@ where
         if let Some(zl) = &z_leaf {
             add_z_grads(&mut z_grads, zl, &grads);
         }
-        acc.accumulate(model, GradientsParams::from_grads(grads, model));
+        sum.add(model, GradientsParams::from_grads(grads, model))?;
     }
 
     // The embedding.
@@ -154,9 +157,8 @@ where
     if let Some(zl) = &z_leaf {
         add_z_grads(&mut z_grads, zl, &grads);
     }
-    acc.accumulate(model, GradientsParams::from_grads(grads, model));
+    sum.add(model, GradientsParams::from_grads(grads, model))?;
     Ok(Recomputed {
-        grads: acc.grads(),
         z: z_grads,
         head: reported,
     })

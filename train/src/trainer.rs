@@ -21,11 +21,14 @@ use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::execution::Execution;
 use crate::grads::clip_global_norm;
+use crate::grads::{self, Layout, Reduce};
 use crate::optim::adamw;
+use crate::peers::Reduced;
 use crate::recompute;
 use crate::schedule::warmup_cosine;
 use crate::source::{DataReport, EvalView};
 use crate::workers::{backward, mean_gradients};
+use crate::zero::{self, device_of, ZeroStage};
 
 /// Hyper-parameters of continued pre-training (defaults: docs/algorithm.md §7). Each is defined
 /// here once: with its default (the `Default` below), its check ([`TrainConfig::validate`]) and
@@ -197,6 +200,9 @@ pub struct Trainer<B: AutodiffBackend> {
     exec: Execution,
     /// Steps skipped so far (non-finite loss or gradient norm).
     skipped: usize,
+    /// A checkpoint whose optimizer state is to be read once the execution is known (its
+    /// shards, or the share of this peer; [`Stepper::prepare`]).
+    resume_optim: Option<std::path::PathBuf>,
 }
 
 /// `loop_state` of a training checkpoint.
@@ -221,6 +227,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             cfg,
             exec: Execution::default(),
             skipped: 0,
+            resume_optim: None,
         }
     }
 
@@ -248,7 +255,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         let skeleton = Llama::from_source(&config, &mut RandomInit::default(), device)?;
         let model = load_module(skeleton, dir, "model", device)?;
         let mut t = Trainer::new(model, cfg, teacher);
-        t.optim = t.optim.load_record(load_record(dir, "optim", device)?);
+        // The state saved whole is read now; shards, or a share of it, once the peers are
+        // known (`prepare`).
+        if dir.join("optim.mpk").is_file() {
+            t.optim = t.optim.load_record(load_record(dir, "optim", device)?);
+        }
+        t.resume_optim = Some(dir.to_path_buf());
         t.step = step;
         t.skipped = state.skipped;
         Ok(t)
@@ -299,11 +311,23 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         let (step, teacher) = (self.step, &self.teacher);
         let (kd_weight, temperature) = (self.cfg.distill_weight, self.cfg.distill_temperature);
         let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
+        // Under ZeRO (zero.rs) this peer keeps only its share of the gradients; at stage 2 it
+        // reduces them as they are made.
+        let peer = self.exec.peer.clone();
+        let layout = Layout::of(&model);
+        let shards = zero::shards_for(&layout, &self.exec);
+        let keep = |id| shards.as_ref().is_none_or(|s| s.keeps(id));
+        let reduce_made = |g, l: &Layout| peer.reduce_grads::<B::InnerBackend>(g, l, &keep);
+        let reduce: Option<&Reduce<'_>> = match self.exec.zero() {
+            ZeroStage::Gradients => Some(&reduce_made),
+            _ => None,
+        };
         let grads = mean_gradients(
             &model,
             batches,
             self.exec.workers(),
-            |model: &Llama<B>, _, ids, weight| {
+            reduce,
+            |model: &Llama<B>, _, ids, weight, sum| {
                 // The loss of final hidden states `h`, and [loss, CE] read back: with
                 // distillation CE + weight · KD, otherwise the CE (one host read).
                 let head = |h: Tensor<B, 3>| {
@@ -329,19 +353,23 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                     Ok((loss, [value, ce]))
                 };
                 if recompute {
-                    let r = recompute::gradients(model, ids.clone(), None, weight, head)?;
-                    return Ok((r.grads, r.head));
+                    let r = recompute::gradients(model, ids.clone(), None, weight, sum, head)?;
+                    return Ok(r.head);
                 }
                 let (loss, figures) = head(model.hidden_masked(ids.clone(), None))?;
-                Ok((backward(loss, weight, model), figures))
+                sum.add(model, backward(loss, weight, model))?;
+                Ok(figures)
             },
         );
         let grads = grads.and_then(|g| {
             let mut figures = g.figures;
+            let reduced = match g.reduced {
+                true => Reduced::Already,
+                false => Reduced::No,
+            };
+            let keeping = shards.as_ref().map(|_| (&keep as _, reduced));
             let (grads, tokens) =
-                self.exec
-                    .peer
-                    .reduce_step(g.grads, &model, &mut figures, tokens)?;
+                peer.reduce_step_keeping::<B>(g.grads, &layout, &mut figures, tokens, keeping)?;
             Ok((grads, figures, tokens))
         });
         let (grads, [loss, ce_loss], tokens) = match grads {
@@ -351,7 +379,20 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                 return Err(e);
             }
         };
-        let (grads, norm) = clip_global_norm::<B, _>(grads, &model, self.cfg.max_grad_norm);
+        let (grads, norm) = match &shards {
+            None => clip_global_norm::<B, _>(grads, &model, self.cfg.max_grad_norm),
+            Some(_) => {
+                let local = grads::sumsq::<B, _>(&grads, &model);
+                let norm =
+                    zero::global_norm::<B::InnerBackend>(local, 0.0, &peer, &device_of(&model))?;
+                let max = self.cfg.max_grad_norm;
+                let mut grads = grads;
+                if max > 0.0 && norm > max {
+                    grads = grads::take::<B, _>(&mut grads, &model, max / (norm + 1e-6));
+                }
+                (grads, norm)
+            }
+        };
         if !(loss.is_finite() && norm.is_finite()) {
             // Skipped: nothing changes but the step count (the schedule moves on).
             self.model = Some(model);
@@ -363,7 +404,11 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             });
         }
         let lr = self.lr(self.step);
-        self.model = Some(self.optim.step(lr, model, grads));
+        let model = self.optim.step(lr, model, grads);
+        self.model = Some(match &shards {
+            Some(s) => zero::gather(model, s, &peer)?,
+            None => model,
+        });
         let log = TrainLog {
             step: self.step,
             lr,
@@ -399,9 +444,48 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         format!("loss {:.3} lr {:.2e}", log.loss, log.lr)
     }
 
+    fn prepare(&mut self) -> crate::Result<Vec<String>> {
+        let Some(dir) = self.resume_optim.take() else {
+            return Ok(Vec::new());
+        };
+        let layout = Layout::of(self.model());
+        let shards = zero::shards_for(&layout, &self.exec);
+        let device = self.model().devices()[0].clone();
+        let (record, line) = match (dir.join("optim.mpk").is_file(), &shards) {
+            (true, None) => return Ok(Vec::new()),
+            (true, Some(s)) => {
+                let (r, line) = zero::keep_share(self.optim.to_record(), s, &dir);
+                (r, Some(line))
+            }
+            (false, s) => zero::load_shards::<B, _>(&dir, "optim", &layout, s.as_ref(), &device)?,
+        };
+        self.optim = std::mem::replace(&mut self.optim, adamw(self.cfg.weight_decay).init())
+            .load_record(record);
+        Ok(line.into_iter().collect())
+    }
+
+    fn save_shard(&self, staging: &Path) -> crate::Result<Vec<String>> {
+        let layout = Layout::of(self.model());
+        let Some(shards) = zero::shards_for(&layout, &self.exec) else {
+            return Ok(Vec::new());
+        };
+        let device = device_of(self.model());
+        zero::save_shard::<B, _>(
+            self.optim.to_record(),
+            &shards,
+            staging,
+            "optim",
+            &self.exec.peer,
+            &device,
+        )
+    }
+
     fn save_records(&self, dir: &Path) -> crate::Result<serde_json::Value> {
         save_module(self.model(), dir, "model")?;
-        save_record::<B, _>(self.optim.to_record(), dir, "optim")?;
+        // Under ZeRO the peers' shards are the optimizer's state (moved in by the loop).
+        if self.exec.zero() == ZeroStage::Off {
+            save_record::<B, _>(self.optim.to_record(), dir, "optim")?;
+        }
         let state = TrainLoopState {
             model_config: self.model().config.to_hf_json(shear_model::Dtype::F32),
             skipped: self.skipped,

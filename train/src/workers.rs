@@ -16,11 +16,13 @@
 use std::cell::RefCell;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use rayon::prelude::*;
 use shear_model::precision;
+
+use crate::grads::{GradSum, Layout, Reduce};
 
 /// Stack of a worker thread: a forward and backward pass as deep as the main thread's.
 const WORKER_STACK: usize = 8 << 20;
@@ -65,6 +67,9 @@ fn with_pool<R>(workers: usize, f: impl FnOnce(&rayon::ThreadPool) -> R) -> crat
 pub struct StepGradients<const K: usize> {
     pub grads: GradientsParams,
     pub figures: [f64; K],
+    /// Whether the gradients went through the caller's `reduce` as they were made (only with
+    /// one worker: the workers' sets are summed first otherwise).
+    pub reduced: bool,
 }
 
 /// Rows `[start, end)` of part `w` out of `parts` (a worker's, a peer's) for a batch of `rows`
@@ -79,26 +84,35 @@ pub fn share(rows: usize, parts: usize, w: usize) -> std::ops::Range<usize> {
 /// `workers` (at most as many as the smallest micro-batch has rows; 1: on this thread, on
 /// `module` itself).
 ///
-/// `grads_of(module, m, ids, weight)` gives the gradients of `weight` times the mean loss of
-/// `ids` (some rows of micro-batch `m`) under `module` (the worker's copy) — [`backward`] of the
-/// loss, or a recomputing backward (recompute.rs) — with `K` host figures to report (e.g. its
-/// cross-entropy, unweighted); it must depend on `m` and the rows only, not on which worker
-/// asks.
+/// `grads_of(module, m, ids, weight, sum)` adds to `sum` the gradients of `weight` times the
+/// mean loss of `ids` (some rows of micro-batch `m`) under `module` (the worker's copy) —
+/// [`backward`] of the loss, or a recomputing backward (recompute.rs) — and returns `K` host
+/// figures to report (e.g. its cross-entropy, unweighted); it must depend on `m` and the rows
+/// only, not on which worker asks. Every worker's micro-batches go into one running sum
+/// ([`GradSum`]), so a step holds that sum and the one set being made. With one worker each
+/// new set first goes through `reduce` (ZeRO stage 2, zero.rs).
 pub fn mean_gradients<B, M, F, const K: usize>(
     module: &M,
     batches: &[Tensor<B, 2, Int>],
     workers: usize,
-    loss_of: F,
+    reduce: Option<&Reduce<'_>>,
+    grads_of: F,
 ) -> crate::Result<StepGradients<K>>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
-    F: Fn(&M, usize, Tensor<B, 2, Int>, f64) -> crate::Result<(GradientsParams, [f64; K])> + Sync,
+    F: Fn(&M, usize, Tensor<B, 2, Int>, f64, &mut GradSum<'_>) -> crate::Result<[f64; K]> + Sync,
 {
     let min_rows = batches.iter().map(|b| b.dims()[0]).min().unwrap_or(1);
     let workers = workers.clamp(1, min_rows.max(1));
     if workers == 1 {
-        return part(module, batches, 0, 1, &loss_of);
+        let mut sum = GradSum::reducing(reduce);
+        let figures = part(module, batches, 0, 1, &grads_of, &mut sum)?;
+        return Ok(StepGradients {
+            grads: sum.into_grads(),
+            figures,
+            reduced: reduce.is_some(),
+        });
     }
     // One `valid()` per worker rather than clones of one: cloning an inner module drops its
     // parameters' `require_grad` (burn 0.21's `Param::clone` re-derives it from the inner
@@ -106,27 +120,32 @@ where
     let copies: Vec<_> = (0..workers).map(|w| (w, module.valid())).collect();
     // The compute precision is per thread (autocast): the workers take the caller's.
     let compute = precision::compute();
-    let parts: Vec<crate::Result<StepGradients<K>>> = with_pool(workers, |pool| {
+    let parts: Vec<crate::Result<(GradientsParams, [f64; K])>> = with_pool(workers, |pool| {
         pool.install(|| {
             copies
                 .into_par_iter()
                 .map(|(w, inner)| {
                     let _autocast = precision::autocast(compute);
-                    part(&M::from_inner(inner), batches, w, workers, &loss_of)
+                    let copy = M::from_inner(inner);
+                    let mut sum = GradSum::new();
+                    let figures = part(&copy, batches, w, workers, &grads_of, &mut sum)?;
+                    Ok((sum.into_grads(), figures))
                 })
                 .collect()
         })
     })?;
-    let mut acc = GradientsAccumulator::<M>::new();
+    let layout = Layout::of(module);
+    let mut sum = GradSum::new();
     let mut figures = [0.0; K];
     for p in parts {
-        let p = p?;
-        acc.accumulate(module, p.grads);
-        figures.iter_mut().zip(p.figures).for_each(|(a, b)| *a += b);
+        let (grads, f) = p?;
+        sum.add_laid_out::<B>(&layout, grads)?;
+        figures.iter_mut().zip(f).for_each(|(a, b)| *a += b);
     }
     Ok(StepGradients {
-        grads: acc.grads(),
+        grads: sum.into_grads(),
         figures,
+        reduced: false,
     })
 }
 
@@ -139,23 +158,21 @@ pub fn backward<B: AutodiffBackend, M: AutodiffModule<B>>(
     GradientsParams::from_grads((loss * weight).backward(), module)
 }
 
-/// Worker `w`'s share: its rows of every micro-batch, on `module`. With one micro-batch and one
-/// worker the accumulator's copy of every gradient is skipped.
+/// Worker `w`'s share: its rows of every micro-batch, on `module`, added to `sum`.
 fn part<B, M, F, const K: usize>(
     module: &M,
     batches: &[Tensor<B, 2, Int>],
     w: usize,
     workers: usize,
-    loss_of: &F,
-) -> crate::Result<StepGradients<K>>
+    grads_of: &F,
+    sum: &mut GradSum<'_>,
+) -> crate::Result<[f64; K]>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
-    F: Fn(&M, usize, Tensor<B, 2, Int>, f64) -> crate::Result<(GradientsParams, [f64; K])>,
+    F: Fn(&M, usize, Tensor<B, 2, Int>, f64, &mut GradSum<'_>) -> crate::Result<[f64; K]>,
 {
     let n = batches.len().max(1) as f64;
-    let mut acc = GradientsAccumulator::<M>::new();
-    let mut single = None;
     let mut figures = [0.0; K];
     for (m, ids) in batches.iter().enumerate() {
         let [rows, seq] = ids.dims();
@@ -166,21 +183,13 @@ where
             ids.clone().slice([start..end, 0..seq])
         };
         let weight = (end - start) as f64 / rows as f64 / n;
-        let (grads, f) = loss_of(module, m, ids, weight)?;
+        let f = grads_of(module, m, ids, weight, sum)?;
         figures
             .iter_mut()
             .zip(f)
             .for_each(|(a, b)| *a += b * weight);
-        if batches.len() == 1 {
-            single = Some(grads);
-        } else {
-            acc.accumulate(module, grads);
-        }
     }
-    Ok(StepGradients {
-        grads: single.unwrap_or_else(|| acc.grads()),
-        figures,
-    })
+    Ok(figures)
 }
 
 #[cfg(test)]

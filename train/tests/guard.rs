@@ -71,6 +71,7 @@ fn run<S: Stepper<AD>>(
     let checkpoints = Checkpoints::new(dir.join("checkpoints"));
     let plan = LoopControl {
         checkpoints: Some(&checkpoints),
+        checkpoint_dir: Some(checkpoints.dir()),
         settings: &(),
         save_every: 0,
         until: t.total(),

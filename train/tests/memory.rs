@@ -2,6 +2,7 @@
 
 use shear_model::LlamaConfig;
 use shear_train::memory::{card, plan, MemoryPlan, PlanInput};
+use shear_train::zero::ZeroStage;
 
 /// vocab 100, hidden 8, intermediate 12, 2 layers, 2 query heads in 1 group, head_dim 4, untied.
 fn small() -> LlamaConfig {
@@ -21,6 +22,8 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
         grad_accum: 2,
         fused_loss: false,
         recompute: false,
+        peers: 1,
+        zero: ZeroStage::Off,
     });
     // Parameters: embedding 100·8 = 800; attention per layer q 8·8 + k,v 2·8·4 + o 8·8 = 192,
     // two layers 384; FFN 3·8·12 = 288 per layer, 576; norms (2·2+1)·8 = 40; head 800.
@@ -68,6 +71,8 @@ fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
         grad_accum: 1,
         fused_loss: true,
         recompute: false,
+        peers: 1,
+        zero: ZeroStage::Off,
     });
     // Per token and layer: (48 + 32 + 72) · 4 bytes + 104 for the scores = 712, two layers
     // 1424, final norm 24 · 4: 1520 bytes per token, 4 tokens.
@@ -89,15 +94,58 @@ fn recomputation_keeps_the_block_inputs_and_one_block() {
         grad_accum: 1,
         fused_loss: true,
         recompute,
+        peers: 1,
+        zero: ZeroStage::Off,
     };
     let (plain, again) = (plan(&input(false)), plan(&input(true)));
     // Per token: (2 block inputs + 1 gradient) · 8 · 4 = 96, one layer's 712 (above), the
     // final norm's 24 · 4 = 96: 904 bytes, 4 tokens; 1520 · 4 without.
     assert_eq!(again.activations, 904 * 4);
     assert_eq!(plain.activations, 1520 * 4);
+    // The gradients: the plain backward makes all 2600 at once; the recomputing one adds each
+    // block's (2 · 8 norms + 480 weights = 496) or the embedding's, LM head's and final norm's
+    // (800 + 800 + 8 = 1608) to the running sum of all 2600, one set at a time.
+    assert_eq!((plain.gradients, plain.accumulator), (2600 * 4, 0));
+    assert_eq!((again.gradients, again.accumulator), (1608 * 4, 2600 * 4));
     assert_eq!(
-        plain.total() - again.total(),
-        plain.activations - again.activations
+        again.total() + (plain.activations - again.activations),
+        plain.total() + 1608 * 4
+    );
+}
+
+/// ZeRO over 2 peers (docs/algorithm.md §4.5): a share is half the 2600 parameters plus at most
+/// half the largest tensor (the 800-value embedding): 1700. Stage 1 shards the moments, stage 2
+/// the running sum of the micro-batches' gradients as well; both add a packed all-reduce
+/// bucket and its result (here the whole model, 2 · 2600 values).
+#[test]
+fn zero_stages_shard_the_moments_then_the_summed_gradients() {
+    let input = |zero, peers| PlanInput {
+        model: small(),
+        pruning: false,
+        micro_batch: 1,
+        seq_len: 4,
+        grad_accum: 2,
+        fused_loss: true,
+        recompute: false,
+        peers,
+        zero,
+    };
+    let off = plan(&input(ZeroStage::Off, 2));
+    let one = plan(&input(ZeroStage::Optimizer, 2));
+    let two = plan(&input(ZeroStage::Gradients, 2));
+    assert_eq!((off.optimizer, off.accumulator), (2 * 2600 * 4, 2600 * 4));
+    assert_eq!((one.optimizer, one.accumulator), (2 * 1700 * 4, 2600 * 4));
+    assert_eq!((two.optimizer, two.accumulator), (2 * 1700 * 4, 1700 * 4));
+    assert_eq!(
+        two.gradients,
+        2600 * 4,
+        "one backward still makes every gradient"
+    );
+    assert_eq!(one.temporaries - off.temporaries, 2 * 2600 * 4);
+    // A peer alone shards nothing.
+    assert_eq!(
+        plan(&input(ZeroStage::Gradients, 1)),
+        plan(&input(ZeroStage::Off, 1))
     );
 }
 
@@ -117,6 +165,8 @@ fn llama_2_7b_state_and_the_cards() {
         grad_accum: 1,
         fused_loss: false,
         recompute: false,
+        peers: 1,
+        zero: ZeroStage::Off,
     });
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let state = p.weights + p.gradients + p.optimizer;

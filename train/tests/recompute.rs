@@ -13,6 +13,7 @@ use shear_model::{
 use shear_testkit::*;
 use shear_train::driver::Stepper;
 use shear_train::execution::Execution;
+use shear_train::grads::GradSum;
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::recompute;
 use shear_train::trainer::{TrainConfig, Trainer};
@@ -36,14 +37,16 @@ fn recomputed_gradients_of_the_training_loss_equal_the_plain_backward() {
     assert!(model.lm_head.is_none(), "a tied model");
     let x = ids(3, 24, 1);
     let want = GradientsParams::from_grads(model.loss(x.clone()).backward(), &model);
-    let r = recompute::gradients(&model, x.clone(), None, 0.5, |h| {
+    let mut sum = GradSum::new();
+    let r = recompute::gradients(&model, x.clone(), None, 0.5, &mut sum, |h| {
         let loss = model.head_loss(h, x.clone());
         let v: f32 = loss.clone().into_scalar();
         Ok((loss, v))
     })
     .unwrap();
+    let grads = sum.into_grads();
     let d = rel_diff(
-        &param_tensors(&model, Some(&r.grads)),
+        &param_tensors(&model, Some(&grads)),
         &param_tensors(&model, Some(&want)),
     );
     // `weight` 0.5 scales the gradients: compare with half the plain ones.
@@ -51,7 +54,7 @@ fn recomputed_gradients_of_the_training_loss_equal_the_plain_backward() {
         .into_iter()
         .map(|v| v.into_iter().map(|x| x * 0.5).collect())
         .collect();
-    let d_half = rel_diff(&param_tensors(&model, Some(&r.grads)), &half);
+    let d_half = rel_diff(&param_tensors(&model, Some(&grads)), &half);
     eprintln!("training loss: recomputed vs plain gradients (× 0.5) differ by {d_half:e}");
     assert!(d > 0.1, "the weight is applied");
     assert!(d_half <= 1e-5, "{d_half}");
@@ -79,16 +82,18 @@ fn recomputed_gradients_of_the_masked_loss_reach_log_alpha() {
     let want_l0 = GradientsParams::from_grads(grads, &l0);
     // Recomputed: the model block by block, then the masks' values into log_alpha.
     let z3 = l0.sample_from(&mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
-    let r = recompute::gradients(&model, x.clone(), Some(&z3), 1.0, |h| {
+    let mut sum = GradSum::new();
+    let r = recompute::gradients(&model, x.clone(), Some(&z3), 1.0, &mut sum, |h| {
         Ok((model.head_loss(h, x.clone()), ()))
     })
     .unwrap();
+    let grads = sum.into_grads();
     let got_l0 = GradientsParams::from_grads(
         recompute::z_surrogate(&z3, r.z.as_ref().unwrap()).backward(),
         &l0,
     );
     let dm = rel_diff(
-        &param_tensors(&model, Some(&r.grads)),
+        &param_tensors(&model, Some(&grads)),
         &param_tensors(&model, Some(&want_model)),
     );
     let dz = rel_diff(

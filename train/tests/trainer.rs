@@ -41,6 +41,7 @@ fn run(
     let checkpoints = Checkpoints::new(dir.join("checkpoints"));
     let plan = LoopControl {
         checkpoints: Some(&checkpoints),
+        checkpoint_dir: Some(checkpoints.dir()),
         settings: &t.cfg.clone(),
         save_every: 0,
         until,

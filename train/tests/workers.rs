@@ -39,11 +39,18 @@ fn split_gradients_equal_one_backward_over_all_rows() {
     let want_loss: f32 = model.valid().loss(all.inner()).into_scalar();
     let want = param_tensors(&model, Some(&want));
     for workers in [1, 2, 3, 5, 8] {
-        let got = mean_gradients(&model, &batches, workers, |m: &Llama<AD>, _, ids, w| {
-            let loss = m.loss(ids);
-            let v = loss.clone().into_scalar() as f64;
-            Ok((backward(loss, w, m), [v]))
-        })
+        let got = mean_gradients(
+            &model,
+            &batches,
+            workers,
+            None,
+            |m: &Llama<AD>, _, ids, w, sum| {
+                let loss = m.loss(ids);
+                let v = loss.clone().into_scalar() as f64;
+                sum.add(m, backward(loss, w, m))?;
+                Ok([v])
+            },
+        )
         .unwrap();
         let d = rel_diff(&param_tensors(&model, Some(&got.grads)), &want);
         eprintln!(

@@ -149,6 +149,7 @@ fn explicit_flags_name_recorded_settings() {
         "max_skipped",
         "workers",
         "recompute",
+        "zero_stage",
         "devices",
         "nodes",
         "node_rank",

@@ -2,6 +2,7 @@
 //! checkpoint I/O, hub resolution and generation, and the pruning masks, target shapes and
 //! materialization (docs/algorithm.md §1–§5, §11).
 
+pub mod attention_blocks;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;

@@ -136,20 +136,8 @@ impl<B: Backend> Attention<B> {
         cache: Option<&mut LayerCache<B>>,
         z_head: Option<&Tensor<B, 1>>,
     ) -> Tensor<B, 3> {
-        let [b, s, _] = x.dims();
-        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        // Heads split as [b, s, heads, hd], rotated in that layout, then [b, heads, s, hd].
-        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
-        let q = rope
-            .apply(heads(precision::linear(&self.q_proj, x.clone()), h), start)
-            .swap_dims(1, 2); // [b, h, s, hd]
-        let k = rope
-            .apply(
-                heads(precision::linear(&self.k_proj, x.clone()), kvh),
-                start,
-            )
-            .swap_dims(1, 2); // [b, kvh, s, hd]
-        let v = heads(precision::linear(&self.v_proj, x), kvh).swap_dims(1, 2); // [b, kvh, s, hd]
+        let s = x.dims()[1];
+        let (q, k, v) = self.qkv(x, rope, start);
         let (k, v) = match cache {
             Some(layer) => layer.append(k, v),
             None => (k, v),
@@ -173,6 +161,38 @@ impl<B: Backend> Attention<B> {
             is_causal,
         };
         let ctx = attention(q, k, v, mask, None, options); // [b, h, s, hd]
+        self.output(ctx, z_head)
+    }
+
+    /// The rotated queries `[b, h, s, hd]` and keys, and the values `[b, kvh, s, hd]` (not
+    /// repeated to the query heads) of `x [b, s, d]` at first position `start`.
+    pub fn qkv(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rotary<B>,
+        start: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, s, _] = x.dims();
+        let (h, kvh, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        // Heads split as [b, s, heads, hd], rotated in that layout, then [b, heads, s, hd].
+        let heads = |t: Tensor<B, 3>, n: usize| t.reshape([b, s, n, hd]);
+        let q = rope
+            .apply(heads(precision::linear(&self.q_proj, x.clone()), h), start)
+            .swap_dims(1, 2); // [b, h, s, hd]
+        let k = rope
+            .apply(
+                heads(precision::linear(&self.k_proj, x.clone()), kvh),
+                start,
+            )
+            .swap_dims(1, 2); // [b, kvh, s, hd]
+        let v = heads(precision::linear(&self.v_proj, x), kvh).swap_dims(1, 2); // [b, kvh, s, hd]
+        (q, k, v)
+    }
+
+    /// The attention's output `[b, s, d]` from the context `ctx [b, h, s, hd]`: each head's
+    /// context times its mask value `z_head`, then `o_proj`.
+    pub fn output(&self, ctx: Tensor<B, 4>, z_head: Option<&Tensor<B, 1>>) -> Tensor<B, 3> {
+        let [b, h, s, hd] = ctx.dims();
         let ctx = ctx.swap_dims(1, 2).reshape([b, s, h * hd]);
         // Each head's context times its mask value, as one value per channel `[1, 1, h·hd]`:
         // a broadcast row, which the CPU backend multiplies on its vectorised path (a
@@ -244,14 +264,51 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut LayerCache<B>>,
         z: Option<&LayerZ<B>>,
     ) -> Tensor<B, 3> {
+        let a = self.self_attn.forward(
+            self.attention_input(x.clone(), z),
+            rope,
+            start,
+            cache,
+            z.and_then(|z| z.head.as_ref()),
+        );
+        self.after_attention(x, a, z)
+    }
+
+    /// The block with block-wise causal attention (attention_blocks.rs, queries `block` at a
+    /// time): the same function as [`Block::forward`] at position 0 without a cache, without a
+    /// `[heads, seq, seq]` tensor.
+    pub fn forward_blockwise(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rotary<B>,
+        z: Option<&LayerZ<B>>,
+        block: usize,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = self
+            .self_attn
+            .qkv(self.attention_input(x.clone(), z), rope, 0);
+        let ctx = crate::attention_blocks::causal_attention(q, k, v, block);
+        let a = self.self_attn.output(ctx, z.and_then(|z| z.head.as_ref()));
+        self.after_attention(x, a, z)
+    }
+
+    /// The attention's input: the first norm of `x`, hidden-masked under `z`.
+    pub fn attention_input(&self, x: Tensor<B, 3>, z: Option<&LayerZ<B>>) -> Tensor<B, 3> {
+        match z {
+            None => self.input_layernorm.forward(x),
+            Some(z) => self.input_layernorm.forward_masked(x, z.hidden.as_ref()),
+        }
+    }
+
+    /// The rest of the block after the attention: `x + a` (layer-masked), then the FFN
+    /// sub-block.
+    pub fn after_attention(
+        &self,
+        x: Tensor<B, 3>,
+        a: Tensor<B, 3>,
+        z: Option<&LayerZ<B>>,
+    ) -> Tensor<B, 3> {
         let Some(z) = z else {
-            let a = self.self_attn.forward(
-                self.input_layernorm.forward(x.clone()),
-                rope,
-                start,
-                cache,
-                None,
-            );
             let x = x + a;
             let f = self
                 .mlp
@@ -259,13 +316,6 @@ impl<B: Backend> Block<B> {
             return x + f;
         };
         let zh = z.hidden.as_ref();
-        let a = self.self_attn.forward(
-            self.input_layernorm.forward_masked(x.clone(), zh),
-            rope,
-            start,
-            cache,
-            z.head.as_ref(),
-        );
         let x = x + scale_output(a, z, false);
         let f = self.mlp.forward(
             self.post_attention_layernorm.forward_masked(x.clone(), zh),

@@ -53,10 +53,11 @@ pub struct MemoryPlan {
     pub accumulator: u64,
     /// AdamW's two moments per parameter, f32: this peer's share under ZeRO stages 1 and 2.
     pub optimizer: u64,
-    /// The optimizer step's temporaries: clipping scales the gradients into new tensors, and
-    /// each parameter's update is computed beside it. Measured on the CPU backend as about one
-    /// more f32 copy of the parameters (2.7–4.3 bytes per parameter, README "Memory").
-    /// Under ZeRO, one bucket packed for an all-reduce and its result (2 × 1 GiB at most).
+    /// The optimizer step's temporaries: clipping and AdamW go one parameter at a time, so five
+    /// tensors of the largest parameter's size at most (its new moments, squared gradient,
+    /// update and new value; train/tests/live_memory.rs counts them). Under ZeRO, one bucket
+    /// packed for an all-reduce and its result (2 × 1 GiB at most). What a process's resident
+    /// memory shows beyond the live bytes is its allocator's (README "Memory").
     pub temporaries: u64,
     /// `log_alpha` of every mask and the multipliers `lambda_1`, `lambda_2`, with their
     /// gradients, accumulator and moments (0 when training).
@@ -66,7 +67,8 @@ pub struct MemoryPlan {
     /// The LM head's logits and their softmax, kept for the backward (0 when fused).
     pub logits: u64,
     /// One layer's backward temporaries at a time: the gradients flowing back through its
-    /// attention scores, four f32 `[tokens, heads, seq]` tensors.
+    /// attention scores, four f32 `[tokens, heads, seq]` tensors (one query block's rows under
+    /// `--recompute`).
     pub workspace: u64,
 }
 
@@ -101,9 +103,10 @@ impl MemoryPlan {
 ///   (keys and values repeated to every query head when grouped) and the context before
 ///   `o_proj`;
 /// - the scores: burn's attention under autodiff is the decomposed fallback, which keeps the
-///   shifted scores (the `exp` input), their exponentials (the division's numerator), the
-///   probabilities (the second product's input), all f32, and the causal mask (one byte):
-///   `13 · heads · seq` bytes per token, the term that grows with the sequence;
+///   exponentials of the shifted scores (the `exp` output and the division's numerator, one
+///   tensor) and the probabilities (the second product's input), both f32:
+///   `8 · heads · seq` bytes per token, the term that grows with the sequence (the causal mask
+///   is one `[seq, seq]` byte tensor per layer);
 /// - the SwiGLU FFN keeps the gate's output, its sigmoid and SiLU (burn composes SiLU from
 ///   both), the up projection, their product and the down projection's input: `6 ·
 ///   intermediate` f32;
@@ -120,7 +123,7 @@ pub fn activation_bytes_per_token_layer(c: &LlamaConfig, seq_len: usize, pruning
     let attention = q + 2 * kv_read + q;
     let ffn = 6 * i;
     let masked = if pruning { q + i + 2 * d + 2 * d } else { 0 };
-    let scores = 13 * (c.num_attention_heads * seq_len) as u64;
+    let scores = SCORE_BYTES * (c.num_attention_heads * seq_len) as u64;
     (norms + attention + ffn + masked) * F32 + scores
 }
 
@@ -138,6 +141,13 @@ pub fn mask_params(c: &LlamaConfig) -> u64 {
         + l * (c.num_attention_heads as u64 + groups + c.intermediate_size as u64 + 2)
         + 2 * 6
 }
+
+/// Bytes the attention keeps per token, head and visible key (docs/algorithm.md §13.1).
+pub const SCORE_BYTES: u64 = 8;
+
+/// Bytes of the gradients flowing back through the scores, per token, head and visible key:
+/// four f32 tensors of the scores' size at a time.
+pub const SCORE_WORKSPACE_BYTES: u64 = 16;
 
 /// The plan of one run (docs/algorithm.md §13).
 pub fn plan(input: &PlanInput) -> MemoryPlan {
@@ -175,10 +185,27 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
         } else {
             0
         };
+    // Under recomputation the attention goes `ATTENTION_BLOCK` queries at a time in both
+    // passes (§13.4): one query block's scores `[micro-batch, heads, block, seq]` at a time.
+    let heads = c.num_attention_heads as u64;
+    let query_rows = match input.recompute {
+        true => input.seq_len.min(crate::recompute::ATTENTION_BLOCK),
+        false => input.seq_len,
+    } as u64;
+    let score_cells = input.micro_batch as u64 * heads * query_rows * input.seq_len as u64;
     let activations = match input.recompute {
-        // Every block's input `[tokens, d]`, the gradient flowing back `[tokens, d]`, and the
-        // graph of the one block being recomputed (or of the head).
-        true => tokens * ((layers + 1) * c.hidden_size as u64 * F32 + per_layer + outside * F32),
+        // Every block's input `[tokens, d]`, the gradient flowing back `[tokens, d]`, the
+        // block's queries, keys, values and context (and their gradients, while the attention
+        // goes back), and the larger of the block's graph without the scores or one query
+        // block's scores (or the head's graph).
+        true => {
+            let q = (c.num_attention_heads * c.head_dim) as u64;
+            let kv = (c.num_key_value_heads * c.head_dim) as u64;
+            let held = 2 * (2 * q + 2 * kv) * F32;
+            let graph = activation_bytes_per_token_layer(c, 0, input.pruning) + outside * F32;
+            tokens * ((layers + 1) * c.hidden_size as u64 * F32 + held)
+                + (tokens * graph).max(SCORE_BYTES * score_cells)
+        }
         false => tokens * (layers * per_layer + outside * F32),
     };
     // Logits and their log-softmax, both `[tokens, vocab]`.
@@ -207,11 +234,13 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
             0
         },
         optimizer: 2 * per_param(sharded(params, ZeroStage::Optimizer)),
-        temporaries: per_param(params) + buckets,
+        // AdamW works one parameter at a time: its new moments, the squared gradient, the
+        // update and the new value exist beside the old ones for the tensor being updated.
+        temporaries: 5 * per_param(largest) + buckets,
         masks,
         activations,
         logits,
-        workspace: tokens * 4 * (c.num_attention_heads * input.seq_len) as u64 * F32,
+        workspace: SCORE_WORKSPACE_BYTES * score_cells,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Activation recomputation per block (`--recompute`, docs/algorithm.md §13.2): the gradients of
-//! a loss with only the blocks' inputs kept between the forward and the backward pass.
+//! a loss with only the blocks' inputs kept between the forward and the backward pass, and the
+//! attention computed a block of queries at a time in both passes (§13.4).
 //!
 //! burn's autodiff keeps every intermediate of the forward pass for the backward (at 4 096
 //! tokens, mostly the attention scores). Here the forward runs without a graph and keeps the
@@ -109,18 +110,37 @@ pub fn gradients<B, T>(
 where
     B: AutodiffBackend,
 {
+    gradients_blockwise(model, input_ids, z, weight, ATTENTION_BLOCK, sum, head)
+}
+
+/// Queries per block of the attention under recomputation (docs/algorithm.md §13.4): at 4 096
+/// positions and 32 heads, one block's scores are 256 MiB per sequence instead of 2 GiB.
+pub const ATTENTION_BLOCK: usize = 512;
+
+/// [`gradients`] with the attention computed `block` queries at a time, forward and backward.
+pub fn gradients_blockwise<B, T>(
+    model: &Llama<B>,
+    input_ids: Tensor<B, 2, Int>,
+    z: Option<&ZMasks<B>>,
+    weight: f64,
+    block: usize,
+    sum: &mut GradSum<'_>,
+    head: impl FnOnce(Tensor<B, 3>) -> crate::Result<(Tensor<B, 1>, T)>,
+) -> crate::Result<Recomputed<B, T>>
+where
+    B: AutodiffBackend,
+{
     // Forward without a graph, keeping each block's input.
     let plain = model.valid();
     let z_inner = z.map(inner);
     let mut inputs = Vec::with_capacity(model.layers.len() + 1);
     let mut x = plain.embed_masked(input_ids.clone().inner(), z_inner.as_ref());
-    for (i, block) in plain.layers.iter().enumerate() {
+    for (i, layer) in plain.layers.iter().enumerate() {
         let lz = z_inner.as_ref().map(|z| z.layer_z(i));
-        let next = block.forward(x.clone(), &plain.rope, 0, None, lz.as_ref());
+        let next = layer.forward_blockwise(x.clone(), &plain.rope, lz.as_ref(), block);
         inputs.push(x);
         x = next;
     }
-    drop(plain);
     let z_leaf = z.map(leaves);
     let mut z_grads = None;
 
@@ -136,20 +156,65 @@ where
     }
     sum.add(model, GradientsParams::from_grads(grads, model))?;
 
-    // The blocks, last first: redo the forward from the saved input, back-propagate `g`.
-    for (i, block) in model.layers.iter().enumerate().rev() {
-        let input = Tensor::<B, 3>::from_inner(inputs.pop().expect("one per block")).require_grad();
+    // The blocks, last first, each in three graphs that never coexist: (1) after the attention,
+    // from the saved input and the attention's context as leaves, back-propagating `g`; (2) the
+    // attention, one query block at a time (`attention_grads`); (3) the queries, keys and values
+    // from the saved input, back-propagating what (2) gave them. The input's gradient is the
+    // sum of what (1) and (3) give it.
+    for (i, layer) in model.layers.iter().enumerate().rev() {
+        let saved = inputs.pop().expect("one per block");
+        let lz_inner = z_inner.as_ref().map(|z| z.layer_z(i));
+        let plain_layer = &plain.layers[i];
+        let (q, k, v) = plain_layer.self_attn.qkv(
+            plain_layer.attention_input(saved.clone(), lz_inner.as_ref()),
+            &plain.rope,
+            0,
+        );
+        let ctx =
+            shear_model::attention_blocks::causal_attention(q.clone(), k.clone(), v.clone(), block);
         let lz = z_leaf.as_ref().map(|z| z.layer_z(i));
-        let out = block.forward(input.clone(), &model.rope, 0, None, lz.as_ref());
+
+        // (1)
+        let input = Tensor::<B, 3>::from_inner(saved.clone()).require_grad();
+        let ctx = Tensor::<B, 4>::from_inner(ctx).require_grad();
+        let a = layer
+            .self_attn
+            .output(ctx.clone(), lz.as_ref().and_then(|z| z.head.as_ref()));
+        let out = layer.after_attention(input.clone(), a, lz.as_ref());
         let grads = (out * Tensor::from_inner(g)).sum().backward();
-        g = input
+        let g_residual = input
             .grad(&grads)
             .expect("a block's output depends on its input");
+        let g_ctx = ctx.grad(&grads).expect("the output depends on the context");
         if let Some(zl) = &z_leaf {
             add_z_grads(&mut z_grads, zl, &grads);
         }
         sum.add(model, GradientsParams::from_grads(grads, model))?;
+
+        // (2)
+        let (dq, dk, dv) = attention_grads::<B>(q, k, v, g_ctx, block);
+
+        // (3)
+        let input = Tensor::<B, 3>::from_inner(saved).require_grad();
+        let (q, k, v) = layer.self_attn.qkv(
+            layer.attention_input(input.clone(), lz.as_ref()),
+            &model.rope,
+            0,
+        );
+        let surrogate = (q * Tensor::from_inner(dq)).sum()
+            + (k * Tensor::from_inner(dk)).sum()
+            + (v * Tensor::from_inner(dv)).sum();
+        let grads = surrogate.backward();
+        let g_attention = input
+            .grad(&grads)
+            .expect("the queries depend on the block's input");
+        if let Some(zl) = &z_leaf {
+            add_z_grads(&mut z_grads, zl, &grads);
+        }
+        sum.add(model, GradientsParams::from_grads(grads, model))?;
+        g = g_residual + g_attention;
     }
+    drop(plain);
 
     // The embedding.
     let x0 = model.embed_masked(input_ids, z_leaf.as_ref());
@@ -162,6 +227,64 @@ where
         z: z_grads,
         head: reported,
     })
+}
+
+/// The gradients of the block-wise causal attention's inputs `q [b, h, s, hd]`, `k, v [b,
+/// kvh, s, hd]` given the gradient `g_ctx [b, h, s, hd]` of its context: each query block's
+/// attention is redone with a graph of its own and back-propagated, its keys' and values'
+/// gradients summed over the blocks that see them. One block's scores exist at a time.
+pub fn attention_grads<B: AutodiffBackend>(
+    q: Tensor<B::InnerBackend, 4>,
+    k: Tensor<B::InnerBackend, 4>,
+    v: Tensor<B::InnerBackend, 4>,
+    g_ctx: Tensor<B::InnerBackend, 4>,
+    block: usize,
+) -> (
+    Tensor<B::InnerBackend, 4>,
+    Tensor<B::InnerBackend, 4>,
+    Tensor<B::InnerBackend, 4>,
+) {
+    use shear_model::attention_blocks::{block_context, blocks, visible};
+    let [b, kvh, s, hd] = k.dims();
+    let device = k.device();
+    let pad = |g: Tensor<B::InnerBackend, 4>, t: usize| match t < s {
+        true => Tensor::cat(vec![g, Tensor::zeros([b, kvh, s - t, hd], &device)], 2),
+        false => g,
+    };
+    let mut dq = Vec::new();
+    let (mut dk, mut dv) = (None, None);
+    for rows in blocks(s, block) {
+        let (start, n) = (rows.start, rows.len());
+        let t = visible(start, n);
+        let leaf = |x: Tensor<B::InnerBackend, 4>| Tensor::<B, 4>::from_inner(x).require_grad();
+        let qb = leaf(q.clone().narrow(2, start, n));
+        let kb = leaf(k.clone().narrow(2, 0, t));
+        let vb = leaf(v.clone().narrow(2, 0, t));
+        let ctx = block_context(qb.clone(), kb.clone(), vb.clone(), start);
+        let g = Tensor::<B, 4>::from_inner(g_ctx.clone().narrow(2, start, n));
+        let grads = (ctx * g).sum().backward();
+        dq.push(qb.grad(&grads).expect("the context depends on the queries"));
+        let add = |acc: Option<Tensor<B::InnerBackend, 4>>, g: Tensor<B::InnerBackend, 4>| {
+            let g = pad(g, t);
+            Some(match acc {
+                Some(a) => a + g,
+                None => g,
+            })
+        };
+        dk = add(
+            dk,
+            kb.grad(&grads).expect("the context depends on the keys"),
+        );
+        dv = add(
+            dv,
+            vb.grad(&grads).expect("the context depends on the values"),
+        );
+    }
+    (
+        Tensor::cat(dq, 2),
+        dk.expect("at least one block"),
+        dv.expect("at least one block"),
+    )
 }
 
 /// `Σ z · g` over the mask tensors: back-propagated, it carries the gradients `g` that reached

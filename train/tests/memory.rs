@@ -36,10 +36,10 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
     // Activations per token and layer, f32 values: norms 6·8 = 48; attention: rotated queries 8,
     // keys and values repeated to both query heads 2·8, context 8 = 32; FFN 6·12 = 72;
     // pruning's masked copies: context 8 + channels 12 + two sub-block outputs 16 + the two
-    // masked norms' squared inputs 16 = 52; 204 values, 816 bytes. Scores: 13 bytes · 2 heads ·
-    // 4 positions = 104. 920 bytes per layer, 1840 for two, plus the final norm and the masked
-    // embedding (3·8 + 8)·4 = 128: 1968 bytes per token, 8 tokens.
-    let activations = 1968 * 8;
+    // masked norms' squared inputs 16 = 52; 204 values, 816 bytes. Scores: 8 bytes · 2 heads ·
+    // 4 positions = 64. 880 bytes per layer, 1760 for two, plus the final norm and the masked
+    // embedding (3·8 + 8)·4 = 128: 1888 bytes per token, 8 tokens.
+    let activations = 1888 * 8;
     // One layer's score gradients: 4 · 4 bytes · 2 heads · 4 positions per token.
     let workspace = 8 * 4 * 4 * 2 * 4;
     // Logits and their log-softmax: 2 · 8 tokens · 100.
@@ -51,14 +51,15 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
             gradients: params * 4,
             accumulator: params * 4,
             optimizer: params * 8,
-            temporaries: params * 4,
+            // AdamW's five temporaries of the largest tensor (the 800-value embedding).
+            temporaries: 5 * 800 * 4,
             masks,
             activations,
             logits,
             workspace,
         }
     );
-    assert_eq!(p.total(), 86_648);
+    assert_eq!(p.total(), 91_608);
 }
 
 #[test]
@@ -74,10 +75,10 @@ fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
         peers: 1,
         zero: ZeroStage::Off,
     });
-    // Per token and layer: (48 + 32 + 72) · 4 bytes + 104 for the scores = 712, two layers
-    // 1424, final norm 24 · 4: 1520 bytes per token, 4 tokens.
+    // Per token and layer: (48 + 32 + 72) · 4 bytes + 64 for the scores = 672, two layers
+    // 1344, final norm 24 · 4: 1440 bytes per token, 4 tokens.
     assert_eq!((p.masks, p.accumulator, p.logits), (0, 0, 0));
-    assert_eq!(p.activations, 1520 * 4);
+    assert_eq!(p.activations, 1440 * 4);
     assert_eq!(p.workspace, 4 * 4 * 4 * 2 * 4);
     assert_eq!(p.weights, 2600 * 4);
 }
@@ -98,10 +99,13 @@ fn recomputation_keeps_the_block_inputs_and_one_block() {
         zero: ZeroStage::Off,
     };
     let (plain, again) = (plan(&input(false)), plan(&input(true)));
-    // Per token: (2 block inputs + 1 gradient) · 8 · 4 = 96, one layer's 712 (above), the
-    // final norm's 24 · 4 = 96: 904 bytes, 4 tokens; 1520 · 4 without.
-    assert_eq!(again.activations, 904 * 4);
-    assert_eq!(plain.activations, 1520 * 4);
+    // Per token: (2 block inputs + 1 gradient) · 8 · 4 = 96, and the block's queries, keys,
+    // values and context with their gradients, 2 · (2 · 8 + 2 · 4) · 4 = 192; then the larger
+    // of one block's graph without the scores ((48 + 32 + 72) · 4 = 608, with the final norm's
+    // 24 · 4: 704 per token, 2816 for 4 tokens) and one query block's scores (8 bytes · 2
+    // heads · 4 queries · 4 keys = 256): 4 · 288 + 2816 = 3968; 1440 · 4 without.
+    assert_eq!(again.activations, 3968);
+    assert_eq!(plain.activations, 1440 * 4);
     // The gradients: the plain backward makes all 2600 at once; the recomputing one adds each
     // block's (2 · 8 norms + 480 weights = 496) or the embedding's, LM head's and final norm's
     // (800 + 800 + 8 = 1608) to the running sum of all 2600, one set at a time.

@@ -55,8 +55,9 @@ pub struct MemoryPlan {
     pub optimizer: u64,
     /// The optimizer step's temporaries: clipping and AdamW go one parameter at a time, so five
     /// tensors of the largest parameter's size at most (its new moments, squared gradient,
-    /// update and new value; train/tests/live_memory.rs counts them). Under ZeRO, one bucket
-    /// packed for an all-reduce and its result (2 × 1 GiB at most). What a process's resident
+    /// update and new value; train/tests/live_memory.rs counts them). With peers, the packed
+    /// bucket of an all-reduce where it coexists with another full set (1 GiB at most; see
+    /// `plan`). What a process's resident
     /// memory shows beyond the live bytes is its allocator's (README "Memory").
     pub temporaries: u64,
     /// `log_alpha` of every mask and the multipliers `lambda_1`, `lambda_2`, with their
@@ -221,9 +222,18 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
         false => params,
     };
     let summing = accumulating || input.recompute;
-    let buckets = match zero {
-        ZeroStage::Off => 0,
-        _ => 2 * per_param(params.min(crate::peers::BUCKET as u64)),
+    // The all-reduce of a set of gradients packs them into buckets and holds a bucket and its
+    // reduced copy in place of the set: one more set-sized tensor (at most a bucket) when the
+    // set is reduced beside another full set — each micro-batch's at ZeRO stage 2 beside the
+    // running sum, or the only set of a step without accumulation. (At stages 0 and 1 with
+    // accumulation the sum is reduced once the last micro-batch's set is gone.)
+    let reduced_beside = match zero {
+        ZeroStage::Gradients => true,
+        _ => peers > 1 && !summing,
+    };
+    let buckets = match reduced_beside {
+        true => per_param(params.min(crate::peers::BUCKET as u64)),
+        false => 0,
     };
     MemoryPlan {
         weights: per_param(params),

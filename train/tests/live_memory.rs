@@ -7,7 +7,8 @@
 //! resident memory of the process, which also holds what its allocator keeps for reuse
 //! (README "Memory" compares both). Tolerance: the measured peak within 0.8–1.2 of the plan.
 //!
-//! One test in its own process, so that no other test's allocations are counted.
+//! The tests of this file run one at a time (a lock), in a process of their own, so that no
+//! other test's allocations are counted.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use shear_testkit::*;
 use shear_train::driver::Stepper;
 use shear_train::execution::Execution;
 use shear_train::memory::{plan, PlanInput};
+use shear_train::peers::{self, Peer, Topology};
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
 use shear_train::trainer::{TrainConfig, Trainer};
 use shear_train::zero::ZeroStage;
@@ -68,6 +70,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// One measurement at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn config(layers: usize, hidden: usize, heads: usize, inter: usize, vocab: usize) -> LlamaConfig {
     let mut c = LlamaConfig::new(vocab, hidden, inter, layers, heads, heads);
     c.max_position_embeddings = 4096;
@@ -87,6 +92,7 @@ struct Case {
 /// The peak of live bytes above the state before the model existed, during one step after two
 /// warm-up steps.
 fn measure(case: &Case) -> u64 {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = LIVE.load(Ordering::Relaxed);
     let device = device();
     let model: Llama<AD> =
@@ -242,5 +248,99 @@ fn a_step_holds_what_the_plan_says() {
         }
     }
     eprintln!("measured / plan furthest from 1: {worst:.2}");
+    assert!(failures.is_empty(), "outside 0.8–1.2: {failures:?}");
+}
+
+/// The live peak of `peers` local data-parallel peers (threads of this process) training with
+/// `zero`, each on its half of a 2-row micro-batch, two micro-batches per step: after two
+/// warm-up steps, one step.
+fn measure_peers(model: &LlamaConfig, peers: usize, zero: ZeroStage, seq: usize) -> u64 {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = LIVE.load(Ordering::Relaxed);
+    let device = device();
+    let topology = Topology {
+        devices: peers,
+        ..Topology::default()
+    };
+    let _session = peers::session::<B>();
+    let barrier = std::sync::Barrier::new(peers);
+    let peak = std::sync::Mutex::new(0usize);
+    std::thread::scope(|s| {
+        for local in 0..peers {
+            let (topology, barrier, peak, device) = (&topology, &barrier, &peak, &device);
+            s.spawn(move || {
+                let peer = Peer::join::<B>(topology, local, device)
+                    .unwrap()
+                    .with_batch(peers);
+                let m: Llama<AD> =
+                    Llama::from_source(model, &mut RandomInit::default(), device).unwrap();
+                let ids: Tensor<AD, 2, Int> = Tensor::<AD, 2>::random(
+                    [1, seq],
+                    burn::tensor::Distribution::Uniform(0.0, model.vocab_size as f64),
+                    device,
+                )
+                .int();
+                let batches = vec![ids; 2];
+                let cfg = TrainConfig {
+                    grad_accum: 2,
+                    batch: peers,
+                    warmup: Some(0),
+                    ..TrainConfig::default()
+                };
+                let exec = Execution {
+                    peer: peer.clone(),
+                    zero,
+                    ..Execution::default()
+                };
+                let mut t = Trainer::new(m, cfg, None).with_execution(exec);
+                t.step(&batches).unwrap();
+                t.step(&batches).unwrap();
+                if barrier.wait().is_leader() {
+                    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                barrier.wait();
+                t.step(&batches).unwrap();
+                barrier.wait();
+                *peak.lock().unwrap() = PEAK.load(Ordering::Relaxed);
+                drop(t);
+                peer.leave::<B>(device).unwrap();
+            });
+        }
+    });
+    let peak = *peak.lock().unwrap();
+    (peak - before) as u64
+}
+
+/// ZeRO (docs/algorithm.md §4.5): two peers of one process hold together what two planned
+/// devices hold, at stages 0, 1 and 2.
+#[test]
+fn sharded_peers_hold_what_the_plan_says() {
+    let model = config(16, 256, 4, 688, 1024);
+    let mut failures = Vec::new();
+    for zero in [ZeroStage::Off, ZeroStage::Optimizer, ZeroStage::Gradients] {
+        let planned = 2 * plan(&PlanInput {
+            model: model.clone(),
+            pruning: false,
+            micro_batch: 1,
+            seq_len: 16,
+            grad_accum: 2,
+            fused_loss: shear_model::fused_kernels::<B>(),
+            recompute: false,
+            peers: 2,
+            zero,
+        })
+        .total();
+        let measured = measure_peers(&model, 2, zero, 16);
+        let ratio = measured as f64 / planned as f64;
+        eprintln!(
+            "2 peers, ZeRO stage {}: plan {:.1} MiB (both)  live peak {:.1} MiB  {ratio:.2}",
+            zero.level(),
+            planned as f64 / (1 << 20) as f64,
+            measured as f64 / (1 << 20) as f64
+        );
+        if !(0.8..=1.2).contains(&ratio) {
+            failures.push(format!("stage {}: {ratio:.2}", zero.level()));
+        }
+    }
     assert!(failures.is_empty(), "outside 0.8–1.2: {failures:?}");
 }

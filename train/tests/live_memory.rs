@@ -216,6 +216,24 @@ fn a_step_holds_what_the_plan_says() {
             grad_accum: 1,
             recompute: true,
         },
+        Case {
+            what: "scores (seq 1024), --recompute: 2 query blocks",
+            model: config(2, 128, 8, 344, 512),
+            pruning: true,
+            batch: 1,
+            seq: 1024,
+            grad_accum: 1,
+            recompute: true,
+        },
+        Case {
+            what: "scores (seq 1024), plain",
+            model: config(2, 128, 8, 344, 512),
+            pruning: true,
+            batch: 1,
+            seq: 1024,
+            grad_accum: 1,
+            recompute: false,
+        },
     ];
     let mut worst: f64 = 1.0;
     let mut failures = Vec::new();

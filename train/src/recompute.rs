@@ -192,7 +192,7 @@ where
         sum.add(model, GradientsParams::from_grads(grads, model))?;
 
         // (2)
-        let (dq, dk, dv) = attention_grads::<B>(q, k, v, g_ctx, block);
+        let [dq, dk, dv] = attention_grads::<B>(q, k, v, g_ctx, block);
 
         // (3)
         let input = Tensor::<B, 3>::from_inner(saved).require_grad();
@@ -230,7 +230,7 @@ where
 }
 
 /// The gradients of the block-wise causal attention's inputs `q [b, h, s, hd]`, `k, v [b,
-/// kvh, s, hd]` given the gradient `g_ctx [b, h, s, hd]` of its context: each query block's
+/// kvh, s, hd]` (`[dq, dk, dv]`) given the gradient `g_ctx [b, h, s, hd]` of its context: each query block's
 /// attention is redone with a graph of its own and back-propagated, its keys' and values'
 /// gradients summed over the blocks that see them. One block's scores exist at a time.
 pub fn attention_grads<B: AutodiffBackend>(
@@ -239,11 +239,7 @@ pub fn attention_grads<B: AutodiffBackend>(
     v: Tensor<B::InnerBackend, 4>,
     g_ctx: Tensor<B::InnerBackend, 4>,
     block: usize,
-) -> (
-    Tensor<B::InnerBackend, 4>,
-    Tensor<B::InnerBackend, 4>,
-    Tensor<B::InnerBackend, 4>,
-) {
+) -> [Tensor<B::InnerBackend, 4>; 3] {
     use shear_model::attention_blocks::{block_context, blocks, visible};
     let [b, kvh, s, hd] = k.dims();
     let device = k.device();
@@ -280,11 +276,11 @@ pub fn attention_grads<B: AutodiffBackend>(
             vb.grad(&grads).expect("the context depends on the values"),
         );
     }
-    (
+    [
         Tensor::cat(dq, 2),
         dk.expect("at least one block"),
         dv.expect("at least one block"),
-    )
+    ]
 }
 
 /// `Σ z · g` over the mask tensors: back-propagated, it carries the gradients `g` that reached

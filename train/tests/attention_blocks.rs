@@ -77,7 +77,7 @@ fn blockwise_attention_and_its_backward_match_burns_attention() {
 
             // Block-wise forward; block-wise backward (recompute.rs).
             let got = causal_attention(q.clone(), k.clone(), v.clone(), block);
-            let (dq, dk, dv) =
+            let [dq, dk, dv] =
                 recompute::attention_grads::<AD>(q.clone(), k.clone(), v.clone(), w, block);
             let at = format!("heads {h}/{kvh}, seq {seq}, block {block}");
             let d = rel(&values(got), &want);

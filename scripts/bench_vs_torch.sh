@@ -2,6 +2,8 @@
 # shear against PyTorch on this machine's CPU, in one sitting, runs alternating: the training
 # step, the pruning step and greedy generation at the benchmark shape (L4 d256 H4 I688 V32000,
 # seq 128, batch 4) and the embedded model's shape (L4 d128 H4 I352 V4096, seq 128, batch 8).
+# Both sides take 2 untimed warm-up steps (as scripts/torch_bench.py does), then $STEPS timed ones
+# (default 20).
 # Prints each round, then a markdown table of medians (README, "Benchmarks").
 #
 #   PYTHON=/tmp/torch-venv/bin/python scripts/bench_vs_torch.sh [ROUNDS]
@@ -12,6 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
+# Timed steps per measurement on both sides (a step at the embedded shape is ~0.1 s: 8 steps
+# were within this machine's noise).
+STEPS=${STEPS:-20}
 PY=${PYTHON:?set PYTHON to a Python with torch and transformers}
 TB=scripts/torch_bench.py
 BIN=${SHEAR:-target/release/shear}
@@ -24,12 +29,12 @@ for r in $(seq "$ROUNDS"); do
     name=${entry%%:*}
     read -r L D H I V S B <<<"${entry#*:}"
     s=$("$BIN" bench --layers "$L" --hidden "$D" --heads "$H" --intermediate "$I" --vocab "$V" \
-      --seq "$S" --batch "$B" --steps 8 --json)
+      --seq "$S" --batch "$B" --warmup 2 --steps "$STEPS" --json)
     for key in train_step_tokens_per_s prune_step_tokens_per_s prune_over_train_step_time generate_tokens_per_s; do
       echo "$name shear $key $(echo "$s" | python3 -c "import json,sys; print(json.load(sys.stdin)['$key'])")" >>"$OUT"
     done
     for mode in cpt prune; do
-      t=$("$PY" "$TB" "$mode" "$L" "$D" "$H" "$I" "$V" "$S" "$B" 8 2>/dev/null | sed 's/tokens_per_s=//')
+      t=$("$PY" "$TB" "$mode" "$L" "$D" "$H" "$I" "$V" "$S" "$B" "$STEPS" 2>/dev/null | sed 's/tokens_per_s=//')
       key=$([ "$mode" = cpt ] && echo train_step_tokens_per_s || echo prune_step_tokens_per_s)
       echo "$name torch $key $t" >>"$OUT"
     done

@@ -41,6 +41,15 @@ pub struct Args {
     /// the blocks' inputs between the passes; docs/algorithm.md §13.2).
     #[arg(long)]
     pub recompute: bool,
+    /// Data-parallel peers on this machine (threads sharing its cores or GPUs, each on its
+    /// share of the batch's rows): times the training and pruning steps only.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub devices: usize,
+    /// ZeRO stage of the peers (`--devices`): 0, 1 or 2 (docs/algorithm.md §4.5).
+    #[arg(long, default_value_t = 0, value_name = "0|1|2",
+          value_parser = clap::builder::RangedU64ValueParser::<u8>::new().range(0..=2))]
+    pub zero_stage: u8,
     /// Generation: prompt tokens before the new ones.
     #[arg(long, default_value_t = 128)]
     pub gen_prompt: usize,
@@ -113,7 +122,14 @@ pub fn run<B: Backend>(args: Args, cpu: bool, device: &B::Device) -> anyhow::Res
             Some(Only::Prune) => Steps::Prune,
         },
     };
-    let r = bench::run::<Autodiff<B>>(&cfg, device)?;
+    let r = match args.devices {
+        1 => bench::run::<Autodiff<B>>(&cfg, device)?,
+        n => {
+            let zero =
+                shear_train::zero::ZeroStage::from_level(args.zero_stage).expect("checked by clap");
+            bench::run_peers::<Autodiff<B>>(&cfg, n, zero, device)?
+        }
+    };
     if args.json {
         println!(
             "{}",
@@ -128,6 +144,7 @@ pub fn run<B: Backend>(args: Args, cpu: bool, device: &B::Device) -> anyhow::Res
                 "prune_step_tokens_per_s": r.prune_step_tps,
                 "prune_over_train_step_time": r.prune_over_train,
                 "workers": cfg.workers, "recompute": cfg.recompute,
+                "devices": args.devices, "zero_stage": args.zero_stage,
                 "train_flops_per_token": r.train_flops_per_token,
                 "generate_tokens_per_s": r.generate_tps,
                 "gen_prompt": args.gen_prompt, "gen_new": args.gen_new,

@@ -259,3 +259,130 @@ fn generation<B: Backend>(cfg: &BenchConfig, model: &Llama<B>) -> f64 {
     });
     cfg.gen_new as f64 / secs
 }
+
+/// The training and pruning steps (as [`run`] times them) over `peers` local data-parallel
+/// peers (threads of this process, each on its share of the batch's rows, docs/algorithm.md
+/// §4.4) at ZeRO stage `zero` (§4.5): what data parallelism and sharding cost against one peer.
+/// Only the steps `cfg.steps_kind` names; peer 0's step times, tokens of the whole batch.
+pub fn run_peers<B: AutodiffBackend>(
+    cfg: &BenchConfig,
+    peers: usize,
+    zero: crate::zero::ZeroStage,
+    device: &B::Device,
+) -> Result<BenchReport> {
+    use crate::peers::{self, Peer, Topology};
+    let topology = Topology {
+        devices: peers,
+        ..Topology::default()
+    };
+    let (train, prune) = (
+        cfg.steps_kind != Steps::Prune,
+        cfg.steps_kind != Steps::Train,
+    );
+    let _session = peers::session::<B::InnerBackend>();
+    let times = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    let outcome: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..peers)
+            .map(|local| {
+                let (topology, times) = (&topology, &times);
+                s.spawn(move || -> Result<()> {
+                    let peer = Peer::join::<B::InnerBackend>(topology, local, device)?
+                        .with_batch(cfg.batch);
+                    B::seed(device, cfg.seed);
+                    let model: Llama<B> =
+                        Llama::from_source(&cfg.model, &mut RandomInit::default(), device)?;
+                    let rows = peer.rows(cfg.batch).len().max(1);
+                    let ids: Tensor<B, 2, Int> = Tensor::<B, 2>::random(
+                        [rows, cfg.seq],
+                        Distribution::Uniform(0.0, cfg.model.vocab_size as f64),
+                        device,
+                    )
+                    .int();
+                    let batches = [ids];
+                    let exec = Execution {
+                        workers: cfg.workers,
+                        recompute: cfg.recompute,
+                        peer: peer.clone(),
+                        zero,
+                        ..Execution::default()
+                    };
+                    let mut trainer = train.then(|| {
+                        let tcfg = TrainConfig {
+                            steps: 1_000_000,
+                            warmup: Some(0),
+                            min_lr_ratio: 1.0,
+                            batch: cfg.batch,
+                            ..TrainConfig::default()
+                        };
+                        Trainer::new(model.clone().fork(device), tcfg, None)
+                            .with_execution(exec.clone())
+                    });
+                    let mut pruner = prune.then(|| {
+                        let c = &cfg.model;
+                        let half = |n: usize| (n / 2).max(1);
+                        let groups = c.num_attention_heads / c.num_key_value_heads;
+                        let target = shear_model::TargetShape {
+                            layers: half(c.num_hidden_layers),
+                            hidden: half(c.hidden_size),
+                            heads: half(c.num_key_value_heads) * groups,
+                            kv_heads: half(c.num_key_value_heads),
+                            intermediate: half(c.intermediate_size),
+                        };
+                        let hyper = PruneHyper {
+                            steps: 1_000_000,
+                            batch: cfg.batch,
+                            ..PruneHyper::default()
+                        };
+                        PruneRun::new(model.fork(device), PruneConfig::new(target, hyper))
+                            .with_execution(exec)
+                    });
+                    let (mut t_train, mut t_prune) = (Vec::new(), Vec::new());
+                    for i in 0..cfg.warmup + cfg.steps.max(1) {
+                        if let Some(t) = trainer.as_mut() {
+                            let start = Instant::now();
+                            t.step(&batches)?;
+                            B::sync(device).expect("device sync");
+                            t_train.push(start.elapsed().as_secs_f64());
+                        }
+                        if let Some(p) = pruner.as_mut() {
+                            let start = Instant::now();
+                            p.step(&batches)?;
+                            B::sync(device).expect("device sync");
+                            t_prune.push(start.elapsed().as_secs_f64());
+                        }
+                        let _ = i;
+                    }
+                    if peer.writes() {
+                        let w = cfg.warmup;
+                        *times.lock().expect("not poisoned") = (
+                            t_train.split_off(w.min(t_train.len())),
+                            t_prune.split_off(w.min(t_prune.len())),
+                        );
+                    }
+                    peer.leave::<B::InnerBackend>(device)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a bench peer panicked"))
+            .collect()
+    });
+    outcome.into_iter().collect::<Result<Vec<()>>>()?;
+    let (t_train, t_prune) = times.into_inner().expect("not poisoned");
+    let tokens = cfg.batch * cfg.seq;
+    let tps = |secs: f64| tokens as f64 / secs;
+    let ratio = (train && prune)
+        .then(|| median(t_prune.iter().zip(&t_train).map(|(p, t)| p / t).collect()));
+    Ok(BenchReport {
+        params: cfg.model.param_counts().total(),
+        tokens_per_step: tokens,
+        forward_tps: None,
+        forward_backward_tps: None,
+        train_step_tps: train.then(|| tps(median(t_train))),
+        prune_step_tps: prune.then(|| tps(median(t_prune))),
+        prune_over_train: ratio,
+        train_flops_per_token: train_flops_per_token(&cfg.model, cfg.seq),
+        generate_tps: None,
+    })
+}

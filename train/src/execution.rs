@@ -4,8 +4,9 @@
 //! none of it changes a run's numbers beyond the order of floating-point sums
 //! (docs/algorithm.md §4.4, §13.2).
 
+use crate::grads::Layout;
 use crate::peers::Peer;
-use crate::zero::ZeroStage;
+use crate::zero::{Shards, ZeroStage};
 
 /// Test hook, not an option: `SHEAR_TEST_POISON_STEPS=2,4` makes the loss of steps 2 and 4
 /// NaN, `3@1` only on data-parallel peer 1 (so that tests reach the non-finite guard through
@@ -53,6 +54,15 @@ impl Execution {
         match self.peer.count {
             1 => ZeroStage::Off,
             _ => self.zero,
+        }
+    }
+
+    /// The shares of the model's parameters (`layout`) over the peers in a step of this
+    /// execution (`None`: unsharded, stage 0 or a peer alone; zero.rs).
+    pub fn shards(&self, layout: &Layout) -> Option<Shards> {
+        match self.zero() {
+            ZeroStage::Off => None,
+            _ => Some(Shards::new(layout.clone(), self.peer.rank, self.peer.count)),
         }
     }
 

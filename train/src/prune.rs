@@ -476,7 +476,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         // Under ZeRO (zero.rs) this peer keeps only its share of the model's gradients (the
         // masks' and multipliers' whole); at stage 2 it reduces them as they are made.
         let peer = self.exec.peer.clone();
-        let shards = zero::shards_for(&Layout::of(&pruner.model), &self.exec);
+        let shards = self.exec.shards(&Layout::of(&pruner.model));
         let keep = |id| shards.as_ref().is_none_or(|s| s.keeps(id));
         let reduce_made = |g, l: &Layout| peer.reduce_grads::<B::InnerBackend>(g, l, &keep);
         let reduce: Option<&Reduce<'_>> = match self.exec.zero() {
@@ -648,7 +648,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
         };
         let model = &self.pruner().model;
         let layout = Layout::of(model);
-        let shards = zero::shards_for(&layout, &self.exec);
+        let shards = self.exec.shards(&layout);
         let device = model.devices()[0].clone();
         let (record, line) = match (dir.join("optim_weights.mpk").is_file(), &shards) {
             (true, None) => return Ok(Vec::new()),
@@ -666,7 +666,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
 
     fn save_shard(&self, staging: &Path) -> crate::Result<Vec<String>> {
         let model = &self.pruner().model;
-        let Some(shards) = zero::shards_for(&Layout::of(model), &self.exec) else {
+        let Some(shards) = self.exec.shards(&Layout::of(model)) else {
             return Ok(Vec::new());
         };
         let (peer, device) = (&self.exec.peer, device_of(model));

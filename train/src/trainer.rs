@@ -315,7 +315,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
         // reduces them as they are made.
         let peer = self.exec.peer.clone();
         let layout = Layout::of(&model);
-        let shards = zero::shards_for(&layout, &self.exec);
+        let shards = self.exec.shards(&layout);
         let keep = |id| shards.as_ref().is_none_or(|s| s.keeps(id));
         let reduce_made = |g, l: &Layout| peer.reduce_grads::<B::InnerBackend>(g, l, &keep);
         let reduce: Option<&Reduce<'_>> = match self.exec.zero() {
@@ -449,7 +449,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             return Ok(Vec::new());
         };
         let layout = Layout::of(self.model());
-        let shards = zero::shards_for(&layout, &self.exec);
+        let shards = self.exec.shards(&layout);
         let device = self.model().devices()[0].clone();
         let (record, line) = match (dir.join("optim.mpk").is_file(), &shards) {
             (true, None) => return Ok(Vec::new()),
@@ -466,7 +466,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
 
     fn save_shard(&self, staging: &Path) -> crate::Result<Vec<String>> {
         let layout = Layout::of(self.model());
-        let Some(shards) = zero::shards_for(&layout, &self.exec) else {
+        let Some(shards) = self.exec.shards(&layout) else {
             return Ok(Vec::new());
         };
         let device = device_of(self.model());

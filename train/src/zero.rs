@@ -225,14 +225,6 @@ pub fn gather<B: AutodiffBackend, M: AutodiffModule<B>>(
     Ok(module)
 }
 
-/// The shards of a step under `exec` (`None`: unsharded, stage 0 or a peer alone).
-pub fn shards_for(layout: &Layout, exec: &crate::execution::Execution) -> Option<Shards> {
-    match exec.zero() {
-        ZeroStage::Off => None,
-        _ => Some(Shards::new(layout.clone(), exec.peer.rank, exec.peer.count)),
-    }
-}
-
 /// The global gradient norm of a sharded step: `local` is the sum of squares of this peer's
 /// share, `replicated` that of what every peer holds whole (the masks and multipliers).
 pub fn global_norm<B: Backend>(

@@ -260,30 +260,20 @@ fn spawn(args: &[String]) -> Child {
         .unwrap()
 }
 
-/// Two processes, one CPU peer each, on 127.0.0.1 only: node 0 runs the coordinator, both
-/// read the same data and write into one run directory (node 0 writes, as on a shared file
-/// system), and the log is the single process's.
-#[test]
-fn two_processes_on_the_loopback_address_train_like_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path().join("data");
-    data(&d);
-    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
-    succeed(&train_args(&d, &one, STEPS));
-    let port = free_ports();
-    let coordinator = format!("127.0.0.1:{port}");
+/// Runs `args` as nodes 0 and 1 of a two-process run on 127.0.0.1 (a free coordinator port,
+/// `more` added to both), and requires both to succeed.
+fn two_nodes(args: &[String], more: &[&str]) {
+    let coordinator = format!("127.0.0.1:{}", free_ports());
     let node = |rank: &str| {
-        with(
-            train_args(&d, &two, STEPS),
-            &[
-                "--nodes",
-                "2",
-                "--node-rank",
-                rank,
-                "--coordinator",
-                &coordinator,
-            ],
-        )
+        let nodes = [
+            "--nodes",
+            "2",
+            "--node-rank",
+            rank,
+            "--coordinator",
+            &coordinator,
+        ];
+        with(with(args.to_vec(), &nodes), more)
     };
     let (n0, n1) = (spawn(&node("0")), spawn(&node("1")));
     let (o0, o1) = (
@@ -297,6 +287,19 @@ fn two_processes_on_the_loopback_address_train_like_one() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+/// Two processes, one CPU peer each, on 127.0.0.1 only: node 0 runs the coordinator, both
+/// read the same data and write into one run directory (node 0 writes, as on a shared file
+/// system), and the log is the single process's.
+#[test]
+fn two_processes_on_the_loopback_address_train_like_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    data(&d);
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    succeed(&train_args(&d, &one, STEPS));
+    two_nodes(&train_args(&d, &two, STEPS), &[]);
     let log = "train_log.jsonl";
     logs_agree(&two.join(log), &one.join(log), 2);
     assert!(two.join("model/model.safetensors").is_file());
@@ -505,35 +508,7 @@ fn two_sharded_processes_prune_like_one() {
     data(&d);
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     succeed(&prune_args(&d, &one, STEPS));
-    let port = free_ports();
-    let coordinator = format!("127.0.0.1:{port}");
-    let node = |rank: &str| {
-        with(
-            prune_args(&d, &two, STEPS),
-            &[
-                "--nodes",
-                "2",
-                "--node-rank",
-                rank,
-                "--coordinator",
-                &coordinator,
-                "--zero-stage",
-                "2",
-            ],
-        )
-    };
-    let (n0, n1) = (spawn(&node("0")), spawn(&node("1")));
-    let (o0, o1) = (
-        n0.wait_with_output().unwrap(),
-        n1.wait_with_output().unwrap(),
-    );
-    for (rank, o) in [(0, &o0), (1, &o1)] {
-        assert!(
-            o.status.success(),
-            "node {rank}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    two_nodes(&prune_args(&d, &two, STEPS), &["--zero-stage", "2"]);
     let log = "prune_log.jsonl";
     logs_agree(&two.join(log), &one.join(log), 2);
     // As above: 1.5e-5 measured on `log_alpha`.

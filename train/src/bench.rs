@@ -109,6 +109,20 @@ pub enum Steps {
     Prune,
 }
 
+/// The pruning target the benchmark's pruning step aims at: half of every dimension of `c`
+/// (at least 1), the query heads per key/value head kept.
+fn half_shape(c: &LlamaConfig) -> shear_model::TargetShape {
+    let half = |n: usize| (n / 2).max(1);
+    let groups = c.num_attention_heads / c.num_key_value_heads;
+    shear_model::TargetShape {
+        layers: half(c.num_hidden_layers),
+        hidden: half(c.hidden_size),
+        heads: half(c.num_key_value_heads) * groups,
+        kv_heads: half(c.num_key_value_heads),
+        intermediate: half(c.intermediate_size),
+    }
+}
+
 /// Runs the benchmark on backend `B` (training on `Autodiff<B>`-style backend `B`).
 pub fn run<B: AutodiffBackend>(cfg: &BenchConfig, device: &B::Device) -> Result<BenchReport> {
     B::seed(device, cfg.seed);
@@ -143,16 +157,7 @@ pub fn run<B: AutodiffBackend>(cfg: &BenchConfig, device: &B::Device) -> Result<
     }
 
     // The pruning loop's own step on the same shape, towards half of every dimension.
-    let c = &cfg.model;
-    let half = |n: usize| (n / 2).max(1);
-    let groups = c.num_attention_heads / c.num_key_value_heads;
-    let target = shear_model::TargetShape {
-        layers: half(c.num_hidden_layers),
-        hidden: half(c.hidden_size),
-        heads: half(c.num_key_value_heads) * groups,
-        kv_heads: half(c.num_key_value_heads),
-        intermediate: half(c.intermediate_size),
-    };
+    let target = half_shape(&cfg.model);
     let steps = 1_000_000;
     let pcfg = PruneConfig::new(
         target,
@@ -318,16 +323,7 @@ pub fn run_peers<B: AutodiffBackend>(
                             .with_execution(exec.clone())
                     });
                     let mut pruner = prune.then(|| {
-                        let c = &cfg.model;
-                        let half = |n: usize| (n / 2).max(1);
-                        let groups = c.num_attention_heads / c.num_key_value_heads;
-                        let target = shear_model::TargetShape {
-                            layers: half(c.num_hidden_layers),
-                            hidden: half(c.hidden_size),
-                            heads: half(c.num_key_value_heads) * groups,
-                            kv_heads: half(c.num_key_value_heads),
-                            intermediate: half(c.intermediate_size),
-                        };
+                        let target = half_shape(&cfg.model);
                         let hyper = PruneHyper {
                             steps: 1_000_000,
                             batch: cfg.batch,
@@ -337,7 +333,7 @@ pub fn run_peers<B: AutodiffBackend>(
                             .with_execution(exec)
                     });
                     let (mut t_train, mut t_prune) = (Vec::new(), Vec::new());
-                    for i in 0..cfg.warmup + cfg.steps.max(1) {
+                    for _ in 0..cfg.warmup + cfg.steps.max(1) {
                         if let Some(t) = trainer.as_mut() {
                             let start = Instant::now();
                             t.step(&batches)?;
@@ -350,7 +346,6 @@ pub fn run_peers<B: AutodiffBackend>(
                             B::sync(device).expect("device sync");
                             t_prune.push(start.elapsed().as_secs_f64());
                         }
-                        let _ = i;
                     }
                     if peer.writes() {
                         let w = cfg.warmup;

@@ -453,10 +453,13 @@ fn sharded_peers_prune_like_one_peer() {
         succeed(&with(prune_args(&d, &out, STEPS), &args));
         eprintln!("{peers} peers, stage {stage} {more:?}:");
         logs_agree(&out.join(log), &one.join(log), peers);
+        // 2e-5, not the 1e-5: the trained weights came within 2.6e-6–1.1e-5 of one
+        // peer's over runs of this test (the collective's sums run in arrival order, and Adam
+        // magnifies that on the rarely seen embedding rows).
         tensors_agree(
             &one.join("model/model.safetensors"),
             &out.join("model/model.safetensors"),
-            1e-5,
+            2e-5,
         );
         // `log_alpha` after 20 steps: Adam's normalised update turns the order of sums in
         // near-zero mask gradients into up to 2.2e-5 (measured), as it does without sharding
@@ -490,10 +493,13 @@ fn sharded_peers_train_like_one_peer() {
             &["--devices", &peers_s, "--zero-stage", stage],
         ));
         logs_agree(&out.join(log), &one.join(log), peers);
+        // 2e-5, not the 1e-5: the trained weights came within 2.6e-6–1.1e-5 of one
+        // peer's over runs of this test (the collective's sums run in arrival order, and Adam
+        // magnifies that on the rarely seen embedding rows).
         tensors_agree(
             &one.join("model/model.safetensors"),
             &out.join("model/model.safetensors"),
-            1e-5,
+            2e-5,
         );
         shards_are_shares(&shard_sizes(&out, "optim", peers), whole, peers);
     }
@@ -517,10 +523,13 @@ fn two_sharded_processes_prune_like_one() {
         &two.join("masks.safetensors"),
         5e-5,
     );
+    // 2e-5, not the 1e-5: the trained weights came within 2.6e-6–1.1e-5 of one
+    // peer's over runs of this test (the collective's sums run in arrival order, and Adam
+    // magnifies that on the rarely seen embedding rows).
     tensors_agree(
         &one.join("model/model.safetensors"),
         &two.join("model/model.safetensors"),
-        1e-5,
+        2e-5,
     );
     let whole = std::fs::metadata(one.join("checkpoints/step-00000016/optim_weights.mpk"))
         .unwrap()
@@ -604,10 +613,13 @@ fn a_killed_sharded_run_resumes_exactly_and_reshards() {
         }
         assert_close(&x, &y, 1e-5, &format!("step {i}"));
     }
+    // 2e-5, not the 1e-5: the trained weights came within 2.6e-6–1.1e-5 of one
+    // peer's over runs of this test (the collective's sums run in arrival order, and Adam
+    // magnifies that on the rarely seen embedding rows).
     tensors_agree(
         &whole.join("model/model.safetensors"),
         &grown.join("model/model.safetensors"),
-        1e-5,
+        2e-5,
     );
 }
 

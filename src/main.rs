@@ -86,7 +86,7 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Generate text (or token ids) from a prompt.
     Generate(cmd::generate::Args),
-    /// Re-save a model as a Hugging Face checkpoint in another dtype.
+    /// Re-save a model as a Hugging Face checkpoint in another dtype, or as a llama.cpp GGUF file.
     Convert(cmd::convert::Args),
     /// Prune a model to a target shape (hard-concrete masks + Lagrangian), then materialize it.
     Prune(cmd::prune::Args),

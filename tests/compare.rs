@@ -69,6 +69,7 @@ fn pruned_and_continued_beats_scratch_on_a_reduced_budget() {
             "prune",
             "train",
             "eval",
+            "export",
             "scratch",
             "static prune",
             "static train"

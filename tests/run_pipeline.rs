@@ -15,6 +15,8 @@ fn the_pipeline_runs_every_stage_and_skips_finished_ones() {
         recipe.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
+        "--set",
+        "export.gguf=\"f32\"",
     ];
     let o = run_shear(&args, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -57,7 +59,25 @@ fn the_pipeline_runs_every_stage_and_skips_finished_ones() {
 
     let run = read_run_json(&out);
     let stages = stage_names(&run);
-    assert_eq!(stages, ["data", "prune", "train", "eval"]);
+    assert_eq!(stages, ["data", "prune", "train", "eval", "export"]);
+    // [export] gguf: the final model next to its directory, which reads back (through shear's
+    // GGUF reader) to the same tensors; its Llama-2 vocabulary as SentencePiece.
+    let gguf = out.join("train/model.gguf");
+    assert_eq!(run["gguf"].as_str(), gguf.to_str());
+    let back = tmp.path().join("back");
+    let o = run_shear(
+        &["convert", gguf.to_str().unwrap(), back.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut want = raw_tensors(&out.join("train/model/model.safetensors"));
+    let mut got = raw_tensors(&back.join("model.safetensors"));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        want, got,
+        "the GGUF holds the final model's f32 tensors exactly"
+    );
     for m in ["source", "pruned", "final"] {
         let metrics = &run["metrics"][m];
         assert_eq!(metrics["domains"].as_array().unwrap().len(), 2, "{m}");
@@ -111,5 +131,5 @@ fn the_pipeline_runs_every_stage_and_skips_finished_ones() {
         .iter()
         .map(|s| s["skipped"].as_bool().unwrap())
         .collect();
-    assert_eq!(skipped, [true, true, true, false]);
+    assert_eq!(skipped, [true, true, true, false, false]);
 }

@@ -239,10 +239,14 @@ fn f32_tensors(path: &Path) -> Vec<(String, Vec<f32>)> {
 /// `max(|x|, 1)`, as in [`json_diff`]).
 /// Then the wgpu run stopped at step 3 and resumed from its checkpoint ends with the
 /// uninterrupted wgpu run's log (every number within `rel`, see [`json_diff`]) and model (within
-/// `rel` of the largest weight). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
-/// same wgpu run already differ by about 1e-7, since autotuning may pick another kernel (and
-/// so another order of sums) in each; a resume that lost any state (the data position, the
-/// optimizer's moments, the domain weights) would differ by orders of magnitude more.
+/// `rel` of the largest weight, or of twice the CPU-vs-wgpu difference of the same tensor where
+/// that is larger). Not bit for bit as on the CPU (tests/kill_resume.rs): two processes of the
+/// same wgpu run already differ by about 1e-7 in the loss, since autotuning may pick another
+/// kernel (and so another order of sums) in each, and Adam magnifies such differences in weights
+/// with tiny gradients (rare embedding rows: one CI run measured 1.7e-5 there). That is kernel
+/// noise of the same kind as the CPU-vs-wgpu difference, hence the per-tensor floor. A resume
+/// that lost any state (the data position, the optimizer's moments, the domain weights) moves
+/// every tensor by about the learning rate times the steps left, orders of magnitude more.
 fn wgpu_run_matches_cpu_and_resumes(
     args: fn(&str, &Path, &Path) -> Vec<String>,
     log_name: &str,
@@ -290,26 +294,31 @@ fn wgpu_run_matches_cpu_and_resumes(
         assert!(d <= rel, "{log_name} step {step}: resumed differs by {d:e}");
         worst_log = worst_log.max(d);
     }
-    let (a, b) = (
+    let (c, a, b) = (
+        f32_tensors(&cpu.join("model/model.safetensors")),
         f32_tensors(&gpu.join("model/model.safetensors")),
         f32_tensors(&resumed.join("model/model.safetensors")),
     );
-    assert_eq!(
-        a.iter().map(|t| &t.0).collect::<Vec<_>>(),
-        b.iter().map(|t| &t.0).collect::<Vec<_>>()
-    );
-    let mut worst_model = 0f32;
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
+    let names = |t: &[(String, Vec<f32>)]| t.iter().map(|t| t.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+    assert_eq!(names(&a), names(&c));
+    let (mut worst_model, mut worst_cross) = (0f32, 0f32);
+    for (((name, x), (_, y)), (_, z)) in a.iter().zip(&b).zip(&c) {
         let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(x, y) / scale;
+        let cross = max_abs_diff(x, z) / scale;
+        let tol = (rel as f32).max(2.0 * cross);
         assert!(
-            d <= rel as f32,
-            "{name}: resumed differs by {d:e} of its largest weight"
+            d <= tol,
+            "{name}: resumed differs by {d:e} of its largest weight (tolerance {tol:e}; \
+             wgpu vs cpu {cross:e})"
         );
         worst_model = worst_model.max(d);
+        worst_cross = worst_cross.max(cross);
     }
     eprintln!(
-        "{log_name}: resumed vs uninterrupted wgpu run, log {worst_log:e}, model {worst_model:e}"
+        "{log_name}: resumed vs uninterrupted wgpu run, log {worst_log:e}, model {worst_model:e} \
+         (wgpu vs cpu model {worst_cross:e})"
     );
 }
 

@@ -20,22 +20,31 @@
 //! * [`dequantize`] turns ggml data of the [`SUPPORTED_TYPES`] into `f32`.
 //! * [`convert`] maps a LLaMA GGUF to Hugging Face names, layouts, `config.json`,
 //!   `tokenizer.json` and `tokenizer_config.json`.
+//! * [`plan_export`] and [`write_gguf`] go the other way: a LLaMA checkpoint's shape, tensors
+//!   and byte-level BPE tokenizer as llama.cpp reads them, in f32, f16, bf16 or Q8_0.
 
 pub mod dequant;
 mod error;
+mod export;
 mod llama;
 mod reader;
 mod rope;
 mod tokenizer;
 mod types;
+mod write;
 
 pub use dequant::{dequantize, DequantError};
 pub use error::{Error, Result};
+pub use export::{
+    plan_export, ExportError, ExportPlan, ExportSource, ExportTensor, TokenizerFiles,
+};
 pub use llama::{
-    config_json, convert, llama_params, plan_tensors, unpermute_rows, Converted, LlamaParams,
-    PlannedTensor, Source,
+    config_json, convert, llama_params, permute_rows, plan_tensors, unpermute_rows, Converted,
+    LlamaParams, PlannedTensor, Source,
 };
 pub use reader::{
     Array, Gguf, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
 };
+pub use tokenizer::tokenizer_json;
 pub use types::{GgmlType, SUPPORTED_TYPES};
+pub use write::{write_gguf, TensorOut, TensorType, WriteError, Q8_0_BLOCK};

@@ -153,6 +153,28 @@ pub fn unpermute_rows(values: &mut [f32], rows: usize, cols: usize, heads: usize
     }
 }
 
+/// llama.cpp's `LlamaModel.permute` (convert_hf_to_gguf.py): the inverse of [`unpermute_rows`],
+/// moving Hugging Face row `head * d + half * d/2 + i` to GGUF row `head * d + 2 * i + half`.
+///
+/// # Panics
+///
+/// As [`unpermute_rows`].
+pub fn permute_rows(values: &mut [f32], rows: usize, cols: usize, heads: usize) {
+    assert!(heads > 0 && rows.is_multiple_of(2 * heads) && values.len() == rows * cols);
+    let d = rows / heads;
+    let mut head_buf = vec![0f32; d * cols];
+    for head in values.chunks_exact_mut(d * cols) {
+        head_buf.copy_from_slice(head);
+        for half in 0..2 {
+            for i in 0..d / 2 {
+                let src = (half * d / 2 + i) * cols;
+                let dst = (2 * i + half) * cols;
+                head[dst..dst + cols].copy_from_slice(&head_buf[src..src + cols]);
+            }
+        }
+    }
+}
+
 fn required(g: &Gguf, key: &str) -> Result<u64> {
     g.get_u64(key)?.ok_or_else(|| Error::MissingKey {
         file: g.file_name().to_string(),
@@ -181,7 +203,7 @@ fn float_key(g: &Gguf, key: &str) -> Result<Option<f64>> {
 }
 
 /// The 9 weights each layer must have: (GGUF suffix, HF suffix).
-const LAYER_WEIGHTS: [(&str, &str); 9] = [
+pub(crate) const LAYER_WEIGHTS: [(&str, &str); 9] = [
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
     ("attn_v", "self_attn.v_proj"),
@@ -681,29 +703,12 @@ pub fn convert(g: &Gguf) -> Result<Converted<'_>> {
 mod tests {
     use super::*;
 
-    /// llama.cpp's forward permutation, written from its definition (reshape to
-    /// `[heads, 2, d/2, cols]`, swap axes 1 and 2).
-    fn permute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-        let d = rows / heads;
-        let mut out = vec![0f32; w.len()];
-        for h in 0..heads {
-            for half in 0..2 {
-                for i in 0..d / 2 {
-                    let src = h * d + half * d / 2 + i;
-                    let dst = h * d + 2 * i + half;
-                    out[dst * cols..(dst + 1) * cols]
-                        .copy_from_slice(&w[src * cols..(src + 1) * cols]);
-                }
-            }
-        }
-        out
-    }
-
     #[test]
-    fn unpermute_inverts_llama_cpp_permute() {
+    fn unpermute_inverts_permute() {
         for (rows, cols, heads) in [(8, 3, 2), (12, 1, 3), (64, 5, 4), (4, 2, 1)] {
             let w: Vec<f32> = (0..rows * cols).map(|x| x as f32).collect();
-            let mut p = permute(&w, rows, cols, heads);
+            let mut p = w.clone();
+            permute_rows(&mut p, rows, cols, heads);
             assert_ne!(p, w);
             unpermute_rows(&mut p, rows, cols, heads);
             assert_eq!(p, w);
@@ -717,5 +722,12 @@ mod tests {
         let mut stored = vec![0.0, 2.0, 1.0, 3.0];
         unpermute_rows(&mut stored, 4, 1, 1);
         assert_eq!(stored, vec![0.0, 1.0, 2.0, 3.0]);
+        permute_rows(&mut stored, 4, 1, 1);
+        assert_eq!(stored, vec![0.0, 2.0, 1.0, 3.0]);
+        // Two heads of 4 rows, 2 columns: each head interleaved on its own.
+        let mut w: Vec<f32> = (0..16).map(|x| x as f32).collect();
+        permute_rows(&mut w, 8, 2, 2);
+        let rows: Vec<f32> = w.chunks(2).map(|r| r[0] / 2.0).collect();
+        assert_eq!(rows, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
     }
 }

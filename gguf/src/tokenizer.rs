@@ -27,9 +27,9 @@ const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 
 /// Llama 3's split regex (llama.cpp `LLAMA_VOCAB_PRE_TYPE_LLAMA3`).
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split regex (llama.cpp `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub(crate) const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn tok_err(g: &Gguf, message: String) -> Error {
     Error::Tokenizer {
@@ -187,7 +187,7 @@ fn merges_from_scores(tokens: &[String], scores: &[f32], types: &[i64]) -> Vec<(
 
 /// `(tokenizer.json, tokenizer_config.json)` for the GGUF's tokenizer; `None` (with a note) when
 /// it has none or one of a kind this crate does not build.
-pub(crate) fn tokenizer_json(g: &Gguf, notes: &mut Vec<String>) -> Result<Option<(Json, Json)>> {
+pub fn tokenizer_json(g: &Gguf, notes: &mut Vec<String>) -> Result<Option<(Json, Json)>> {
     let Some(model) = g.get_str("tokenizer.ggml.model")? else {
         notes.push("the GGUF has no tokenizer (tokenizer.ggml.model)".into());
         return Ok(None);

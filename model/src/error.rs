@@ -76,6 +76,9 @@ pub enum ModelError {
     File(#[from] shear_io::IoError),
     #[error(transparent)]
     Gguf(#[from] shear_gguf::Error),
+    /// A checkpoint that cannot be written as a GGUF file (`msg` says what the format lacks).
+    #[error("{}: {msg}", path.display())]
+    GgufExport { path: PathBuf, msg: String },
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

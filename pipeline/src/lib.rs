@@ -1,6 +1,7 @@
 //! shear-pipeline: shear's pipeline as a library. Each stage is a function of a typed job —
 //! [`prune::prune`] ([`prune::PruneJob`]), [`train::train`] ([`train::TrainJob`]),
-//! [`eval::evaluate`] ([`eval::EvalJob`]), [`materialize::materialize_masks`] — and
+//! [`eval::evaluate`] ([`eval::EvalJob`]), [`materialize::materialize_masks`],
+//! [`export::export_next_to`] (a GGUF file for llama.cpp) — and
 //! [`run::run`] drives a whole recipe ([`recipe::Recipe`]) through them, writing `run.json`
 //! ([`summary::RunSummary`]) and the report. Progress reaches the caller through
 //! [`shear_train::Observer`]; the `shear` binary renders it with a progress bar.
@@ -26,6 +27,7 @@ pub mod controls;
 pub mod embedded;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod feed;
 pub mod materialize;
 pub mod out;

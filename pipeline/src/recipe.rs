@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shear_data::prepare::PrepareRecipe;
 use shear_data::Proportions;
+use shear_model::gguf::GgufType;
 use shear_model::precision::Compute;
 use shear_model::{Dtype, LlamaConfig, TargetShape, TargetSpec};
 use shear_train::prune::{PruneConfig, PruneHyper};
@@ -40,6 +41,17 @@ pub struct Recipe {
     pub compare: CompareSection,
     #[serde(default)]
     pub run: RunSection,
+    #[serde(default)]
+    pub export: ExportSection,
+}
+
+/// What a run writes besides the Hugging Face checkpoint of its final model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSection {
+    /// Also write the final model as a llama.cpp GGUF file of this type (`f32`, `f16`, `bf16`,
+    /// `q8_0`) next to its directory: `train/model.gguf` (docs/algorithm.md §14).
+    pub gguf: Option<GgufType>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

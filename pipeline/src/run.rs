@@ -158,7 +158,29 @@ pub fn run<B: Backend>(
         tokens: None,
     });
 
-    // 5. Baselines.
+    // 5. The final model for llama.cpp, next to its directory.
+    let gguf = match recipe.export.gguf {
+        Some(ty) => {
+            let t = Instant::now();
+            observer.event(Event::Busy("writing the GGUF file"));
+            let (path, done) =
+                crate::export::export_next_to(&final_model, ty).context("export stage (gguf)")?;
+            for note in &done.notes {
+                observer.event(Event::Message(&format!("gguf note: {note}")));
+            }
+            observer.event(Event::Message(&crate::export::export_line(&path, &done)));
+            timings.push(StageTiming {
+                name: "export".into(),
+                seconds: t.elapsed().as_secs_f64(),
+                skipped: false,
+                tokens: None,
+            });
+            Some(path)
+        }
+        None => None,
+    };
+
+    // 6. Baselines.
     let compare = match opts.compare {
         true => Some(crate::compare::compare::<B>(
             &stages,
@@ -182,6 +204,7 @@ pub fn run<B: Backend>(
         metrics,
         compare,
         final_model,
+        gguf,
     };
     shear_io::write_json_atomic(&opts.out.join("run.json"), &summary)?;
     crate::report::write_report(&opts.out, &summary)?;

@@ -132,6 +132,9 @@ pub struct RunSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareSummary>,
     pub final_model: PathBuf,
+    /// The final model as a llama.cpp GGUF file (`[export] gguf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<PathBuf>,
 }
 
 impl RunSummary {

@@ -52,6 +52,7 @@ fn summary(train: bool) -> RunSummary {
         },
         compare: None,
         final_model: "m".into(),
+        gguf: None,
     }
 }
 

@@ -25,10 +25,22 @@ pub struct Args {
     /// Storage dtype (default f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Also write the model as a llama.cpp GGUF file of this type (f32, f16, bf16, q8_0) next
+    /// to OUT: `OUT.gguf`.
+    #[arg(long, value_name = "TYPE")]
+    pub gguf: Option<String>,
 }
 
 pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow::Result<()> {
     let dtype: Dtype = args.dtype.parse()?;
+    let gguf = args
+        .gguf
+        .as_deref()
+        .map(|t| {
+            t.parse::<shear_model::gguf::GgufType>()
+                .map_err(|e| anyhow::anyhow!("--gguf {t}: {e}"))
+        })
+        .transpose()?;
     let target: Option<TargetShape> = match &args.target {
         Some(t) => Some(
             t.parse()
@@ -46,5 +58,12 @@ pub fn run<B: Backend>(args: Args, offline: bool, device: &B::Device) -> anyhow:
         device,
     )?;
     println!("materialized {} -> {}", shape_line(&c), args.out.display());
+    if let Some(ty) = gguf {
+        let (path, done) = shear_pipeline::export::export_next_to(&args.out, ty)?;
+        for n in &done.notes {
+            eprintln!("note: {n}");
+        }
+        println!("{}", shear_pipeline::export::export_line(&path, &done));
+    }
     Ok(())
 }

@@ -332,6 +332,8 @@ pub fn plan_export(
         p.num_key_value_heads * p.head_dim,
     );
     let mut tensors = Vec::new();
+    // Matrices whose rows cannot be blocked, by name and row length (one note per kind).
+    let mut fallback: Vec<(String, usize)> = Vec::new();
     let mut push = |name: String, hf: String, shape: Vec<usize>, heads: Option<usize>| {
         let cols = if shape.len() == 2 { shape[1] } else { 0 };
         let t = if shape.len() == 1 {
@@ -339,10 +341,7 @@ pub fn plan_export(
         } else if ty.fits_rows(cols) {
             ty
         } else {
-            notes.push(format!(
-                "{name}: rows of {cols} values are not a multiple of 32, so it is stored f16 \
-                 instead of {ty} (as llama.cpp's converter does)"
-            ));
+            fallback.push((name.clone(), cols));
             TensorType::F16
         };
         tensors.push(ExportTensor {
@@ -399,6 +398,25 @@ pub fn plan_export(
             vec![v, h],
             None,
         );
+    }
+    // `blk.0.ffn_down.weight`, `blk.1.ffn_down.weight` … as one note: `blk.*.ffn_down.weight`.
+    let mut kinds: Vec<(String, usize, usize)> = Vec::new();
+    for (name, cols) in fallback {
+        let kind = match name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+            Some((_, rest)) => format!("blk.*.{rest}"),
+            None => name,
+        };
+        match kinds.iter_mut().find(|k| k.0 == kind && k.1 == cols) {
+            Some(k) => k.2 += 1,
+            None => kinds.push((kind, cols, 1)),
+        }
+    }
+    for (kind, cols, n) in kinds {
+        notes.push(format!(
+            "{kind} ({n} tensor{}): rows of {cols} values are not a multiple of 32, so stored \
+             f16 instead of {ty} (as llama.cpp's converter does)",
+            if n == 1 { "" } else { "s" }
+        ));
     }
     if let Some(divisors) = rope_freqs {
         tensors.push(ExportTensor {

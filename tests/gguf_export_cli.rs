@@ -191,3 +191,92 @@ fn cli_gguf_export_refuses_what_it_cannot_write() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
     assert_nothing_written(&out, &[]);
 }
+
+/// `shear materialize --gguf q8_0` writes `OUT.gguf` next to OUT, with a note for the FFN rows
+/// of 176 values that Q8_0 cannot block; read back, it has the materialized model's shape and
+/// its weights within the Q8_0 step of OUT's (checked by the library tests; here: the shape, a
+/// 1-D tensor exactly, and the f16 fallback of ffn_down to f16 rounding).
+#[test]
+fn cli_materialize_writes_a_gguf_next_to_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = (0..4000u32)
+        .map(|i| ((i * 7919 + 13) % 4096).to_string())
+        .collect();
+    let data = tmp.path().join("tokens.ids");
+    std::fs::write(&data, ids.join(" ")).unwrap();
+    let run = tmp.path().join("run");
+    let tiny = assets().join("tiny");
+    let o = run_shear(
+        &[
+            "prune",
+            tiny.to_str().unwrap(),
+            "--target",
+            "layers=3,hidden=64,heads=2,intermediate=176",
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--seq",
+            "16",
+            "--batch",
+            "1",
+            "--grad-accum",
+            "1",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let small = tmp.path().join("small");
+    let o = run_shear(
+        &[
+            "materialize",
+            "--source",
+            tiny.to_str().unwrap(),
+            "--masks",
+            run.join("masks.safetensors").to_str().unwrap(),
+            "--out",
+            small.to_str().unwrap(),
+            "--gguf",
+            "q8_0",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = tmp.path().join("small.gguf");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("gguf: {} (q8_0, 30 tensors,", file.display())),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("note: blk.*.ffn_down.weight (3 tensors): rows of 176 values"),
+        "{stderr}"
+    );
+    let back = tmp.path().join("back");
+    convert(&[file.to_str().unwrap(), back.to_str().unwrap()]);
+    let (a, b) = (
+        shear_model::LlamaConfig::from_file(&small).unwrap(),
+        shear_model::LlamaConfig::from_file(&back).unwrap(),
+    );
+    assert_eq!(
+        shear_model::TargetShape::of(&a).to_string(),
+        shear_model::TargetShape::of(&b).to_string()
+    );
+    let want = raw_tensors(&small.join("model.safetensors"));
+    let got = raw_tensors(&back.join("model.safetensors"));
+    let get = |t: &[(String, String, Vec<usize>, Vec<u8>)], n: &str| {
+        let x = t.iter().find(|x| x.0 == n).unwrap();
+        f32_values(&x.1, &x.3)
+    };
+    let norm = "model.layers.0.input_layernorm.weight";
+    assert_eq!(get(&want, norm), get(&got, norm), "1-D tensors stay f32");
+    let down = "model.layers.1.mlp.down_proj.weight";
+    let rounded: Vec<f32> = get(&want, down)
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_f32())
+        .collect();
+    assert_eq!(rounded, get(&got, down), "ffn_down stored f16");
+}

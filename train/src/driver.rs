@@ -210,7 +210,10 @@ where
             }
             Err(e) => return Err(e),
         };
-        let view = match source.wants_eval(Some(step)) {
+        // A skipped step changes nothing, the domain weights included: a reweighting due at
+        // it is not made (it would have no log line to show it), and the next due step makes
+        // the next one (docs/algorithm.md §9).
+        let view = match line.is_some() && source.wants_eval(Some(step)) {
             true => Some(stepper.eval_view()?),
             false => None,
         };

@@ -309,6 +309,19 @@ impl<B: AutodiffBackend> PruneRun<B> {
         }
     }
 
+    /// The same run starting from other masks (their `log_alpha`; the shape must be the one
+    /// `new` made for this source and configuration): a starting point other than §2.2's.
+    pub fn with_masks(mut self, l0: L0Masks<B>) -> Self {
+        let p = self.pruner.as_mut().expect("set");
+        assert_eq!(
+            (p.l0.types(), p.l0.source),
+            (l0.types(), l0.source),
+            "masks of another shape"
+        );
+        p.l0 = l0;
+        self
+    }
+
     /// Runs the steps as `exec` says (execution.rs).
     pub fn with_execution(mut self, exec: Execution) -> Self {
         self.exec = exec;

@@ -12,7 +12,7 @@ use shear_train::checkpoint::Checkpoints;
 use shear_train::driver::{drive, LoopControl, Skip, Stepper};
 use shear_train::execution::Execution;
 use shear_train::prune::{PruneConfig, PruneHyper, PruneRun};
-use shear_train::source::{BatchSource, RowRef};
+use shear_train::source::{BatchSource, DataReport, EvalView, RowRef};
 use shear_train::trainer::{TrainConfig, TrainLog, Trainer};
 use shear_train::{Result, Silent, TrainError};
 
@@ -208,4 +208,82 @@ fn too_many_skipped_steps_stop_the_run_with_a_message_naming_them() {
     assert_eq!(logged, [0, 2]);
     assert_eq!(skips.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 3]);
     assert!(p.pruner().model.valid().config.hidden_size > 0);
+}
+
+/// Wants the model after every step (as dynamic batch loading does at its update steps) and
+/// records the steps it was given it after.
+struct Reweighting(Vec<usize>);
+impl BatchSource<AD> for Reweighting {
+    fn batch(&mut self, step: usize, m: usize) -> Result<Tensor<AD, 2, Int>> {
+        Counting.batch(step, m)
+    }
+    fn rows(&self) -> Vec<RowRef> {
+        Vec::new()
+    }
+    fn wants_eval(&self, after: Option<usize>) -> bool {
+        after.is_some()
+    }
+    fn after_step(
+        &mut self,
+        after: Option<usize>,
+        model: Option<EvalView<B>>,
+    ) -> Result<DataReport> {
+        if model.is_some() {
+            self.0.push(after.expect("after a step"));
+        }
+        Ok(DataReport::default())
+    }
+}
+
+/// Defect fixed: a skipped step that was also a reweighting step had the domain weights
+/// updated with no log line to show it. A skipped step changes nothing: the source is not
+/// given the model after it, so no update is made; the steps before and after are reweighted.
+#[test]
+fn a_skipped_step_makes_no_reweighting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(
+        model(),
+        TrainConfig {
+            steps: 5,
+            lr: 1e-3,
+            grad_accum: 1,
+            ..TrainConfig::default()
+        },
+        None,
+    )
+    .with_execution(Execution {
+        poisoned: vec![2],
+        ..Execution::default()
+    });
+    let log_path = tmp.path().join("log.jsonl");
+    let skips_path = tmp.path().join("skipped.jsonl");
+    let mut log = JsonlLog::<TrainLog>::create(&log_path).unwrap();
+    let mut skips = JsonlLog::<Skip>::create(&skips_path).unwrap();
+    let plan = LoopControl {
+        checkpoints: None,
+        checkpoint_dir: None,
+        settings: &(),
+        save_every: 0,
+        until: 5,
+        stop: None,
+        skips: Some(&mut skips),
+        max_skipped: 10,
+        skips_path: &skips_path,
+    };
+    let mut source = Reweighting(Vec::new());
+    assert!(!drive(
+        &mut t,
+        &mut source,
+        Some(&mut log),
+        plan,
+        "test",
+        &mut Silent
+    )
+    .unwrap());
+    assert_eq!(
+        source.0,
+        [0, 1, 3, 4],
+        "no reweighting after the skipped step 2"
+    );
+    assert_eq!(t.skipped(), 1);
 }

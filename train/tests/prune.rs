@@ -76,7 +76,7 @@ fn fixture_target() -> TargetShape {
     }
 }
 
-fn host(t: Tensor<B, 1>) -> Vec<f64> {
+fn host<Bk: Backend>(t: Tensor<Bk, 1>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }
 
@@ -365,4 +365,136 @@ fn a_grouped_query_source_converges_to_a_grouped_query_target() {
     let small = run.finish().unwrap();
     assert_eq!(TargetShape::of(&small.config), target);
     assert!(small.config.tie_word_embeddings && small.lm_head.is_none());
+}
+
+/// Defect fixed: a grouped-query source whose heads are not pruned (no head mask) had its key
+/// and value projections counted once per query head, not once per group: SmolLM2-135M's
+/// attention came out 50 % too large. With every mask fully kept, the expected count is the
+/// parameter count of the prunable matrices, here added up from their shapes.
+#[test]
+fn the_expected_size_of_a_grouped_source_without_head_masks_is_its_parameter_count() {
+    // SmolLM2-135M's shape: 30 layers, d 576, 9 query heads in 3 groups of head_dim 64, m 1536.
+    let cfg = LlamaConfig::new(49152, 576, 1536, 30, 9, 3);
+    let (d, l, m, dh, h, g) = (576usize, 30usize, 1536usize, 64usize, 9usize, 3usize);
+    let hc = HardConcrete::default();
+    let full = |rows: usize, n: usize| {
+        Some(Mask::<B>::from_log_alpha(
+            Tensor::full([rows, n], 100.0, &device()),
+            hc,
+        ))
+    };
+    let masks = L0Masks::<B> {
+        layer: full(1, l),
+        mlp: None,
+        hidden: full(1, d),
+        head: None,
+        kv_head: None,
+        intermediate: full(l, m),
+        source: TargetShape::of(&cfg),
+        head_dim: cfg.head_dim,
+    };
+    // q_proj [H·dh, d], k_proj and v_proj [G·dh, d], o_proj [d, H·dh]; gate, up [m, d], down [d, m].
+    let per_layer = (h * dh) * d + 2 * (g * dh) * d + d * (h * dh) + 3 * m * d;
+    let want = (l * per_layer) as f64;
+    assert_eq!(want, 106_168_320.0);
+    let got = host(masks.expected_params())[0];
+    // Every score is 1 − ε (ε = 1e-6), so the count is low by about 3ε relative.
+    assert!(rel(got, want) < 1e-5, "{got} vs {want}");
+}
+
+/// Defect fixed: the query-head term of the Lagrangian was one value per layer, so a layer
+/// with one group of query heads fully kept and the other fully dropped met the target on
+/// average, while materialization keeps the same number in every group (docs/algorithm.md §11).
+/// Started there, with heads alone pruned to 2 of 4 in each of the 2 groups, the per-group term
+/// pulls both groups to 2: at the end each group's expected count rounds to the 2 heads
+/// materialization keeps in it, and the masks' own selection (no target) agrees.
+#[test]
+fn unbalanced_groups_are_pulled_to_the_materialized_head_count() {
+    let model = load_llama::<AD>(&fixture("llama-gqa-tied-bf16-sharded"), &device()).unwrap();
+    let source = model.config.clone();
+    let (layers, heads, groups) = (3, 8, 2);
+    let per = heads / groups;
+    let target = TargetShape {
+        heads: 4,
+        kv_heads: 2,
+        ..TargetShape::of(&source)
+    };
+    let steps = 120;
+    let hyper = PruneHyper {
+        steps,
+        lr_weights: 1e-4,
+        grad_accum: 1,
+        lagrangian_warmup: Some(0),
+        prune: "heads".parse().unwrap(),
+        ..PruneHyper::default()
+    };
+    let cfg = PruneConfig::new(target, hyper.clone());
+    cfg.validate(&source).unwrap();
+    // score = sigmoid(log_alpha − s) with s = β·logit(−γ/(ζ−γ)) = (2/3)·ln(0.1/1.1) (§2.4):
+    // log_alpha = s ± 3 gives P(z = 0) = sigmoid(∓3), which add up to 1 over a pair, so every
+    // layer's expected query-head sparsity is exactly the target's 1/2.
+    let s = (2.0 / 3.0) * (0.1f64 / 1.1).ln();
+    let row: Vec<f32> = (0..heads)
+        .map(|j| (if j < per { s + 3.0 } else { s - 3.0 }) as f32)
+        .collect();
+    let la: Vec<f32> = (0..layers).flat_map(|_| row.clone()).collect();
+    let mut l0 = L0Masks::<AD>::new(
+        &source,
+        hyper.hard_concrete(),
+        hyper.prune,
+        hyper.layer_masks,
+        &device(),
+    );
+    l0.head = Some(Mask::from_log_alpha(
+        Tensor::from_data(TensorData::new(la, [layers, heads]), &device()),
+        hyper.hard_concrete(),
+    ));
+    let per_layer = host(l0.head.as_ref().unwrap().expected_sparsity());
+    assert!(
+        per_layer.iter().all(|e| (e - 0.5).abs() < 1e-6),
+        "the start meets a per-layer constraint: {per_layer:?}"
+    );
+    // What the Lagrangian constrains: one entry per group, at sparsity sigmoid(∓3).
+    let constrained = host(l0.expected_sparsity().get(MaskType::Head).unwrap().clone());
+    assert_eq!(constrained.len(), layers * groups);
+    let q0 = |x: f64| 1.0 / (1.0 + (-x).exp());
+    for (i, e) in constrained.iter().enumerate() {
+        let want = if i % 2 == 0 { q0(-3.0) } else { q0(3.0) };
+        assert!((e - want).abs() < 1e-6, "entry {i}: {e} vs {want}");
+    }
+    let mut run = PruneRun::new(model, cfg).with_masks(l0);
+    for step in 0..steps {
+        run.step(&[random_ids(step, 2, 16)]).unwrap();
+    }
+    let masks = run.masks();
+    let head = masks.head.as_ref().unwrap();
+    let per_group = host(head.expected_sparsity_per(per));
+    let kept = |e: f64| per as f64 * (1.0 - e);
+    let counts: Vec<f64> = per_group.iter().map(|&e| kept(e)).collect();
+    eprintln!("expected query heads per group: {counts:?}");
+    let z = masks.deterministic(Some(&target)).unwrap();
+    let free = masks.deterministic(None).unwrap();
+    for (layer, (zl, fl)) in z.head.iter().zip(&free.head).enumerate() {
+        for group in 0..groups {
+            let at = |r: &Vec<f64>| {
+                r[group * per..(group + 1) * per]
+                    .iter()
+                    .filter(|v| **v > 0.0)
+                    .count()
+            };
+            let expected = counts[layer * groups + group];
+            assert_eq!(at(zl), 2, "materialized, layer {layer} group {group}");
+            assert!(
+                (expected - 2.0).abs() < 0.5,
+                "layer {layer} group {group}: expected {expected} query heads, 2 materialized"
+            );
+            assert_eq!(
+                at(fl),
+                2,
+                "the masks' own count, layer {layer} group {group}"
+            );
+        }
+    }
+    let small = run.finish().unwrap();
+    assert_eq!(TargetShape::of(&small.config), target);
 }

@@ -218,6 +218,22 @@ impl<B: Backend> Mask<B> {
         self.q0().sum_dim(1).squeeze_dim::<1>(1) / n
     }
 
+    /// Expected sparsity of every run of `chunk` consecutive entries of a row
+    /// `[rows · n / chunk]` (row-major): a grouped source's query heads per key/value group (§11).
+    pub fn expected_sparsity_per(&self, chunk: usize) -> Tensor<B, 1> {
+        let [rows, n] = self.dims();
+        assert!(
+            chunk > 0 && n.is_multiple_of(chunk),
+            "chunks of {chunk} in rows of {n}"
+        );
+        let groups = rows * n / chunk;
+        self.q0()
+            .reshape([groups, chunk])
+            .sum_dim(1)
+            .reshape([groups])
+            / chunk as f64
+    }
+
     /// The `log_alpha` values on the host, row-major; a non-finite value is an error naming
     /// the mask (`what`) and the entry.
     pub fn host_log_alpha(&self, what: &str) -> Result<Vec<f64>> {

@@ -312,34 +312,45 @@ impl<B: Backend> L0Masks<B> {
     }
 
     /// Deterministic query-head masks of a grouped source (§11): with a target, each group keeps
-    /// its `heads / kv_heads` best query heads; without one, the expected count over the row.
+    /// its `heads / kv_heads` best query heads; without one, its expected count.
     fn grouped_heads(&self, target: Option<&TargetShape>) -> Result<Vec<Vec<f64>>> {
         let Some(head) = &self.head else {
             return Ok(vec![vec![1.0; self.source.heads]; self.source.layers]);
         };
-        let Some(t) = target else {
-            return head.deterministic("head", None);
-        };
         let [rows, n] = head.dims();
         let la = head.host_log_alpha("head")?;
         let per = self.source.heads / self.source.kv_heads;
-        let keep = t.heads / t.kv_heads;
+        // With a target, `heads / kv_heads` in every group; without one, each group's expected
+        // number of zeros (as its Lagrangian term constrains it, §11).
+        let keep = target.map(|t| t.heads / t.kv_heads);
         Ok((0..rows)
             .map(|r| {
                 la[r * n..(r + 1) * n]
                     .chunks(per)
-                    .flat_map(|g| deterministic_row(g, Some(keep), &head.hc))
+                    .flat_map(|g| deterministic_row(g, keep, &head.hc))
                     .collect()
             })
             .collect())
     }
 
     /// Expected sparsity of every mask type present (§2.4): `[1]` for layer, hidden and mlp, `[L]`
-    /// for head, kv_head and intermediate.
+    /// for kv_head and intermediate, and for head `[L]` (multi-head) or `[L·G]`, one entry per
+    /// key/value group, for a grouped source (§11): materialization keeps the same number of
+    /// query heads in every group, so each group is constrained to it, not only the layer's sum.
     pub fn expected_sparsity(&self) -> PerType<Tensor<B, 1>> {
         self.types()
             .into_iter()
-            .map(|k| (k, self.get(k).expect("present").expected_sparsity()))
+            .map(|k| {
+                let m = self.get(k).expect("present");
+                let e = match (k, &self.kv_head) {
+                    // Each group's heads are consecutive (§11).
+                    (MaskType::Head, Some(_)) => {
+                        m.expected_sparsity_per(self.source.heads / self.source.kv_heads)
+                    }
+                    _ => m.expected_sparsity(),
+                };
+                (k, e)
+            })
             .collect()
     }
 
@@ -354,7 +365,7 @@ impl<B: Backend> L0Masks<B> {
     /// Differentiable expected number of prunable parameters (§3.2, §11):
     /// `Σ s_D · (d_h (2 Σ s_L s_H s_G + 2 Σ s_L s_G) + 3 Σ s_M s_I)` with `s_G = s_H` and the two
     /// attention terms merged to `4 d_h Σ s_L s_H` when heads are not grouped. A type without a
-    /// mask scores 1.
+    /// mask scores 1 (a grouped source without head masks: `s_G = 1` for each of its `G` groups).
     pub fn expected_params(&self) -> Tensor<B, 1> {
         let s = self.source;
         let l = s.layers;
@@ -365,7 +376,17 @@ impl<B: Backend> L0Masks<B> {
         };
         let s_head = self.score_or_ones(&self.head, l, s.heads); // [L, H]
         let attention = match &self.kv_head {
-            None => (s_head * s_layer.clone()).sum() * (4 * self.head_dim) as f64,
+            // Multi-head: each head owns its q/o and k/v parts.
+            None if s.kv_heads == s.heads => {
+                (s_head * s_layer.clone()).sum() * (4 * self.head_dim) as f64
+            }
+            // A grouped source whose heads are not pruned: q/o per query head, k/v per group
+            // (counting k/v per query head overcounted SmolLM2-135M's attention by 50 %).
+            None => {
+                let q = (s_head * s_layer.clone()).sum();
+                let k = s_layer.clone().sum() * s.kv_heads as f64;
+                (q + k) * (2 * self.head_dim) as f64
+            }
             Some(kv) => {
                 let s_kv = kv.score(); // [L, G]
                 let q = self.with_groups(s_head, Some(s_kv.clone())) * s_layer.clone();

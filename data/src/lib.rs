@@ -26,6 +26,6 @@ pub use loader::{DynamicDataLoader, LoaderHandle, StreamDataLoader};
 pub use manifest::{Manifest, PreparedData, Split};
 pub use prepare::{prepare, PrepareRecipe};
 pub use proportions::Proportions;
-pub use reference::{ReferenceLoss, ScalingLaw};
+pub use reference::{DomainFit, ReferenceLoss, ScalingLaw};
 pub use tokenizer::Tokenizer;
 pub use update::{UpdateRecord, UpdateRule};

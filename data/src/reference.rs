@@ -84,6 +84,15 @@ impl std::fmt::Display for ReferenceLoss {
 }
 
 impl ReferenceLoss {
+    /// `source`, `scaling` or `values`: the kind of reference, as reports name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReferenceLoss::Source => "source",
+            ReferenceLoss::Scaling(_) => "scaling",
+            ReferenceLoss::Values(_) => "values",
+        }
+    }
+
     /// Whether the losses come from a scaling law (no number per domain before the run).
     pub fn is_scaling(&self) -> bool {
         matches!(self, ReferenceLoss::Scaling(_))
@@ -186,20 +195,91 @@ impl ReferenceLoss {
                 // Points for domains without data are ignored (the Llama-2 set names all seven
                 // RedPajama domains; a run may use fewer).
                 lookup("scaling points", &|k| m.contains_key(k), vec![])?;
-                domains
+                let sets: Vec<&[[f64; 2]]> = domains
                     .iter()
                     .map(|d| {
-                        let pts = m.get(d).or_else(|| m.get(&pick(d))).expect("checked");
-                        let law = ScalingLaw::fit(pts).map_err(|e| {
-                            DataError::Recipe(format!("scaling points of `{d}`: {e}"))
-                        })?;
-                        Ok(law.at(target_params))
+                        m.get(d)
+                            .or_else(|| m.get(&pick(d)))
+                            .expect("checked")
+                            .as_slice()
                     })
-                    .collect::<Result<Vec<_>>>()
-                    .map(Some)
+                    .collect();
+                let fits = fit_domains(domains, &sets)?;
+                Ok(Some(fits.iter().map(|f| f.law.at(target_params)).collect()))
             }
         }
     }
+
+    /// The scaling law of each of `domains` (docs/algorithm.md §6.4, with the checks and the
+    /// shared-exponent fallback of [`fit_domains`]); `None` unless this is a scaling reference.
+    pub fn scaling_fits(&self, domains: &[String]) -> Result<Option<Vec<DomainFit>>> {
+        let ReferenceLoss::Scaling(m) = self else {
+            return Ok(None);
+        };
+        self.resolve(domains, 1.0)?; // the same lookups and errors as `resolve`
+        let sets: Vec<&[[f64; 2]]> = domains
+            .iter()
+            .map(|d| {
+                let alias = if d == "c4-rp" { "c4" } else { d.as_str() };
+                m.get(d)
+                    .or_else(|| m.get(alias))
+                    .expect("checked")
+                    .as_slice()
+            })
+            .collect();
+        fit_domains(domains, &sets).map(Some)
+    }
+}
+
+/// The law fitted to one domain's points, and why it uses the shared exponent if it does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainFit {
+    pub domain: String,
+    pub law: ScalingLaw,
+    /// `Some(reason)` when the domain's own fit failed [`ScalingLaw::check`] and the law uses
+    /// the exponent fitted to all domains together (its own `a`, `c`).
+    pub shared_exponent: Option<String>,
+}
+
+/// The exponents a fit may have: outside this range a law over a few points is extrapolating
+/// noise (Llama-2's own domains fit at 0.028–0.05; Chinchilla's joint fit is about 0.34).
+pub const ALPHA_RANGE: (f64, f64) = (0.01, 2.0);
+
+/// Fits every domain's points on its own; a domain whose fit fails [`ScalingLaw::check`] gets
+/// the exponent fitted jointly to all domains instead (docs/algorithm.md §6.4), and an error when
+/// even that law fails the check.
+pub fn fit_domains(domains: &[String], sets: &[&[[f64; 2]]]) -> Result<Vec<DomainFit>> {
+    let bad = |d: &str, e: String| DataError::Recipe(format!("scaling points of `{d}`: {e}"));
+    let mut out = Vec::with_capacity(domains.len());
+    let mut shared: Option<Vec<ScalingLaw>> = None;
+    for (i, (d, pts)) in domains.iter().zip(sets).enumerate() {
+        let own = ScalingLaw::fit(pts).map_err(|e| bad(d, e))?;
+        match own.check(pts) {
+            Ok(()) => out.push(DomainFit {
+                domain: d.clone(),
+                law: own,
+                shared_exponent: None,
+            }),
+            Err(why) => {
+                if shared.is_none() {
+                    shared = Some(ScalingLaw::fit_shared(sets).map_err(|e| bad(d, e))?);
+                }
+                let law = shared.as_ref().expect("just set")[i];
+                if law.a <= 0.0 || law.check(pts).is_err() {
+                    return Err(bad(
+                        d,
+                        format!("{why}, and with the shared exponent too (a = {:.4})", law.a),
+                    ));
+                }
+                out.push(DomainFit {
+                    domain: d.clone(),
+                    law,
+                    shared_exponent: Some(why),
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `L(N) = a / N^b + c`.
@@ -231,46 +311,10 @@ impl ScalingLaw {
         }
         // Scale N so that N^-b stays well conditioned.
         let scale = points.iter().map(|p| p[0]).fold(0.0, f64::max);
-        let solve = |b: f64| -> (f64, f64, f64) {
-            let x: Vec<f64> = points.iter().map(|p| (p[0] / scale).powf(-b)).collect();
-            let n = x.len() as f64;
-            let (mx, my) = (
-                x.iter().sum::<f64>() / n,
-                points.iter().map(|p| p[1]).sum::<f64>() / n,
-            );
-            let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
-            let sxy: f64 = x
-                .iter()
-                .zip(points)
-                .map(|(v, p)| (v - mx) * (p[1] - my))
-                .sum();
-            let a = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-            let c = my - a * mx;
-            let r: f64 = x
-                .iter()
-                .zip(points)
-                .map(|(v, p)| (a * v + c - p[1]).powi(2))
-                .sum();
-            (r, a, c)
-        };
-        let (lo, hi) = (1e-4f64.ln(), 4f64.ln());
-        let steps = 4000;
-        let grid = |i: usize| (lo + (hi - lo) * i as f64 / steps as f64).exp();
-        let best = (0..=steps)
-            .min_by(|&i, &j| solve(grid(i)).0.total_cmp(&solve(grid(j)).0))
-            .expect("non-empty grid");
-        let (mut l, mut r) = (grid(best.saturating_sub(1)), grid((best + 1).min(steps)));
-        let g = (5f64.sqrt() - 1.0) / 2.0;
-        for _ in 0..200 {
-            let (m1, m2) = (r - g * (r - l), l + g * (r - l));
-            if solve(m1).0 < solve(m2).0 {
-                r = m2;
-            } else {
-                l = m1;
-            }
-        }
-        let b = (l + r) / 2.0;
-        let (_, a, c) = solve(b);
+        let b = argmin_log(1e-4f64.ln(), 4f64.ln(), &|b| {
+            least_squares(points, scale, b).0
+        });
+        let (_, a, c) = least_squares(points, scale, b);
         // Undo the scaling of N: a (N/s)^-b = (a s^b) N^-b.
         Ok(ScalingLaw {
             a: a * scale.powf(b),
@@ -278,4 +322,113 @@ impl ScalingLaw {
             c,
         })
     }
+
+    /// What a usable law over `points` must satisfy: the losses fall as the size grows (the
+    /// least-squares slope of loss on ln N is negative: measured losses carry noise, so one
+    /// point a little above a smaller model's does not fail a domain), the amplitude `a` is
+    /// positive and the exponent lies in [`ALPHA_RANGE`]. `Err` says which fails.
+    pub fn check(&self, points: &[[f64; 2]]) -> std::result::Result<(), String> {
+        let n = points.len() as f64;
+        let (mx, my) = (
+            points.iter().map(|p| p[0].ln()).sum::<f64>() / n,
+            points.iter().map(|p| p[1]).sum::<f64>() / n,
+        );
+        let sxx: f64 = points.iter().map(|p| (p[0].ln() - mx).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|p| (p[0].ln() - mx) * (p[1] - my)).sum();
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        if slope >= 0.0 {
+            return Err(format!(
+                "the loss does not fall with size (slope {slope:+.4} per e-fold of parameters)"
+            ));
+        }
+        if self.a <= 0.0 {
+            return Err(format!("amplitude a = {:.4} is not positive", self.a));
+        }
+        if !(ALPHA_RANGE.0..=ALPHA_RANGE.1).contains(&self.b) {
+            return Err(format!(
+                "exponent {:.4} is outside [{}, {}]",
+                self.b, ALPHA_RANGE.0, ALPHA_RANGE.1
+            ));
+        }
+        Ok(())
+    }
+
+    /// One exponent for every point set, each set with its own `a` and `c`: for a fixed
+    /// exponent those are each set's linear least-squares solution, so only the exponent is
+    /// searched (within [`ALPHA_RANGE`]) for the smallest residual summed over the sets.
+    pub fn fit_shared(sets: &[&[[f64; 2]]]) -> std::result::Result<Vec<Self>, String> {
+        if sets.iter().any(|s| s.len() < 2) {
+            return Err("a shared-exponent fit needs at least 2 points per domain".into());
+        }
+        let scale = sets
+            .iter()
+            .flat_map(|s| s.iter().map(|p| p[0]))
+            .fold(0.0, f64::max);
+        let solve = |b: f64| -> (f64, Vec<(f64, f64)>) {
+            let mut total = 0.0;
+            let ac = sets
+                .iter()
+                .map(|pts| {
+                    let (r, a, c) = least_squares(pts, scale, b);
+                    total += r;
+                    (a, c)
+                })
+                .collect();
+            (total, ac)
+        };
+        let (lo, hi) = (ALPHA_RANGE.0.ln(), ALPHA_RANGE.1.ln());
+        let b = argmin_log(lo, hi, &|b| solve(b).0);
+        Ok(solve(b)
+            .1
+            .into_iter()
+            .map(|(a, c)| ScalingLaw {
+                a: a * scale.powf(b),
+                b,
+                c,
+            })
+            .collect())
+    }
+}
+
+/// For `L = a x + c` with `x = (N / scale)^-b`: (residual sum of squares, a, c).
+fn least_squares(points: &[[f64; 2]], scale: f64, b: f64) -> (f64, f64, f64) {
+    let x: Vec<f64> = points.iter().map(|p| (p[0] / scale).powf(-b)).collect();
+    let n = x.len() as f64;
+    let mx = x.iter().sum::<f64>() / n;
+    let my = points.iter().map(|p| p[1]).sum::<f64>() / n;
+    let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
+    let sxy: f64 = x
+        .iter()
+        .zip(points)
+        .map(|(v, p)| (v - mx) * (p[1] - my))
+        .sum();
+    let a = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    let c = my - a * mx;
+    let r = x
+        .iter()
+        .zip(points)
+        .map(|(v, p)| (a * v + c - p[1]).powi(2))
+        .sum();
+    (r, a, c)
+}
+
+/// The minimiser of `f` over `b` in `[e^lo, e^hi]`: a log-spaced scan, then golden-section
+/// refinement around the best grid point.
+fn argmin_log(lo: f64, hi: f64, f: &dyn Fn(f64) -> f64) -> f64 {
+    let steps = 4000;
+    let grid = |i: usize| (lo + (hi - lo) * i as f64 / steps as f64).exp();
+    let best = (0..=steps)
+        .min_by(|&i, &j| f(grid(i)).total_cmp(&f(grid(j))))
+        .expect("non-empty grid");
+    let (mut l, mut r) = (grid(best.saturating_sub(1)), grid((best + 1).min(steps)));
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..200 {
+        let (m1, m2) = (r - g * (r - l), l + g * (r - l));
+        if f(m1) < f(m2) {
+            r = m2;
+        } else {
+            l = m1;
+        }
+    }
+    (l + r) / 2.0
 }

@@ -16,11 +16,12 @@ use shear_train::Observer;
 
 use crate::error::{invalid, Result};
 use crate::stages::{Stages, TrainStageSpec};
-use crate::summary::{CompareSummary, Shape, ShapeReached, StageTiming};
+use crate::summary::{CompareSummary, ModelMetrics, Shape, ShapeReached, StageTiming};
 use crate::train::Init;
 
 pub(crate) fn compare<B: Backend>(
     stage: &Stages<'_>,
+    source: &ModelMetrics,
     out: &Path,
     prune_dir: &Path,
     stages: &mut Vec<StageTiming>,
@@ -30,7 +31,7 @@ pub(crate) fn compare<B: Backend>(
     let recipe = stage.recipe;
     let (p, tr) = (&recipe.prune, &recipe.train);
     let Some(reference) = stage.reference_losses.clone() else {
-        return invalid!("compare needs reference losses per domain (not a scaling law)");
+        return invalid!("compare needs the reference losses per domain before the stages run");
     };
     let dir = out.join("compare");
     let train_tokens = if tr.enabled {
@@ -85,6 +86,8 @@ pub(crate) fn compare<B: Backend>(
         tokens,
         scratch_steps,
         reference,
+        reference_kind: recipe.dynamic.reference.kind().into(),
+        source_reference: source.losses(),
         scratch,
         static_,
         shape: ShapeReached {

@@ -38,6 +38,7 @@ mod reference;
 pub mod report;
 pub mod run;
 pub mod runner;
+pub mod seeds;
 pub mod stage;
 mod stages;
 mod steps;

@@ -71,13 +71,6 @@ pub fn run<B: Backend>(
         .resolve(&config, &vec![1; recipe.data.domains.len()])
         .and_then(|_| recipe.check_data_present())
         .map_err(in_file)?;
-    if opts.compare && recipe.dynamic.reference.is_scaling() {
-        return invalid!(
-            "{}: --compare measures the baselines' gaps against reference losses per domain, \
-             not a scaling law ([dynamic] reference)",
-            recipe_file.display()
-        );
-    }
     let tokenizer = Tokenizer::from_file(&source).context(format!(
         "the recipe's source {} needs a tokenizer.json",
         source.display()
@@ -99,8 +92,15 @@ pub fn run<B: Backend>(
         .map(|s| (s.len() * data.manifest.seq_len) as u64)
         .collect();
     let resolved = recipe.resolve(&config, &tokens).map_err(in_file)?;
-    let (reference, reference_losses) =
-        reference::<B>(&recipe, &resolved, &source, &data_dir, device, observer)?;
+    let target_params = resolved.target.config(&config).param_counts().total();
+    let (reference, reference_losses) = reference::<B>(
+        &recipe,
+        &resolved,
+        (&source, target_params),
+        &data_dir,
+        device,
+        observer,
+    )?;
     let stages = Stages {
         recipe: &recipe,
         resolved: &resolved,
@@ -184,6 +184,7 @@ pub fn run<B: Backend>(
     let compare = match opts.compare {
         true => Some(crate::compare::compare::<B>(
             &stages,
+            &metrics.source,
             &opts.out,
             &prune_dir,
             &mut timings,
@@ -239,19 +240,22 @@ fn prepare_data(
     Ok((PreparedData::open(dir)?, timing))
 }
 
-/// The reference losses every stage uses: the recipe's numbers, or the source model's eval
-/// losses computed once here (every stage, baselines included, measures its gaps against the
-/// source, not against the model it trains). Also the losses per domain when known now.
+/// The reference losses every stage uses: the recipe's numbers or scaling law, or the source
+/// model's eval losses computed once here (every stage, baselines included, measures its gaps
+/// against the source, not against the model it trains). Also the losses per domain when known
+/// now. A scaling law's prediction at the target's size (`source.1` parameters) is printed next
+/// to the source's own losses before any stage runs, with the domains whose fit fell back to
+/// the shared exponent.
 fn reference<B: Backend>(
     recipe: &Recipe,
     resolved: &Resolved,
-    source: &Path,
+    (source, target_params): (&Path, usize),
     data_dir: &Path,
     device: &B::Device,
     observer: &mut dyn Observer,
 ) -> Result<(ReferenceLoss, Option<Vec<f64>>)> {
     let d = &recipe.dynamic;
-    if d.reference != ReferenceLoss::Source {
+    if matches!(d.reference, ReferenceLoss::Values(_)) {
         return Ok((d.reference.clone(), resolved.reference.clone()));
     }
     let job = EvalJob {
@@ -262,6 +266,31 @@ fn reference<B: Backend>(
     };
     let m = evaluate::<B>(&job, device, observer)
         .context("reference losses: evaluating the source model")?;
+    if d.reference.is_scaling() {
+        let domains: Vec<String> = m.domains.iter().map(|x| x.domain.clone()).collect();
+        let fits = d.reference.scaling_fits(&domains)?.unwrap_or_default();
+        observer.event(Event::Message(&format!(
+            "reference losses: the scaling law at the target's {target_params} parameters \
+             (the source's own losses beside)"
+        )));
+        for (f, own) in fits.iter().zip(&m.domains) {
+            let law = &f.law;
+            let note = match &f.shared_exponent {
+                Some(why) => format!("; shared exponent ({why})"),
+                None => String::new(),
+            };
+            observer.event(Event::Message(&format!(
+                "  {:<12} {:.4}  (source {:.4}; L(N) = {:.4} + {:.4}·N^-{:.4}{note})",
+                f.domain,
+                law.at(target_params as f64),
+                own.loss,
+                law.c,
+                law.a,
+                law.b
+            )));
+        }
+        return Ok((d.reference.clone(), resolved.reference.clone()));
+    }
     let values = m
         .domains
         .iter()

@@ -111,6 +111,13 @@ pub struct CompareSummary {
     pub scratch_steps: usize,
     /// The reference losses the gaps are measured against (those the stages used).
     pub reference: Vec<f64>,
+    /// Where `reference` comes from: `source`, `scaling` or `values`.
+    #[serde(default)]
+    pub reference_kind: String,
+    /// The source model's own eval losses (the second reference the gaps are reported against;
+    /// equal to `reference` when that is `source`).
+    #[serde(default)]
+    pub source_reference: Vec<f64>,
     pub scratch: ModelMetrics,
     #[serde(rename = "static")]
     pub static_: ModelMetrics,

@@ -202,3 +202,152 @@ pub fn stacked_chart(
     legend(&mut chart).map_err(&err)?;
     root.present().map_err(|e| err(e.to_string()))
 }
+
+/// A series with its spread over seeds: (x, mean, min, max) per point.
+pub struct Band {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// Mean lines with their min–max bands shaded in the series' colour, saved as PNG.
+pub fn band_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    bands: &[Band],
+) -> Result<(), ReportError> {
+    register_font();
+    let err = chart_err(path);
+    let lines: Vec<Series> = bands
+        .iter()
+        .flat_map(|b| {
+            [
+                Series {
+                    name: b.name.clone(),
+                    points: b.points.iter().map(|p| (p.0, p.2)).collect(),
+                    reference: None,
+                },
+                Series {
+                    name: b.name.clone(),
+                    points: b.points.iter().map(|p| (p.0, p.3)).collect(),
+                    reference: None,
+                },
+            ]
+        })
+        .collect();
+    let ((x0, x1), (y0, y1)) = bounds(&lines);
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (i, b) in bands.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        // The band: the upper edge forward, the lower edge back.
+        let outline: Vec<(f64, f64)> = b
+            .points
+            .iter()
+            .map(|p| (p.0, p.3))
+            .chain(b.points.iter().rev().map(|p| (p.0, p.2)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(
+                outline,
+                color.mix(0.2).filled(),
+            )))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(
+                b.points.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| err(e.to_string()))?
+            .label(b.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    legend(&mut chart).map_err(&err)?;
+    root.present().map_err(|e| err(e.to_string()))
+}
+
+/// One group of error bars: (mean, min, max) per category.
+pub struct Bars {
+    pub name: String,
+    pub values: Vec<(f64, f64, f64)>,
+}
+
+/// Per category (x axis) one marker per group at its mean with a min–max whisker, the groups
+/// side by side, saved as PNG.
+pub fn error_bar_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    categories: &[String],
+    groups: &[Bars],
+) -> Result<(), ReportError> {
+    register_font();
+    let err = chart_err(path);
+    let ys = groups
+        .iter()
+        .flat_map(|g| g.values.iter().flat_map(|v| [v.1, v.2]))
+        .filter(|y| y.is_finite());
+    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |a, y| {
+        (a.0.min(y), a.1.max(y))
+    });
+    let pad = ((y1 - y0) * 0.1).max(1e-3);
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let n = categories.len();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-0.5..n as f64 - 0.5, (y0 - pad)..(y1 + pad))
+        .map_err(|e| err(e.to_string()))?;
+    let label = |x: &f64| {
+        let i = x.round();
+        match (i - x).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+            true => categories[i as usize].clone(),
+            false => String::new(),
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(n.max(1))
+        .x_label_formatter(&label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 13))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    let k = groups.len().max(1) as f64;
+    for (g, group) in groups.iter().enumerate() {
+        let color = Palette99::pick(g).to_rgba();
+        let offset = (g as f64 - (k - 1.0) / 2.0) * 0.6 / k;
+        let bars = group.values.iter().enumerate().map(move |(i, v)| {
+            ErrorBar::new_vertical(i as f64 + offset, v.1, v.0, v.2, color.stroke_width(2), 10)
+        });
+        chart
+            .draw_series(bars)
+            .map_err(|e| err(e.to_string()))?
+            .label(group.name.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    legend(&mut chart).map_err(&err)?;
+    root.present().map_err(|e| err(e.to_string()))
+}

@@ -127,6 +127,15 @@ pub(super) fn markdown(run: &RunSummary, charts: &[(String, PathBuf)], run_dir: 
     s
 }
 
+/// How a report names a reference kind ([`shear_data::ReferenceLoss::kind`]).
+pub(super) fn reference_name(kind: &str) -> &'static str {
+    match kind {
+        "scaling" => "the scaling law at the target's size",
+        "values" => "the recipe's numbers",
+        _ => "the source's own losses",
+    }
+}
+
 /// The mini reproduction: pruned + continued vs from scratch, dynamic vs static loading, and
 /// the shape reached.
 fn compare_markdown(s: &mut String, run: &RunSummary, c: &CompareSummary, domains: &[String]) {
@@ -154,7 +163,8 @@ fn compare_markdown(s: &mut String, run: &RunSummary, c: &CompareSummary, domain
     );
     let _ = writeln!(
         s,
-        "\n### Dynamic vs static loading (same budget)\n\nLoss (gap to the reference loss).\n\n| domain | reference | dynamic | static |\n|---|---|---|---|"
+        "\n### Dynamic vs static loading (same budget)\n\nLoss (gap to the reference loss: {}).\n\n| domain | reference | dynamic | static |\n|---|---|---|---|",
+        reference_name(&c.reference_kind)
     );
     let cell =
         |l: &[f64], i: usize| format!("{:.4} ({:+.4})", at(l, i), at(l, i) - at(reference, i));
@@ -171,9 +181,19 @@ fn compare_markdown(s: &mut String, run: &RunSummary, c: &CompareSummary, domain
         super::largest_gap(&ours, reference),
         super::largest_gap(&fixed, reference),
     );
+    let _ = writeln!(s, "| **largest gap** | | **{gd:+.4}** | **{gs:+.4}** |");
+    let src = &c.source_reference;
+    if c.reference_kind != "source" && src.len() == reference.len() {
+        let _ = writeln!(
+            s,
+            "| largest gap to the source's losses | | {:+.4} | {:+.4} |",
+            super::largest_gap(&ours, src),
+            super::largest_gap(&fixed, src)
+        );
+    }
     let _ = writeln!(
         s,
-        "| **largest gap** | | **{gd:+.4}** | **{gs:+.4}** |\n| **mean loss** | {:.4} | {:.4} | {:.4} |\n",
+        "| **mean loss** | {:.4} | {:.4} | {:.4} |\n",
         mean(reference),
         mean(&ours),
         mean(&fixed)

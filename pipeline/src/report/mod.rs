@@ -4,6 +4,7 @@
 
 pub mod charts;
 mod markdown;
+mod seeds;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use crate::summary::RunSummary;
 use charts::{grid_chart, line_chart, stacked_chart, Series};
 
 pub use crate::error::ReportError;
+pub use seeds::write_seeds_report;
 
 /// The weight updates of a stage: (step, record), the evaluation before training first.
 fn updates<'a>(

@@ -97,3 +97,37 @@ fn the_default_recipe_has_the_sheared_1_3b_ratios() {
         source.intermediate_size * 5504
     );
 }
+
+/// The default recipe's scaling reference at the target's 675 264 parameters. Expected values
+/// from an independent computation (a plain Python least-squares scan of the shared exponent over
+/// [0.01, 2] on the same points, 2026-12-04): every domain's own exponent leaves the range, the
+/// shared one is 2 (its bound), and the laws read 4.2189 / 4.1675 / 4.3327 / 5.5493.
+#[test]
+fn the_default_scaling_reference_reads_the_expected_losses_at_the_target() {
+    let recipe = default_recipe();
+    let domains: Vec<String> = recipe.data.domains.iter().map(|d| d.name.clone()).collect();
+    let r = &recipe.dynamic.reference;
+    assert_eq!(r.kind(), "scaling");
+    let got = r.resolve(&domains, 675_264.0).unwrap().unwrap();
+    let want = [4.2189, 4.1675, 4.3327, 5.5493];
+    for ((d, g), w) in domains.iter().zip(&got).zip(want) {
+        assert!((g - w).abs() < 1e-4, "{d}: {g} vs {w}");
+    }
+    let fits = r.scaling_fits(&domains).unwrap().unwrap();
+    let plateau = [4.1488, 4.1284, 4.2824, 5.5266];
+    for (f, c) in fits.iter().zip(plateau) {
+        let why = f.shared_exponent.as_deref().unwrap_or("");
+        assert!(
+            why.contains("exponent") && why.contains("outside"),
+            "{}: {why}",
+            f.domain
+        );
+        assert!(
+            (f.law.b - 2.0).abs() < 1e-6 && (f.law.c - c).abs() < 1e-4,
+            "{f:?}"
+        );
+    }
+    // Both update every 3 steps: the paper's cadence scaled to 160 and 400 steps.
+    assert_eq!(recipe.prune.mixture.update_every, Some(3));
+    assert_eq!(recipe.train.mixture.update_every, Some(3));
+}

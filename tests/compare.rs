@@ -132,35 +132,9 @@ fn compare_over_two_seeds_reports_every_arm_with_its_spread_against_both_referen
 fn pruned_and_continued_beats_scratch_on_a_reduced_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = run_shear(
-        &[
-            "run",
-            "--out",
-            out.to_str().unwrap(),
-            "--compare",
-            "--set",
-            "prune.steps=16",
-            "--set",
-            "prune.update_every=8",
-            "--set",
-            "prune.save_every=0",
-            "--set",
-            "train.steps=24",
-            "--set",
-            "train.update_every=12",
-            "--set",
-            "train.save_every=0",
-            "--set",
-            "prune.batch=4",
-            "--set",
-            "train.batch=4",
-            "--set",
-            "dynamic.eval_sequences=8",
-            "--set",
-            "eval.max_sequences=8",
-        ],
-        &[],
-    );
+    let mut args = vec!["run", "--out", out.to_str().unwrap(), "--compare"];
+    args.extend(REDUCED);
+    let o = run_shear(&args, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The embedded inputs were unpacked.
     for f in [

@@ -162,14 +162,20 @@ fn prune_charts(
     domain_charts(dir, "prune", &ups, charts)
 }
 
+/// `run_dir/charts/`, created.
+fn charts_dir(run_dir: &Path) -> Result<PathBuf, ReportError> {
+    let dir = run_dir.join("charts");
+    std::fs::create_dir_all(&dir).map_err(|e| ReportError::Io {
+        path: dir.clone(),
+        msg: e.to_string(),
+    })?;
+    Ok(dir)
+}
+
 /// Writes `run_dir/charts/*.png` and `run_dir/report.md` from the stage logs and `run` (the
 /// contents of run.json). Returns the report's path.
 pub fn write_report(run_dir: &Path, run: &RunSummary) -> Result<PathBuf, ReportError> {
-    let charts_dir = run_dir.join("charts");
-    std::fs::create_dir_all(&charts_dir).map_err(|e| ReportError::Io {
-        path: charts_dir.clone(),
-        msg: e.to_string(),
-    })?;
+    let charts_dir = charts_dir(run_dir)?;
     let mut charts: Vec<(String, PathBuf)> = Vec::new();
     let prune = shear_io::read_jsonl::<PruneLog>(&run_dir.join("prune/prune_log.jsonl"))?;
     if !prune.is_empty() {

@@ -77,11 +77,7 @@ fn weight_bands(per_seed: &[Weights], domains: &[String]) -> Vec<Band> {
 
 /// Writes `run_dir/charts/` and `run_dir/report.md` for a run over seeds.
 pub fn write_seeds_report(run_dir: &Path, sum: &SeedsSummary) -> Result<PathBuf, ReportError> {
-    let charts_dir = run_dir.join("charts");
-    std::fs::create_dir_all(&charts_dir).map_err(|e| ReportError::Io {
-        path: charts_dir.clone(),
-        msg: e.to_string(),
-    })?;
+    let charts_dir = super::charts_dir(run_dir)?;
     let mut charts: Vec<(String, PathBuf)> = Vec::new();
     let mut categories = sum.domains.clone();
     categories.push("mean".into());

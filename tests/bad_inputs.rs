@@ -530,6 +530,42 @@ case!(
     ["distill_weight -1", "must be a finite number ≥ 0"]
 );
 case!(
+    prune_distill_temperature_zero,
+    "option",
+    "`prune --distill-from M --distill-temperature 0`",
+    |t| {
+        prune(
+            t,
+            &["--distill-from", &source(), "--distill-temperature", "0"],
+        )
+    },
+    ["distill_temperature 0", "must be a positive number"]
+);
+case!(
+    prune_distill_other_vocabulary,
+    "model",
+    "`prune --distill-from` a teacher of another vocabulary",
+    |t| {
+        let teacher = fixture("llama-mha");
+        prune(t, &["--distill-from", teacher.to_str().unwrap()])
+    },
+    ["vocabulary 1000 differs from the student's 500"]
+);
+case!(
+    prune_importance_resume,
+    "option",
+    "`prune --method importance --resume`",
+    |t| { prune(t, &["--method", "importance", "--resume"]) },
+    ["--method importance runs in seconds and has no steps"]
+);
+case!(
+    prune_importance_zero_batches,
+    "option",
+    "`prune --method importance --calibration-batches 0`",
+    |t| { prune(t, &["--method", "importance", "--calibration-batches", "0"]) },
+    ["calibration: 0 batches", "must be positive"]
+);
+case!(
     train_warmup_beyond_steps,
     "option",
     "`train --steps 6 --warmup 50`",

@@ -6,6 +6,7 @@ pub mod attention_blocks;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod distill_loss;
 pub mod dtype;
 pub mod error;
 #[cfg(feature = "flex")]
@@ -13,6 +14,7 @@ mod flex_ops;
 pub mod generate;
 pub mod gguf;
 pub mod hub;
+pub mod importance;
 pub mod kinds;
 pub mod llama;
 pub mod lm_loss;

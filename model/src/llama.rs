@@ -11,6 +11,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::cache::{KvCache, LayerCache};
 use crate::config::LlamaConfig;
+use crate::distill_loss::{lm_head_distill_loss, DistillFigures, Distillation, TeacherHead};
 use crate::error::Result;
 use crate::lm_loss::{lm_head_loss, HeadLayout};
 use crate::names::{self, LayerTensor};
@@ -475,20 +476,42 @@ impl<B: Backend> Llama<B> {
     /// operation (lm_loss.rs), without `[b, n, vocab]` logits; the last position predicts
     /// nothing and is left out.
     pub fn head_loss(&self, h: Tensor<B, 3>, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-        let s = input_ids.dims()[1];
-        let h = h.narrow(1, 0, s - 1); // [b, s-1, d]
-        let [b, n, d] = h.dims();
-        let targets = input_ids.narrow(1, 1, s - 1).reshape([b * n]);
-        let h = h.reshape([b * n, d]);
+        let (h, targets) = predicting_rows(h, input_ids);
+        let (w, layout) = self.head_weight();
+        lm_head_loss(h, w, layout, targets)
+    }
+
+    /// The LM head's weight and which side of it the vocabulary is on: the `lm_head` `[d,
+    /// vocab]`, or the tied embedding `[vocab, d]`.
+    pub fn head_weight(&self) -> (Tensor<B, 2>, HeadLayout) {
         match &self.lm_head {
-            Some(head) => lm_head_loss(h, head.weight.val(), HeadLayout::InOut, targets),
-            None => lm_head_loss(
-                h,
-                self.embed_tokens.weight.val(),
-                HeadLayout::OutIn,
-                targets,
-            ),
+            Some(head) => (head.weight.val(), HeadLayout::InOut),
+            None => (self.embed_tokens.weight.val(), HeadLayout::OutIn),
         }
+    }
+
+    /// [`Llama::head_loss`] under logit distillation (distill_loss.rs, docs/algorithm.md §7.1):
+    /// `CE + weight · T² · KL(teacher_T ‖ student_T)` over the positions that predict a token,
+    /// from this model's final hidden states `h [batch, seq, d]` and the teacher's
+    /// `teacher_h [batch, seq, d_t]` with its head `teacher_head` (no gradient) -> `[1]` and
+    /// its parts.
+    pub fn head_distill_loss(
+        &self,
+        h: Tensor<B, 3>,
+        input_ids: Tensor<B, 2, Int>,
+        teacher_h: Tensor<B, 3>,
+        teacher_head: (Tensor<B, 2>, HeadLayout),
+        d: Distillation,
+    ) -> (Tensor<B, 1>, DistillFigures) {
+        let (h, targets) = predicting_rows(h, input_ids.clone());
+        let (teacher_h, _) = predicting_rows(teacher_h, input_ids);
+        let (w, layout) = self.head_weight();
+        let teacher = TeacherHead {
+            h: teacher_h,
+            w: teacher_head.0,
+            layout: teacher_head.1,
+        };
+        lm_head_distill_loss(h, w, layout, targets, teacher, d)
     }
 
     /// Hidden states to logits: `[batch, seq, d] -> [batch, seq, vocab]`.
@@ -545,4 +568,17 @@ impl<B: Backend> Llama<B> {
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.layers.len())
     }
+}
+
+/// The rows of `h [batch, seq, d]` that predict a token, flattened, and their targets (the
+/// next tokens of `input_ids [batch, seq]`): `([batch · (seq − 1), d], [batch · (seq − 1)])`.
+fn predicting_rows<B: Backend>(
+    h: Tensor<B, 3>,
+    input_ids: Tensor<B, 2, Int>,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    let s = input_ids.dims()[1];
+    let h = h.narrow(1, 0, s - 1); // [b, s-1, d]
+    let [b, n, d] = h.dims();
+    let targets = input_ids.narrow(1, 1, s - 1).reshape([b * n]);
+    (h.reshape([b * n, d]), targets)
 }

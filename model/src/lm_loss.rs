@@ -91,7 +91,7 @@ pub fn next_token_loss<B: Backend>(
 }
 
 #[cfg(feature = "flex")]
-mod flex {
+pub(crate) mod flex {
     use burn::backend::autodiff::checkpoint::base::Checkpointer;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
@@ -139,7 +139,7 @@ mod flex {
 
     /// The gradients the forward pass already computed, scaled in the backward pass.
     #[derive(Debug)]
-    struct FusedLmHeadLoss;
+    pub(crate) struct FusedLmHeadLoss;
 
     impl Backward<Flex, 2> for FusedLmHeadLoss {
         /// `dh [n, d]` and `dW` (the weight's shape) of the mean loss.
@@ -200,20 +200,20 @@ mod flex {
     }
 
     /// A row-major view of a 2-D Flex tensor's storage: pointer, row stride, column stride.
-    struct View<'a> {
-        data: &'a [f32],
-        offset: usize,
-        rs: isize,
-        cs: isize,
-        rows: usize,
-        cols: usize,
+    pub(crate) struct View<'a> {
+        pub(crate) data: &'a [f32],
+        pub(crate) offset: usize,
+        pub(crate) rs: isize,
+        pub(crate) cs: isize,
+        pub(crate) rows: usize,
+        pub(crate) cols: usize,
     }
 
     /// The view of `t`, which must have non-negative strides. Panics unless every element its
     /// layout addresses lies inside its storage: `offset + (rows − 1)·rs + (cols − 1)·cs <
     /// data.len()` for a non-empty view, `offset ≤ data.len()` for an empty one. The pointer
     /// arithmetic in [`kernel`] relies on this.
-    fn view(t: &FlexTensor) -> View<'_> {
+    pub(crate) fn view(t: &FlexTensor) -> View<'_> {
         let l = t.layout();
         let s = l.shape();
         let st = l.strides();
@@ -252,14 +252,14 @@ mod flex {
 
     /// Rows per chunk: enough for the matrix products to run at full speed, few enough that a
     /// chunk's logits stay small (256 × 32 000 × 4 bytes = 32 MB at most).
-    const CHUNK: usize = 256;
+    pub(crate) const CHUNK: usize = 256;
 
     /// Lanes of the hand-split reductions below: eight independent partial results, so that
     /// the compiler can keep them in one vector register (a single running value is a serial
     /// dependency it may not reorder).
-    const LANES: usize = 8;
+    pub(crate) const LANES: usize = 8;
 
-    fn row_max(row: &[f32]) -> f32 {
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
         let mut m = [f32::NEG_INFINITY; LANES];
         let chunks = row.chunks_exact(LANES);
         let rest = chunks.remainder();
@@ -299,7 +299,7 @@ mod flex {
     /// and `2^n` put into the exponent bits. Below −87 the result underflows to 0 (as `e^x` does
     /// in f32 at about −103.97; the difference is below 1e-38 and irrelevant to a softmax).
     #[inline(always)]
-    fn exp_nonpositive(x: f32) -> f32 {
+    pub(crate) fn exp_nonpositive(x: f32) -> f32 {
         const LN2_HI: f32 = 0.693_145_75;
         const LN2_LO: f32 = 1.428_606_8e-6;
         let x = x.max(-87.0);

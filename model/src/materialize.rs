@@ -133,6 +133,58 @@ impl DeterministicMasks {
         })
     }
 
+    /// Writes the masks as `z_hidden`, `z_head`, `z_intermediate`, `z_layer` (and `z_kv_head`,
+    /// `z_mlp` when present), f32, the file [`DeterministicMasks::from_safetensors`] and
+    /// `shear materialize` read (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let flat = |rows: &[Vec<f64>]| -> (Vec<usize>, Vec<f64>) {
+            let n = rows.first().map_or(0, Vec::len);
+            (
+                vec![rows.len(), n],
+                rows.iter().flatten().copied().collect(),
+            )
+        };
+        let mut tensors = vec![
+            ("z_hidden", vec![self.hidden.len()], self.hidden.clone()),
+            ("z_layer", vec![self.layer.len()], self.layer.clone()),
+        ];
+        for (name, rows) in [
+            ("z_head", &self.head),
+            ("z_intermediate", &self.intermediate),
+        ] {
+            let (shape, v) = flat(rows);
+            tensors.push((name, shape, v));
+        }
+        if let Some(kv) = &self.kv_head {
+            let (shape, v) = flat(kv);
+            tensors.push(("z_kv_head", shape, v));
+        }
+        if let Some(m) = &self.mlp {
+            tensors.push(("z_mlp", vec![m.len()], m.clone()));
+        }
+        let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(n, s, v)| {
+                let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                (n, s, Dtype::F32.encode(&f))
+            })
+            .collect();
+        let views: Vec<(&str, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .expect("shape matches data");
+                (*n, view)
+            })
+            .collect();
+        let out = safetensors::serialize(views, None).map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        Ok(shear_io::write_atomic(path, &out)?)
+    }
+
     /// Query-head values times their group's value `[layers][heads]`: the factor each head's
     /// context is multiplied by in the masked forward.
     pub fn effective_heads(&self) -> Vec<Vec<f64>> {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod feed;
+pub mod importance;
 pub mod materialize;
 pub mod out;
 mod peers;

@@ -30,6 +30,10 @@ pub struct PruneSettings {
     pub config: PruneConfig,
     #[serde(flatten)]
     pub data: DataOptions,
+    /// The teacher of distillation, usually the source itself (`config.hyper.distill_*` say
+    /// how; none: no distillation).
+    #[serde(default)]
+    pub distill_from: Option<PathBuf>,
     pub precision: Compute,
 }
 
@@ -43,6 +47,7 @@ impl PruneSettings {
             source: source.into(),
             config,
             data,
+            distill_from: None,
             precision: Compute::F32,
         }
     }
@@ -60,11 +65,19 @@ pub fn prune<B: Backend>(
 /// The pruning stage.
 pub struct Pruning;
 
+/// What the peers of a pruning run share: the source (none when resuming: the weights are the
+/// checkpoint's) and the teacher (reloaded on resume, never checkpointed).
+pub struct Loaded<B: Backend> {
+    model: Option<Llama<AD<B>>>,
+    teacher: Option<Llama<B>>,
+}
+
 impl StageSettings for PruneSettings {
     fn canonical(&self) -> Self {
         PruneSettings {
             source: canonical(&self.source),
             data: self.data.clone().canonical(),
+            distill_from: self.distill_from.as_deref().map(canonical),
             ..self.clone()
         }
     }
@@ -89,15 +102,22 @@ impl StageSettings for PruneSettings {
             false,
         )
     }
+    fn teacher(&self) -> Option<&Path> {
+        let on = self.config.hyper.distill_weight != 0.0;
+        self.distill_from.as_deref().filter(|_| on)
+    }
     fn check(&self, config: &LlamaConfig) -> Result<()> {
-        Ok(self.config.validate(config)?)
+        self.config.validate(config)?;
+        match &self.distill_from {
+            Some(t) => crate::train::check_teacher(t, config),
+            None => Ok(()),
+        }
     }
 }
 
 impl Stage for Pruning {
     type Settings = PruneSettings;
-    /// The source model (none when resuming: the weights are the checkpoint's).
-    type Loaded<B: Backend> = Option<Llama<AD<B>>>;
+    type Loaded<B: Backend> = Loaded<B>;
     type Stepper<B: Backend> = PruneRun<AD<B>>;
     const LOG: &'static str = "prune_log.jsonl";
     const PRUNING: bool = true;
@@ -117,32 +137,45 @@ impl Stage for Pruning {
         fresh: bool,
         device: &B::Device,
         observer: &mut dyn Observer,
-    ) -> Result<Option<Llama<AD<B>>>> {
-        if !fresh {
-            return Ok(None);
-        }
-        observer.event(Event::Busy(&format!("loading {}", s.source.display())));
-        let model = shear_model::load_llama::<AD<B>>(&s.source, device)
-            .context(format!("cannot load model {}", s.source.display()))?;
-        Ok(Some(model))
+    ) -> Result<Loaded<B>> {
+        let model = match fresh {
+            true => {
+                observer.event(Event::Busy(&format!("loading {}", s.source.display())));
+                let model = shear_model::load_llama::<AD<B>>(&s.source, device)
+                    .context(format!("cannot load model {}", s.source.display()))?;
+                Some(model)
+            }
+            false => None,
+        };
+        // At weight 0 no teacher is loaded (the run is the one without it).
+        let teacher = match s.teacher() {
+            Some(t) => match &model {
+                // The frozen source is the model as loaded.
+                Some(m) if canonical(t) == canonical(&s.source) => Some(m.valid()),
+                _ => Some(crate::train::load_model(t, "teacher", device, observer)?),
+            },
+            None => None,
+        };
+        Ok(Loaded { model, teacher })
     }
-    fn reference_model<B: Backend>(loaded: &Option<Llama<AD<B>>>) -> Option<Llama<B>> {
-        loaded.as_ref().map(|m| m.valid())
+    fn reference_model<B: Backend>(loaded: &Loaded<B>) -> Option<Llama<B>> {
+        loaded.model.as_ref().map(|m| m.valid())
     }
     fn stepper<B: Backend>(
-        loaded: &Option<Llama<AD<B>>>,
+        loaded: &Loaded<B>,
         s: &PruneSettings,
         from: Option<&FromCheckpoint>,
         exec: Execution,
         device: &B::Device,
     ) -> Result<PruneRun<AD<B>>> {
         let config = s.config.clone();
-        let run = match (from, loaded) {
+        let run = match (from, &loaded.model) {
             (Some(f), _) => PruneRun::load(&f.dir, config, f.step, f.loop_state.clone(), device)?,
             (None, Some(model)) => PruneRun::new(model.clone().fork(device), config),
             (None, None) => unreachable!("a fresh run loads the source"),
         };
-        Ok(run.with_execution(exec))
+        let teacher = loaded.teacher.clone().map(|t| t.fork(device));
+        Ok(run.with_teacher(teacher).with_execution(exec))
     }
 
     /// The masks (and multipliers) are written even when the run stops early.

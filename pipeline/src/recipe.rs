@@ -23,6 +23,7 @@ use shear_train::trainer::TrainConfig;
 use crate::controls::{Checkpointing, Guard};
 pub use crate::error::RecipeError;
 use crate::feed::{Dynamic, Mixture};
+use crate::importance::PruneMethod;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,15 +74,35 @@ pub struct ModelSection {
 }
 
 /// Pruning (defaults: docs/algorithm.md §4.3).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PruneSection {
+    /// `learned` (the default: masks under the Lagrangian) or `importance` (one-shot scores,
+    /// docs/algorithm.md §15).
+    pub method: PruneMethod,
+    /// With `method = "importance"`: calibration batches of `batch` sequences.
+    pub calibration_batches: usize,
+    /// Distil from the source model while pruning (`distill_weight`, `distill_temperature`).
+    pub distill: bool,
     #[serde(flatten)]
     pub hyper: PruneHyper,
     #[serde(flatten)]
     pub mixture: Mixture,
     #[serde(flatten)]
     pub checkpoints: Checkpointing,
+}
+
+impl Default for PruneSection {
+    fn default() -> Self {
+        PruneSection {
+            method: PruneMethod::default(),
+            calibration_batches: 32,
+            distill: false,
+            hyper: PruneHyper::default(),
+            mixture: Mixture::default(),
+            checkpoints: Checkpointing::default(),
+        }
+    }
 }
 
 /// Continued pre-training (defaults: docs/algorithm.md §7).
@@ -232,6 +253,7 @@ fn check_sections(table: &toml::Table) -> Result<(), RecipeError> {
         (
             "prune",
             &[
+                check_part::<PruneFlags>,
                 check_part::<PruneHyper>,
                 check_part::<Mixture>,
                 check_part::<Checkpointing>,
@@ -265,6 +287,15 @@ fn check_sections(table: &toml::Table) -> Result<(), RecipeError> {
         }
     }
     Ok(())
+}
+
+/// The keys of `[prune]` that are its own (not a library's settings).
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct PruneFlags {
+    method: PruneMethod,
+    calibration_batches: usize,
+    distill: bool,
 }
 
 /// The keys of `[train]` that are its own (not a library's settings).

@@ -20,6 +20,7 @@ use shear_train::{Event, Observer};
 
 use crate::error::{invalid, Context, PipelineError, Result};
 use crate::eval::{evaluate, EvalJob};
+use crate::importance::PruneMethod;
 use crate::recipe::{Recipe, Resolved};
 use crate::stages::{Stages, TrainStageSpec};
 use crate::summary::{Metrics, RunSummary, Shape, StageTiming};
@@ -71,6 +72,13 @@ pub fn run<B: Backend>(
         .resolve(&config, &vec![1; recipe.data.domains.len()])
         .and_then(|_| recipe.check_data_present())
         .map_err(in_file)?;
+    if opts.compare && recipe.prune.method == PruneMethod::Importance {
+        return invalid!(
+            "{}: --compare runs the learned-mask baselines; with [prune] method = \"importance\" \
+             run the arms one by one (README, \"Distillation and importance pruning\")",
+            recipe_file.display()
+        );
+    }
     let tokenizer = Tokenizer::from_file(&source).context(format!(
         "the recipe's source {} needs a tokenizer.json",
         source.display()
@@ -130,8 +138,11 @@ pub fn run<B: Backend>(
     let final_model = match recipe.train.enabled {
         true => {
             let train_dir = opts.out.join("train");
+            let learned = recipe.prune.method == PruneMethod::Learned;
             let proportions = match recipe.train.from_pruning() {
-                true => final_pruning_weights(&prune_dir, &data.domains())?,
+                true if learned => final_pruning_weights(&prune_dir, &data.domains())?,
+                // Importance pruning draws at the prune split's initial proportions.
+                true => recipe.prune.mixture.proportions.clone(),
                 false => recipe.train.mixture.proportions.clone(),
             };
             let spec = TrainStageSpec::continued(&recipe, proportions, rule);

@@ -120,6 +120,10 @@ fn check_memory<S: Stage, B: Backend>(
     if !shear_model::fused_kernels::<B>() {
         return Ok(());
     }
+    let teacher = match job.settings.teacher() {
+        Some(t) => Some(LlamaConfig::from_file(t)?),
+        None => None,
+    };
     let plan = shear_train::memory::plan(&shear_train::memory::PlanInput {
         model: config.clone(),
         pruning: S::PRUNING,
@@ -130,6 +134,7 @@ fn check_memory<S: Stage, B: Backend>(
         recompute: job.exec.recompute,
         peers: job.topology.peers(),
         zero: job.exec.zero,
+        teacher,
     });
     let what = format!("{} {}", S::WHAT, model_dir.display());
     Ok(shear_train::memory::check_fits(

@@ -122,6 +122,10 @@ pub trait StageSettings: Clone + Serialize + DeserializeOwned + Sync {
     fn loader(&self) -> LoaderSpec;
     /// Refuses settings that cannot work with the model's `config`, before any work.
     fn check(&self, config: &LlamaConfig) -> Result<()>;
+    /// The teacher of distillation the run loads (none at weight 0).
+    fn teacher(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// What a stage is: the parts in which pruning and continued pre-training differ.

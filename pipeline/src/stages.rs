@@ -19,6 +19,7 @@ use crate::controls::Checkpointing;
 use crate::error::{Context, Result};
 use crate::eval::{evaluate, EvalJob};
 use crate::feed::{DataOptions, Mixture};
+use crate::importance::{importance, ImportanceJob, PruneMethod};
 use crate::prune::{prune, PruneSettings};
 use crate::recipe::{Recipe, Resolved};
 use crate::stage::{Job, Resume};
@@ -131,8 +132,13 @@ impl Stages<'_> {
 
     /// Tokens of the pruning stage.
     pub(crate) fn prune_tokens(&self) -> u64 {
-        let h = &self.recipe.prune.hyper;
-        (h.steps * h.batch * h.grad_accum * self.seq) as u64
+        let p = &self.recipe.prune;
+        let h = &p.hyper;
+        match p.method {
+            PruneMethod::Learned => (h.steps * h.batch * h.grad_accum * self.seq) as u64,
+            // The calibration batches.
+            PruneMethod::Importance => (p.calibration_batches * h.batch * self.seq) as u64,
+        }
     }
 
     /// Tokens of a training stage of `steps` steps.
@@ -151,16 +157,52 @@ impl Stages<'_> {
         observer: &mut dyn Observer,
     ) -> Result<StageTiming> {
         let p = &self.recipe.prune;
+        if p.method == PruneMethod::Importance {
+            return self.importance::<B>(name, dir, device, observer);
+        }
         let settings = PruneSettings {
             source: self.source.clone(),
             config: self.recipe.prune_config(self.resolved.target),
             data: self.data(p.mixture.clone(), rule),
+            distill_from: p.distill.then(|| self.source.clone()),
             precision: self.recipe.model.precision,
         };
         let job = self.job(settings, dir, p.checkpoints);
         observer.event(Event::Message(&format!("stage {name}")));
         run_stage(name, dir, self.prune_tokens(), || {
             prune::<B>(&job, device, observer).map(|_| ())
+        })
+    }
+
+    /// The pruning stage by importance (docs/algorithm.md §15): calibration batches of the
+    /// prune split at its initial proportions, then the cut; an empty step log.
+    fn importance<B: Backend>(
+        &self,
+        name: &str,
+        dir: &Path,
+        device: &B::Device,
+        observer: &mut dyn Observer,
+    ) -> Result<StageTiming> {
+        let p = &self.recipe.prune;
+        let job = ImportanceJob {
+            source: self.source.clone(),
+            target: self.resolved.target,
+            prune: p.hyper.prune,
+            data: self.data(p.mixture.clone(), UpdateRule::Constant),
+            batches: p.calibration_batches,
+            batch: p.hyper.batch,
+            seed: p.hyper.seed,
+            out: dir.to_path_buf(),
+            dtype: self.recipe.model.dtype,
+        };
+        observer.event(Event::Message(&format!("stage {name} (importance)")));
+        run_stage(name, dir, self.prune_tokens(), || {
+            importance::<B>(&job, device, observer)?;
+            shear_io::write_atomic(
+                &dir.join(<crate::prune::Pruning as crate::stage::Stage>::LOG),
+                b"",
+            )?;
+            Ok(())
         })
     }
 

@@ -113,6 +113,10 @@ impl StageSettings for TrainSettings {
             true,
         )
     }
+    fn teacher(&self) -> Option<&Path> {
+        let on = self.config.distill_weight != 0.0;
+        self.distill_from.as_deref().filter(|_| on)
+    }
     fn check(&self, config: &LlamaConfig) -> Result<()> {
         self.config.validate()?;
         if self.init == Init::Weights {
@@ -128,17 +132,10 @@ impl StageSettings for TrainSettings {
                  or reference_model): the model being trained is no reference for itself"
             );
         }
-        if let Some(t) = &self.distill_from {
-            let vocab = LlamaConfig::from_file(t)?.vocab_size;
-            if vocab != config.vocab_size {
-                return invalid!(
-                    "teacher {}: vocabulary {vocab} differs from the student's {}",
-                    t.display(),
-                    config.vocab_size
-                );
-            }
+        match &self.distill_from {
+            Some(t) => check_teacher(t, config),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -167,13 +164,14 @@ impl Stage for Training {
         device: &B::Device,
         observer: &mut dyn Observer,
     ) -> Result<Loaded<B>> {
-        let teacher = match &s.distill_from {
-            Some(t) => Some(load(t, "teacher", device, observer)?),
+        // At weight 0 no teacher is loaded (the run is the one without it).
+        let teacher = match s.teacher() {
+            Some(t) => Some(load_model(t, "teacher", device, observer)?),
             None => None,
         };
         let model = match (fresh, s.init) {
             (false, _) => None,
-            (true, Init::Weights) => Some(load(&s.model, "model", device, observer)?),
+            (true, Init::Weights) => Some(load_model(&s.model, "model", device, observer)?),
             (true, Init::Random) => {
                 <AD<B> as Backend>::seed(device, s.config.seed);
                 Some(Llama::from_source(
@@ -221,8 +219,21 @@ impl Stage for Training {
     }
 }
 
+/// Refuses a teacher whose vocabulary is not the student's (`config`).
+pub(crate) fn check_teacher(teacher: &Path, config: &LlamaConfig) -> Result<()> {
+    let vocab = LlamaConfig::from_file(teacher)?.vocab_size;
+    if vocab != config.vocab_size {
+        return invalid!(
+            "teacher {}: vocabulary {vocab} differs from the student's {}",
+            teacher.display(),
+            config.vocab_size
+        );
+    }
+    Ok(())
+}
+
 /// Loads the `what` (model, teacher) in `dir`.
-fn load<B: Backend>(
+pub(crate) fn load_model<B: Backend>(
     dir: &Path,
     what: &str,
     device: &B::Device,

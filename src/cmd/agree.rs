@@ -107,8 +107,12 @@ fn every_setting_is_a_flag_and_a_recipe_key_of_the_same_name() {
     let mut want = keys(PruneHyper::default());
     want.extend(keys(Mixture::default()));
     want.extend(keys(Checkpointing::default()));
+    // The section's own key, as `[train] distill`: the teacher is then the source (the flag is
+    // `--distill-from TEACHER`).
+    want.insert("distill".to_string());
+    want.extend(["method", "calibration_batches"].map(String::from));
     assert_eq!(recipe_prune, want);
-    for key in &recipe_prune {
+    for key in recipe_prune.iter().filter(|k| *k != "distill") {
         assert!(
             prune_ids.contains(key),
             "[prune] {key} is not a flag of shear prune"
@@ -158,6 +162,8 @@ fn explicit_flags_name_recorded_settings() {
         .iter()
         .chain(&exec)
         .chain(&["coordinator", "node_address", "device", "offline", "help"])
+        // The one-shot importance path: it has no steps, so nothing records or resumes them.
+        .chain(&["method", "calibration_batches"])
         .copied()
         .collect();
     for (ids, recorded, cmd) in [

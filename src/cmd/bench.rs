@@ -209,6 +209,7 @@ fn check_memory(model: &LlamaConfig, args: &Args) -> anyhow::Result<()> {
         recompute: args.recompute,
         peers: 1,
         zero: shear_train::zero::ZeroStage::Off,
+        teacher: None,
     });
     Ok(shear_train::memory::check_fits(&plan, 1, "this shape")?)
 }

@@ -45,6 +45,10 @@ pub struct Args {
     /// Only this card (H200, H100-80GB, A100-80GB, A100-40GB, L40S, RTX-4090); default: all.
     #[arg(long)]
     pub card: Option<String>,
+    /// Plan a run distilled from this teacher (a config.json, a model directory or a hub id;
+    /// only its config.json is read): its frozen weights, forward and logits on every device.
+    #[arg(long, value_name = "MODEL")]
+    pub distill_from: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +97,21 @@ pub fn run(args: Args, offline: bool, fused_loss: bool) -> anyhow::Result<()> {
         })?],
         None => CARDS.to_vec(),
     };
+    let teacher = match &args.distill_from {
+        Some(t) => {
+            let path = shear_model::hub::resolve_config(t, offline)
+                .map_err(|e| anyhow::anyhow!("cannot read the teacher's config: {e}"))?;
+            let config = LlamaConfig::from_file(&path)?;
+            anyhow::ensure!(
+                config.vocab_size == source.vocab_size,
+                "--distill-from {t}: vocabulary {} differs from the model's {}",
+                config.vocab_size,
+                source.vocab_size
+            );
+            Some(config)
+        }
+        None => None,
+    };
     let pruning = args.stage == Stage::Prune;
     let model = match (&target, pruning) {
         (Some(t), false) => t.config(&source),
@@ -108,6 +127,7 @@ pub fn run(args: Args, offline: bool, fused_loss: bool) -> anyhow::Result<()> {
         recompute: args.recompute,
         peers: args.devices,
         zero: shear_train::zero::ZeroStage::from_level(args.zero_stage).expect("checked by clap"),
+        teacher,
     };
     let plan = memory::plan(&input);
     if args.json {
@@ -146,6 +166,14 @@ fn print_plan(args: &Args, input: &PlanInput, plan: &MemoryPlan, cards: &[Card])
         c.intermediate_size,
         c.vocab_size
     );
+    if let Some(t) = &input.teacher {
+        println!(
+            "distilled from a frozen {:.2} B-parameter teacher (layers {}, hidden {})",
+            t.param_counts().total() as f64 / 1e9,
+            t.num_hidden_layers,
+            t.hidden_size
+        );
+    }
     println!(
         "batch {} = {} device(s) × micro-batch {} × {} accumulation step(s), sequences of {}{}{}",
         args.batch,

@@ -4,8 +4,9 @@
 
 use burn::tensor::backend::Backend;
 use shear_model::precision::Compute;
-use shear_model::{LlamaConfig, TargetSpec};
+use shear_model::{LlamaConfig, TargetShape, TargetSpec};
 use shear_pipeline::feed::DataOptions;
+use shear_pipeline::importance::{importance, ImportanceJob, PruneMethod};
 use shear_pipeline::prune::{prune, shape_line, PruneSettings};
 use shear_train::prune::{PruneConfig, PruneHyper};
 
@@ -27,6 +28,18 @@ pub struct Args {
     pub data: DataOptions,
     #[command(flatten)]
     pub run: RunArgs,
+    /// `learned`: masks and weights trained under the Lagrangian (the paper's method);
+    /// `importance`: one-shot scores from calibration batches of the prune data, then the cut
+    /// to the same target (Minitron's; seconds, docs/algorithm.md §15).
+    #[arg(long, value_enum, default_value_t = PruneMethod::default())]
+    pub method: PruneMethod,
+    /// With `--method importance`: calibration batches of `--batch` sequences.
+    #[arg(long, default_value_t = 32)]
+    pub calibration_batches: usize,
+    /// Distil from this teacher (directory or hub id; usually the source itself) while pruning:
+    /// loss = CE + w · T² · KL (--distill-weight, --distill-temperature).
+    #[arg(long)]
+    pub distill_from: Option<String>,
     /// Matrix products in bf16 with f32 weights, norms, loss, gradients and optimizer (mixed
     /// precision, for GPUs; on the CPU backend bf16 is slower than f32).
     #[arg(long, default_value_t = Compute::default())]
@@ -46,10 +59,18 @@ pub fn run<B: Backend>(
         .target
         .resolve(&config)
         .map_err(|e| anyhow::anyhow!("--target {}: {e}", args.target))?;
+    if args.method == PruneMethod::Importance {
+        return importance_run::<B>(args, target, offline, device);
+    }
+    let distill_from = match &args.distill_from {
+        Some(t) => Some(super::resolve(t, offline)?),
+        None => None,
+    };
     let settings = PruneSettings {
         source,
         config: PruneConfig::new(target, args.hyper),
         data: super::data_options(args.data, offline)?,
+        distill_from,
         precision: args.precision,
     };
     let job = args.run.job(settings, explicit, kind)?;
@@ -68,5 +89,47 @@ pub fn run<B: Backend>(
         }
         None => println!("{}", args.run.stopped(outcome.steps, outcome.total)),
     }
+    Ok(())
+}
+
+/// `--method importance`: the one-shot path (no steps, no checkpoints).
+fn importance_run<B: Backend>(
+    args: Args,
+    target: TargetShape,
+    offline: bool,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.run.resume && args.run.stop_after.is_none(),
+        "--method importance runs in seconds and has no steps: --resume and --stop-after do not apply"
+    );
+    anyhow::ensure!(
+        args.distill_from.is_none(),
+        "--distill-from: --method importance trains nothing (distil in `shear train`)"
+    );
+    let job = ImportanceJob {
+        source: super::resolve(&args.source, offline)?,
+        target,
+        prune: args.hyper.prune,
+        data: super::data_options(args.data, offline)?,
+        batches: args.calibration_batches,
+        batch: args.hyper.batch,
+        seed: args.hyper.seed,
+        out: args.run.out.clone(),
+        dtype: args.run.dtype,
+    };
+    let mut progress = crate::progress::Progress::default();
+    let outcome = importance::<B>(&job, device, &mut progress)?;
+    drop(progress);
+    let c = LlamaConfig::from_file(&outcome.model_dir)?;
+    let r = &outcome.report;
+    println!(
+        "pruned by importance to {} ({} parameters) -> {} ({} calibration tokens in {:.2} s)",
+        shape_line(&c),
+        c.param_counts().total(),
+        outcome.model_dir.display(),
+        r.tokens,
+        r.seconds
+    );
     Ok(())
 }

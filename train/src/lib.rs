@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod distill;
 pub mod driver;
 pub mod dynamic;
 pub mod error;

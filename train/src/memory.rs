@@ -37,6 +37,8 @@ pub struct PlanInput {
     pub peers: usize,
     /// How much of the state is sharded over the peers (`--zero-stage`, zero.rs).
     pub zero: ZeroStage,
+    /// The teacher of logit distillation (`--distill-from`), if any: frozen, on every device.
+    pub teacher: Option<LlamaConfig>,
 }
 
 /// Bytes per device, by what holds them.
@@ -71,6 +73,11 @@ pub struct MemoryPlan {
     /// attention scores, four f32 `[tokens, heads, seq]` tensors (one query block's rows under
     /// `--recompute`).
     pub workspace: u64,
+    /// The teacher of distillation: its f32 weights, its forward's workspace (no graph: one
+    /// layer's temporaries at a time), its final hidden states, and its logits beside the
+    /// student's (one chunk's when fused). 0 without a teacher.
+    #[serde(default)]
+    pub teacher: u64,
 }
 
 impl MemoryPlan {
@@ -81,7 +88,7 @@ impl MemoryPlan {
     }
 
     /// The rows a user reads: (name, bytes).
-    pub fn rows(&self) -> [(&'static str, u64); 9] {
+    pub fn rows(&self) -> [(&'static str, u64); 10] {
         [
             ("weights", self.weights),
             ("gradients", self.gradients),
@@ -92,6 +99,7 @@ impl MemoryPlan {
             ("activations", self.activations),
             ("logits", self.logits),
             ("backward workspace", self.workspace),
+            ("teacher (frozen)", self.teacher),
         ]
     }
 }
@@ -251,7 +259,33 @@ pub fn plan(input: &PlanInput) -> MemoryPlan {
         activations,
         logits,
         workspace: SCORE_WORKSPACE_BYTES * score_cells,
+        teacher: input
+            .teacher
+            .as_ref()
+            .map_or(0, |t| teacher_bytes(t, input, tokens)),
     }
+}
+
+/// The teacher's bytes (see [`MemoryPlan::teacher`]): its weights; its forward without a graph,
+/// where one layer at a time holds its input and output, its queries, keys and values (repeated
+/// to every query head when grouped) and context, or its FFN's gate, up and product, and the
+/// scores with their softmax; its final hidden states, kept for the loss; and its logits with
+/// the tempered softmax of both models (`[tokens, vocab]` three times), or with the fused loss
+/// one chunk's logits of both models.
+fn teacher_bytes(t: &LlamaConfig, input: &PlanInput, tokens: u64) -> u64 {
+    let d = t.hidden_size as u64;
+    let q = (t.num_attention_heads * t.head_dim) as u64;
+    let kv = (t.num_key_value_heads * t.head_dim) as u64;
+    let kv_read = if kv == q { kv } else { q };
+    let layer = (q + 2 * kv_read + q).max(3 * t.intermediate_size as u64);
+    let scores =
+        2 * input.micro_batch as u64 * t.num_attention_heads as u64 * (input.seq_len as u64).pow(2);
+    let vocab = t.vocab_size as u64;
+    let logits = match input.fused_loss {
+        true => 2 * tokens.min(256) * vocab,
+        false => 3 * tokens * vocab,
+    };
+    (t.param_counts().total() as u64 + tokens * (3 * d + layer) + logits) * F32 + scores * F32
 }
 
 /// A device a plan is checked against.

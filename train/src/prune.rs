@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use shear_data::UpdateRecord;
 use shear_io::Stepped;
+use shear_model::distill_loss::Distillation;
 use shear_model::masks_file::{save_masks, MaskState};
 use shear_model::{
     ExpectedShape, HardConcrete, L0Masks, LayerMasks, Llama, LlamaConfig, PerType, PruneModules,
@@ -22,6 +23,7 @@ use shear_model::{
 };
 
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
+use crate::distill::{distilled_head_loss, Teacher};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::execution::Execution;
@@ -84,6 +86,16 @@ pub struct PruneHyper {
     /// dimension left out has no mask and keeps its source size.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().prune))]
     pub prune: PruneModules,
+    /// With a teacher (`--distill-from`): the masks and weights learn under
+    /// CE + `distill_weight` · T² · KL(teacher_T ‖ student_T) (0: no distillation).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = PruneHyper::default().distill_weight))]
+    pub distill_weight: f64,
+    /// With a teacher: the temperature T of the softened distributions.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, default_value_t = PruneHyper::default().distill_temperature)
+    )]
+    pub distill_temperature: f64,
 }
 
 impl Default for PruneHyper {
@@ -102,6 +114,8 @@ impl Default for PruneHyper {
             temperature: 2.0 / 3.0,
             layer_masks: LayerMasks::Layer,
             prune: PruneModules::default(),
+            distill_weight: 1.0,
+            distill_temperature: 1.0,
         }
     }
 }
@@ -117,6 +131,14 @@ impl PruneHyper {
 
     pub fn hard_concrete(&self) -> HardConcrete {
         HardConcrete::with_temperature(self.temperature)
+    }
+
+    /// The distillation term's weight and temperature (with a teacher).
+    pub fn distillation(&self) -> Distillation {
+        Distillation {
+            weight: self.distill_weight,
+            temperature: self.distill_temperature,
+        }
     }
 
     /// Checks every setting: counts positive, rates finite and in range, warm-ups within the
@@ -164,7 +186,7 @@ impl PruneHyper {
         self.hard_concrete()
             .validate()
             .or_else(|e| bad(format!("hard-concrete {e}")))?;
-        Ok(())
+        crate::distill::validate(self.distill_weight, self.distill_temperature)
     }
 }
 
@@ -204,6 +226,10 @@ pub struct PruneLog {
     pub step: usize,
     pub lr_mult: f64,
     pub ce_loss: f64,
+    /// With a teacher: the mean `KL(teacher_T ‖ student_T)` over the step's predicting
+    /// positions (the loss adds `distill_weight · T²` times it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
     pub lagrangian: f64,
     pub grad_norm: f64,
     /// Tokens in this step (all micro-batches, all data-parallel peers).
@@ -256,6 +282,8 @@ pub struct PruneRun<B: AutodiffBackend> {
     exec: Execution,
     /// Steps skipped so far (non-finite loss or gradient norm).
     skipped: usize,
+    /// The teacher of distillation (the unpruned source, frozen), if any.
+    teacher: Option<Teacher<B::InnerBackend>>,
     /// A checkpoint whose weights' optimizer state is to be read once the execution is known
     /// (its shards, or the share of this peer; [`Stepper::prepare`]).
     resume_optim: Option<std::path::PathBuf>,
@@ -303,10 +331,18 @@ impl<B: AutodiffBackend> PruneRun<B> {
             rng: mask_rng(h.seed),
             exec: Execution::default(),
             skipped: 0,
+            teacher: None,
             resume_optim: None,
             step: 0,
             cfg,
         }
+    }
+
+    /// Distils from `teacher` as `cfg.hyper.distill_*` say (nothing at weight 0).
+    pub fn with_teacher(mut self, teacher: Option<Llama<B::InnerBackend>>) -> Self {
+        let d = self.cfg.hyper.distillation();
+        self.teacher = teacher.and_then(|t| Teacher::active(t, d));
+        self
     }
 
     /// The same run starting from other masks (their `log_alpha`; the shape must be the one
@@ -419,6 +455,7 @@ impl<B: AutodiffBackend> PruneRun<B> {
             step,
             lr_mult: figures.lr_mult,
             ce_loss: figures.ce,
+            kl: figures.kl,
             lagrangian: figures.lagrangian,
             grad_norm: figures.grad_norm,
             tokens: figures.tokens.total,
@@ -437,6 +474,7 @@ impl<B: AutodiffBackend> PruneRun<B> {
 struct StepFigures {
     lr_mult: f64,
     ce: f64,
+    kl: Option<f64>,
     lagrangian: f64,
     grad_norm: f64,
     tokens: StepTokens,
@@ -486,6 +524,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             .map(|_| pruner.l0.noise_from(&mut self.rng))
             .collect();
         let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
+        let teacher = self.teacher.as_ref();
         // Under ZeRO (zero.rs) this peer keeps only its share of the model's gradients (the
         // masks' and multipliers' whole); at stage 2 it reduces them as they are made.
         let peer = self.exec.peer.clone();
@@ -511,24 +550,39 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                     true => ce * f64::NAN,
                     false => ce,
                 };
+                // The model's loss from final hidden states, and [loss, CE, KL] read back.
+                let head = |h: Tensor<B, 3>| {
+                    let (loss, ce, kl) = match teacher {
+                        Some(t) => {
+                            let (loss, f) = distilled_head_loss(&p.model, h, &ids, t);
+                            (loss, Some(f.ce), f.kl)
+                        }
+                        None => (p.model.head_loss(h, ids.clone()), None, 0.0),
+                    };
+                    let loss = poison(loss);
+                    let loss_v = scalar(loss.clone().detach());
+                    Ok((loss, [loss_v, ce.unwrap_or(loss_v), kl]))
+                };
                 if !recompute {
-                    let ce = poison(p.model.loss_masked(ids, Some(&z)));
-                    let ce_v = scalar(ce.clone().detach());
-                    sum.add(p, workers::backward(ce + lag, weight, p))?;
-                    return Ok([ce_v, lag_v]);
+                    let (loss, [loss_v, ce_v, kl_v]) = match teacher {
+                        Some(_) => head(p.model.hidden_masked(ids.clone(), Some(&z)))?,
+                        None => {
+                            let ce = poison(p.model.loss_masked(ids, Some(&z)));
+                            let v = scalar(ce.clone().detach());
+                            (ce, [v, v, 0.0])
+                        }
+                    };
+                    sum.add(p, workers::backward(loss + lag, weight, p))?;
+                    return Ok([loss_v, lag_v, ce_v, kl_v]);
                 }
                 // The model's gradients block by block; those that reached the mask values
                 // then go back into `log_alpha` with the Lagrangian's in one more backward.
-                let head = |h| {
-                    let ce = poison(p.model.head_loss(h, ids.clone()));
-                    let ce_v = scalar(ce.clone().detach());
-                    Ok((ce, ce_v))
-                };
                 let r = recompute::gradients(&p.model, ids.clone(), Some(&z), weight, sum, head)?;
                 let z_grads = r.z.expect("masks were given");
                 let rest = recompute::z_surrogate(&z, &z_grads) + lag * weight;
                 sum.add(p, GradientsParams::from_grads(rest.backward(), p))?;
-                Ok([r.head, lag_v])
+                let [loss_v, ce_v, kl_v] = r.head;
+                Ok([loss_v, lag_v, ce_v, kl_v])
             },
         );
         let layout = Layout::of(&pruner);
@@ -549,7 +603,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 Ok((grads, figures, tokens))
             },
         );
-        let (mut all, [ce, lag], tokens) = match all {
+        let (mut all, [loss, lag, ce, kl], tokens) = match all {
             Ok(g) => g,
             Err(e) => {
                 self.pruner = Some(restore(pruner));
@@ -567,7 +621,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
                 zero::global_norm::<B::InnerBackend>(local, whole, &peer, &device)?
             }
         };
-        if !(ce.is_finite() && lag.is_finite() && norm.is_finite()) {
+        if !(loss.is_finite() && lag.is_finite() && norm.is_finite()) {
             // Skipped: nothing changes but the step count (the run's schedules and random
             // streams move on as for any step).
             self.pruner = Some(restore(pruner));
@@ -576,7 +630,11 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             return Err(TrainError::NonFinite {
                 step,
                 what: format!(
-                    "not finite: cross-entropy {ce}, Lagrangian {lag}, gradient norm {norm}"
+                    "not finite: {} {loss}, Lagrangian {lag}, gradient norm {norm}",
+                    match self.teacher {
+                        Some(_) => "distilled loss",
+                        None => "cross-entropy",
+                    }
                 ),
             });
         }
@@ -621,6 +679,7 @@ impl<B: AutodiffBackend> Stepper<B> for PruneRun<B> {
             StepFigures {
                 lr_mult: mult,
                 ce,
+                kl: self.teacher.is_some().then_some(kl),
                 lagrangian: lag,
                 grad_norm: norm,
                 tokens,

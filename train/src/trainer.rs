@@ -8,15 +8,16 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use serde::{Deserialize, Serialize};
 use shear_data::UpdateRecord;
 use shear_io::Stepped;
-use shear_model::{next_token_loss, Llama, LlamaConfig, RandomInit};
+use shear_model::distill_loss::Distillation;
+use shear_model::{Llama, LlamaConfig, RandomInit};
 
 use crate::checkpoint::{load_module, load_record, save_module, save_record};
+use crate::distill::{distilled_head_loss, Teacher};
 use crate::driver::{Position, Stepper};
 use crate::error::TrainError;
 use crate::execution::Execution;
@@ -99,6 +100,14 @@ impl TrainConfig {
         self.warmup.unwrap_or((self.steps * 3).div_ceil(100))
     }
 
+    /// The distillation term's weight and temperature.
+    pub fn distillation(&self) -> Distillation {
+        Distillation {
+            weight: self.distill_weight,
+            temperature: self.distill_temperature,
+        }
+    }
+
     /// Checks every setting before any work; the message names the setting.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
@@ -115,7 +124,6 @@ impl TrainConfig {
             ("lr", self.lr),
             ("weight_decay", self.weight_decay),
             ("max_grad_norm", self.max_grad_norm),
-            ("distill_weight", self.distill_weight),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return bad(format!("{name} {v}: must be a finite number ≥ 0"));
@@ -135,12 +143,7 @@ impl TrainConfig {
                 self.min_lr_ratio
             ));
         }
-        let t = self.distill_temperature;
-        if !(t.is_finite() && t > 0.0) {
-            return bad(format!(
-                "distill_temperature {t}: must be a positive number"
-            ));
-        }
+        crate::distill::validate(self.distill_weight, self.distill_temperature)?;
         Ok(())
     }
 }
@@ -153,6 +156,10 @@ pub struct TrainLog {
     pub loss: f64,
     /// Cross-entropy part of the loss (equal to `loss` without distillation).
     pub ce_loss: f64,
+    /// With a teacher: the mean `KL(teacher_T ‖ student_T)` over the step's predicting
+    /// positions (the loss adds `distill_weight · T²` times it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl: Option<f64>,
     pub grad_norm: f64,
     /// Tokens in this step (all micro-batches, all data-parallel peers).
     pub tokens: usize,
@@ -173,27 +180,12 @@ impl Stepped for TrainLog {
     }
 }
 
-/// Mean over tokens of `T² · KL(softmax(t/T) ‖ softmax(s/T))`; `student`/`teacher` `[b, n, V]`.
-pub fn distill_loss<B: Backend>(
-    student: Tensor<B, 3>,
-    teacher: Tensor<B, 3>,
-    temperature: f64,
-) -> Tensor<B, 1> {
-    let [b, n, _] = student.dims();
-    let log_s = log_softmax(student / temperature, 2);
-    let t = teacher / temperature;
-    let p_t = softmax(t.clone(), 2);
-    let log_t = log_softmax(t, 2);
-    let kl = (p_t * (log_t - log_s)).sum_dim(2); // [b, n, 1]
-    kl.sum() / (b * n) as f64 * (temperature * temperature)
-}
-
 /// The model being trained, its optimizer, the optional teacher, and the steps done.
 pub struct Trainer<B: AutodiffBackend> {
     /// `None` only while a step owns it.
     model: Option<Llama<B>>,
     optim: OptimizerAdaptor<AdamW, Llama<B>, B>,
-    teacher: Option<Llama<B::InnerBackend>>,
+    teacher: Option<Teacher<B::InnerBackend>>,
     pub step: usize,
     pub cfg: TrainConfig,
     /// How the steps run (workers, data-parallel peer, recomputation; execution.rs).
@@ -217,8 +209,9 @@ struct TrainLoopState {
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// Starts training `model`; with a `teacher`, the loss adds the distillation term
-    /// (`cfg.distill_weight`, `cfg.distill_temperature`).
+    /// (`cfg.distill_weight`, `cfg.distill_temperature`; none at weight 0).
     pub fn new(model: Llama<B>, cfg: TrainConfig, teacher: Option<Llama<B::InnerBackend>>) -> Self {
+        let teacher = teacher.and_then(|t| Teacher::active(t, cfg.distillation()));
         Trainer {
             optim: adamw(cfg.weight_decay).init(),
             model: Some(model),
@@ -309,7 +302,6 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             .map(|b| b.dims().iter().product::<usize>())
             .sum();
         let (step, teacher) = (self.step, &self.teacher);
-        let (kd_weight, temperature) = (self.cfg.distill_weight, self.cfg.distill_temperature);
         let (recompute, poisoned) = (self.exec.recompute, self.exec.poisons(step));
         // Under ZeRO (zero.rs) this peer keeps only its share of the gradients; at stage 2 it
         // reduces them as they are made.
@@ -328,17 +320,13 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             self.exec.workers(),
             reduce,
             |model: &Llama<B>, _, ids, weight, sum| {
-                // The loss of final hidden states `h`, and [loss, CE] read back: with
-                // distillation CE + weight · KD, otherwise the CE (one host read).
+                // The loss of final hidden states `h`, and [loss, CE, KL] read back: with
+                // distillation CE + weight · T² · KL, otherwise the CE (one host read).
                 let head = |h: Tensor<B, 3>| {
-                    let (loss, ce) = match teacher {
+                    let (loss, parts) = match teacher {
                         Some(t) => {
-                            let logits = model.lm_logits(h);
-                            let ce = next_token_loss(logits.clone(), ids.clone());
-                            let t_logits =
-                                Tensor::<B, 3>::from_inner(t.forward(ids.clone().inner()));
-                            let kd = distill_loss(logits, t_logits, temperature);
-                            (ce.clone() + kd * kd_weight, Some(ce))
+                            let (loss, f) = distilled_head_loss(model, h, &ids, t);
+                            (loss, Some(f))
                         }
                         None => (model.head_loss(h, ids.clone()), None),
                     };
@@ -349,8 +337,8 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                     // A non-finite loss is checked after the peers' figures are reduced, so
                     // that every peer skips the same steps.
                     let value = loss.clone().detach().into_scalar().elem::<f64>();
-                    let ce = ce.map_or(value, |c| c.detach().into_scalar().elem::<f64>());
-                    Ok((loss, [value, ce]))
+                    let [ce, kl] = parts.map_or([value, 0.0], |f| [f.ce, f.kl]);
+                    Ok((loss, [value, ce, kl]))
                 };
                 if recompute {
                     let r = recompute::gradients(model, ids.clone(), None, weight, sum, head)?;
@@ -372,7 +360,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
                 peer.reduce_step_keeping::<B>(g.grads, &layout, &mut figures, tokens, keeping)?;
             Ok((grads, figures, tokens))
         });
-        let (grads, [loss, ce_loss], tokens) = match grads {
+        let (grads, [loss, ce_loss, kl], tokens) = match grads {
             Ok(g) => g,
             Err(e) => {
                 self.model = Some(model);
@@ -414,6 +402,7 @@ impl<B: AutodiffBackend> Stepper<B> for Trainer<B> {
             lr,
             loss,
             ce_loss,
+            kl: self.teacher.is_some().then_some(kl),
             grad_norm: norm,
             tokens: tokens.total,
             peer_tokens: tokens.per_peer,

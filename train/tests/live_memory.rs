@@ -248,6 +248,7 @@ fn a_step_holds_what_the_plan_says() {
             recompute: case.recompute,
             peers: 1,
             zero: ZeroStage::Off,
+            teacher: None,
         })
         .total();
         let measured = measure(case);
@@ -346,6 +347,7 @@ fn sharded_peers_hold_what_the_plan_says() {
             recompute: false,
             peers: 2,
             zero,
+            teacher: None,
         })
         .total();
         let measured = measure_peers(&model, 2, zero, 16);

@@ -24,6 +24,7 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
         recompute: false,
         peers: 1,
         zero: ZeroStage::Off,
+        teacher: None,
     });
     // Parameters: embedding 100·8 = 800; attention per layer q 8·8 + k,v 2·8·4 + o 8·8 = 192,
     // two layers 384; FFN 3·8·12 = 288 per layer, 576; norms (2·2+1)·8 = 40; head 800.
@@ -57,6 +58,7 @@ fn a_small_pruning_plan_matches_the_hand_computation() {
             activations,
             logits,
             workspace,
+            teacher: 0,
         }
     );
     assert_eq!(p.total(), 91_608);
@@ -74,6 +76,7 @@ fn training_keeps_no_masks_and_the_fused_loss_no_logits() {
         recompute: false,
         peers: 1,
         zero: ZeroStage::Off,
+        teacher: None,
     });
     // Per token and layer: (48 + 32 + 72) · 4 bytes + 64 for the scores = 672, two layers
     // 1344, final norm 24 · 4: 1440 bytes per token, 4 tokens.
@@ -97,6 +100,7 @@ fn recomputation_keeps_the_block_inputs_and_one_block() {
         recompute,
         peers: 1,
         zero: ZeroStage::Off,
+        teacher: None,
     };
     let (plain, again) = (plan(&input(false)), plan(&input(true)));
     // Per token: (2 block inputs + 1 gradient) · 8 · 4 = 96, and the block's queries, keys,
@@ -133,6 +137,7 @@ fn zero_stages_shard_the_moments_then_the_summed_gradients() {
         recompute: false,
         peers,
         zero,
+        teacher: None,
     };
     let off = plan(&input(ZeroStage::Off, 2));
     let one = plan(&input(ZeroStage::Optimizer, 2));
@@ -173,6 +178,7 @@ fn llama_2_7b_state_and_the_cards() {
         recompute: false,
         peers: 1,
         zero: ZeroStage::Off,
+        teacher: None,
     });
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let state = p.weights + p.gradients + p.optimizer;

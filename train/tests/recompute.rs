@@ -8,7 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::SeedableRng;
 use shear_model::{
-    load_llama, HardConcrete, L0Masks, LayerMasks, Llama, PruneModules, TargetShape,
+    load_llama, HardConcrete, L0Masks, LayerMasks, Llama, PruneModules, RandomInit, TargetShape,
 };
 use shear_testkit::*;
 use shear_train::driver::Stepper;
@@ -184,4 +184,124 @@ fn training_and_pruning_steps_are_the_same_with_recomputation() {
         &param_tensors(&again.masks(), None),
     );
     assert!(d <= 1e-5, "pruning: log_alpha after 3 steps differs by {d}");
+}
+
+/// With a teacher (distill.rs), a pruning and a training step give the same figures and
+/// parameters with recomputation and with two workers splitting each micro-batch's rows as
+/// without either.
+#[test]
+fn distilled_steps_are_the_same_with_recomputation_and_workers() {
+    let batches = [ids(2, 16, 3), ids(2, 16, 4)];
+    let teacher =
+        || Some(load_llama::<B>(&fixture("llama-gqa-tied-bf16-sharded"), &device()).unwrap());
+    let ways = [
+        Execution::default(),
+        Execution {
+            recompute: true,
+            ..Execution::default()
+        },
+        Execution {
+            workers: 2,
+            ..Execution::default()
+        },
+    ];
+    let close = |a: f64, b: f64, rel: f64| (a - b).abs() <= rel * a.abs().max(1e-3);
+
+    let cfg = TrainConfig {
+        steps: 10,
+        lr: 1e-3,
+        grad_accum: 2,
+        distill_temperature: 2.0,
+        ..TrainConfig::default()
+    };
+    // A teacher other than the student: random weights of its shape, made once (the backend's
+    // random stream is shared with the tests running beside this one) and cloned per run.
+    let c = model().config;
+    let random = Llama::<B>::from_source(&c, &mut RandomInit::default(), &device()).unwrap();
+    let other = || Some(random.clone());
+    let mut runs: Vec<_> = ways
+        .iter()
+        .map(|e| Trainer::new(model(), cfg.clone(), other()).with_execution(e.clone()))
+        .collect();
+    for step in 0..3 {
+        let logs: Vec<_> = runs.iter_mut().map(|t| t.step(&batches).unwrap()).collect();
+        let a = &logs[0];
+        assert!(
+            a.kl.unwrap() > 0.0 && a.loss > a.ce_loss,
+            "step {step}: {a:?}"
+        );
+        for b in &logs[1..] {
+            assert!(
+                close(a.loss, b.loss, 1e-6),
+                "training step {step}: {a:?} vs {b:?}"
+            );
+            assert!(close(a.kl.unwrap(), b.kl.unwrap(), 1e-5), "step {step}");
+            assert!(close(a.grad_norm, b.grad_norm, 1e-5), "step {step}");
+        }
+    }
+    for t in &runs[1..] {
+        let d = rel_diff(
+            &param_tensors(runs[0].model(), None),
+            &param_tensors(t.model(), None),
+        );
+        assert!(
+            d <= 1e-5,
+            "training: parameters after 3 steps differ by {d}"
+        );
+    }
+
+    let c = model().config;
+    let target = TargetShape {
+        layers: c.num_hidden_layers,
+        hidden: c.hidden_size / 2,
+        heads: c.num_attention_heads / 2,
+        kv_heads: c.num_key_value_heads / 2,
+        intermediate: c.intermediate_size / 2,
+    };
+    let cfg = PruneConfig::new(
+        target,
+        PruneHyper {
+            steps: 10,
+            seed: 3,
+            grad_accum: 2,
+            ..PruneHyper::default()
+        },
+    );
+    let mut runs: Vec<_> = ways
+        .iter()
+        .map(|e| {
+            PruneRun::new(model(), cfg.clone())
+                .with_teacher(teacher())
+                .with_execution(e.clone())
+        })
+        .collect();
+    for step in 0..3 {
+        let logs: Vec<_> = runs.iter_mut().map(|r| r.step(&batches).unwrap()).collect();
+        let a = &logs[0];
+        assert!(
+            a.kl.unwrap() > 0.0,
+            "step {step}: the masked student is not the teacher"
+        );
+        for b in &logs[1..] {
+            eprintln!(
+                "distilled pruning step {step}: ce {} vs {}, kl {:?} vs {:?}, grad norm {} vs {}",
+                a.ce_loss, b.ce_loss, a.kl, b.kl, a.grad_norm, b.grad_norm
+            );
+            assert!(close(a.ce_loss, b.ce_loss, 1e-6), "step {step}");
+            assert!(close(a.kl.unwrap(), b.kl.unwrap(), 1e-5), "step {step}");
+            assert!(close(a.grad_norm, b.grad_norm, 1e-5), "step {step}");
+        }
+    }
+    for r in &runs[1..] {
+        let d = rel_diff(
+            &param_tensors(&runs[0].pruner().model, None),
+            &param_tensors(&r.pruner().model, None),
+        );
+        assert!(d <= 1e-5, "pruning: weights after 3 steps differ by {d}");
+        let d = rel_diff(
+            &param_tensors(&runs[0].masks(), None),
+            &param_tensors(&r.masks(), None),
+        );
+        assert!(d <= 1e-5, "pruning: log_alpha after 3 steps differs by {d}");
+    }
 }

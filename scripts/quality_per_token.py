@@ -1,6 +1,6 @@
 """Quality per token of `shear run --seeds N` arms (README, "Distillation and importance pruning").
 
-For each arm (a run directory with seed-0 .. seed-K), the mean eval loss over the domains of the
+For each arm (a run directory with seed-0 .. seed-K, or one run), the mean eval loss over the domains of the
 model being trained at each of continued training's evaluations (the dynamic loader's: before
 step 0, which is the pruned model, then every `update_every` steps), against the tokens seen so
 far: the pruning stage's (its steps, or the importance calibration) plus the training steps'.
@@ -65,7 +65,8 @@ def main():
     arms = []
     for spec in args.arms:
         name, path = spec.split("=", 1)
-        seeds = sorted(pathlib.Path(path).glob("seed-*"))
+        # A run of `--seeds N` (seed-0 .. seed-K), or one run directory.
+        seeds = sorted(pathlib.Path(path).glob("seed-*")) or [pathlib.Path(path)]
         arms.append((name, [seed_curve(s) for s in seeds], [final_mean(s) for s in seeds]))
     total = max(c[-1][0] for _, curves, _ in arms for c in curves)
     fractions = [0.25, 0.5, 0.75]

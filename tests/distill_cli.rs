@@ -307,6 +307,62 @@ fn importance_pruning_through_the_binary() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume and --stop-after do not apply"));
 }
 
+/// `shear prune --method obs`: the same exact target, the greedy scores beside the magnitude ones
+/// in importance.json, and a model refitted to the cut: its logits are nearer the source's than
+/// those of the same cut without the refit (`shear materialize` of the source with the masks).
+#[test]
+fn obs_pruning_through_the_binary() {
+    use burn::prelude::*;
+    use shear_testkit::{device, max_abs_diff, B};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    two_domains(&d, [3, 60, 60]);
+    let out = tmp.path().join("obs");
+    let mut args = tiny_prune_args(&d, &out, 4);
+    args.extend(["--method", "obs", "--calibration-batches", "10"].map(String::from));
+    let o = run_shear(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("pruned by structured OBS to layers=3,hidden=48,heads=2"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("importance.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["tokens"], 10 * 4 * 32);
+    let ranked = report["obs"]["intermediate"][0].as_array().unwrap();
+    assert_eq!(ranked.len(), 176);
+    // Greedy ranks: 1 .. 176, each once.
+    let mut r: Vec<u64> = ranked.iter().map(|v| v.as_f64().unwrap() as u64).collect();
+    r.sort();
+    assert_eq!(r, (1..=176).collect::<Vec<_>>());
+    let unfitted = tmp.path().join("unfitted");
+    let src = fixture("pruning/source");
+    succeed(&[
+        "materialize".into(),
+        "--source".into(),
+        src.to_str().unwrap().into(),
+        "--masks".into(),
+        out.join("masks.safetensors").to_str().unwrap().into(),
+        "--out".into(),
+        unfitted.to_str().unwrap().into(),
+    ]);
+    let load = |p: &Path| shear_model::load_llama::<B>(p, &device()).unwrap();
+    let (source, refitted, plain) = (load(&src), load(&out.join("model")), load(&unfitted));
+    let ids: Vec<i64> = (0..4 * 32).map(|i| ((i * 37 + 11) % 500) as i64).collect();
+    let x = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [4, 32]), &device());
+    let logits =
+        |m: &shear_model::Llama<B>| shear_model::to_vec_f32(m.forward(x.clone()).into_data());
+    let want = logits(&source);
+    let (a, b) = (
+        max_abs_diff(&logits(&refitted), &want),
+        max_abs_diff(&logits(&plain), &want),
+    );
+    eprintln!("logits vs source: refitted {a}, unrefitted {b}");
+    assert!(a < b, "refitted {a} vs unrefitted {b}");
+}
+
 /// `shear run` with `[prune] method = "importance"`: the pruning stage is the cut, continued
 /// training starts from it, and the run's report is written.
 #[test]

@@ -72,6 +72,9 @@ pub enum ModelError {
     InvalidShape(String),
     #[error("{what} is {value}: pruning needs finite values")]
     NonFinite { what: String, value: f64 },
+    /// Structured OBS (obs.rs) could not factor a calibration Gram matrix.
+    #[error("structured OBS: {0}")]
+    Obs(String),
     #[error(transparent)]
     File(#[from] shear_io::IoError),
     #[error(transparent)]

@@ -13,17 +13,19 @@
 //! - a layer: `1 − cos(block input, block output)` per token (the block's "influence"): a block
 //!   that leaves its input unchanged scores 0.
 
+use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::attention_blocks::causal_attention;
 use crate::config::LlamaConfig;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::kinds::{LayerMasks, PruneModules};
 use crate::llama::Llama;
 use crate::masks::{HardConcrete, L0Masks, Mask};
 use crate::materialize::DeterministicMasks;
+use crate::obs::{self, Gram};
 use crate::precision;
 use crate::target::TargetShape;
 use crate::tensor_data::to_vec_f32;
@@ -46,6 +48,18 @@ pub struct ImportanceScores {
     pub layer: Vec<f64>,
     /// Calibration tokens seen.
     pub tokens: usize,
+    /// The Gram matrices of the output projections' inputs, when collected (structured OBS,
+    /// [`ImportanceScores::with_grams`]); not written to `importance.json`.
+    #[serde(skip)]
+    pub grams: Option<Grams>,
+}
+
+/// Per layer, `Σ aᵀa` of the attention context that `o_proj` reads (`[heads·head_dim]²`) and
+/// of the gated activation that `down_proj` reads (`[intermediate]²`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Grams {
+    pub attn: Vec<Gram>,
+    pub ffn: Vec<Gram>,
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
@@ -80,6 +94,21 @@ impl ImportanceScores {
             intermediate: vec![vec![0.0; config.intermediate_size]; l],
             layer: vec![0.0; l],
             tokens: 0,
+            grams: None,
+        }
+    }
+
+    /// All zero, collecting the Gram matrices as well ([`ImportanceScores::obs`],
+    /// [`ImportanceScores::refit`]): `layers · ((heads·head_dim)² + intermediate²)` f64 values.
+    pub fn with_grams(config: &LlamaConfig) -> Self {
+        let l = config.num_hidden_layers;
+        let n_attn = config.num_attention_heads * config.head_dim;
+        ImportanceScores {
+            grams: Some(Grams {
+                attn: vec![Gram::new(n_attn); l],
+                ffn: vec![Gram::new(config.intermediate_size); l],
+            }),
+            ..ImportanceScores::new(config)
         }
     }
 
@@ -101,6 +130,10 @@ impl ImportanceScores {
             let (q, k, v) = attn.qkv(a_in, &model.rope, 0);
             let ctx = causal_attention(q, k, v, ATTENTION_BLOCK); // [b, h, s, hd]
             let hd = attn.head_dim;
+            if let Some(g) = &mut self.grams {
+                let n = attn.n_heads * hd;
+                g.attn[i].add(ctx.clone().swap_dims(1, 2).reshape([tokens, n]));
+            }
             let w_o = attn.o_proj.weight.val(); // [h · hd, d]
             for j in 0..attn.n_heads {
                 let c = ctx.clone().narrow(1, j, 1).reshape([1, tokens, hd]);
@@ -115,6 +148,10 @@ impl ImportanceScores {
             let act = silu(precision::linear(&mlp.gate_proj, m_in.clone()))
                 * precision::linear(&mlp.up_proj, m_in);
             add(&mut self.intermediate[i], channel_abs(act.clone()));
+            if let Some(g) = &mut self.grams {
+                let n = act.dims()[2];
+                g.ffn[i].add(act.clone().reshape([tokens, n]));
+            }
             let out = x_mid + precision::linear(&mlp.down_proj, act);
             // 1 − cos(x, out) per token, summed.
             let dot = (x.clone() * out.clone()).sum_dim(2);
@@ -197,4 +234,99 @@ impl ImportanceScores {
             mlp: soft.mlp.as_deref().map(one),
         })
     }
+
+    /// Structured OBS scores (docs/algorithm.md §15.1, obs.rs): the heads and FFN channels of
+    /// every layer ranked by greedy removal under refitting, down to `target`'s count per layer
+    /// (`r`-th removed scores `r + 1`; the units greedy removal keeps score above those, in
+    /// the order of their magnitude scores). Hidden channels, groups and layers keep their
+    /// magnitude scores. Needs the Gram matrices ([`ImportanceScores::with_grams`]).
+    pub fn obs<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        target: &TargetShape,
+        modules: PruneModules,
+    ) -> Result<ImportanceScores> {
+        let grams = self.grams.as_ref().ok_or_else(|| {
+            ModelError::Obs("the scores were collected without Gram matrices".into())
+        })?;
+        let mut out = self.clone();
+        for (l, layer) in model.layers.iter().enumerate() {
+            if modules.heads {
+                let attn = &layer.self_attn;
+                let (w, _, d) = weight_host(&attn.o_proj.weight);
+                let remove = attn.n_heads.saturating_sub(target.heads);
+                let what = format!("layer {l} attention");
+                let order =
+                    obs::greedy_blocks(&grams.attn[l], &w, d, attn.head_dim, remove, &what)?;
+                out.head[l] = obs::order_scores(&order, attn.n_heads, &self.head[l]);
+            }
+            if modules.intermediate {
+                let (w, n, d) = weight_host(&layer.mlp.down_proj.weight);
+                let w_sq: Vec<f64> = w.chunks(d).map(|r| r.iter().map(|x| x * x).sum()).collect();
+                let remove = n.saturating_sub(target.intermediate);
+                let what = format!("layer {l} FFN");
+                let order = obs::greedy_channels(&grams.ffn[l], &w_sq, remove, &what)?;
+                out.intermediate[l] = obs::order_scores(&order, n, &self.intermediate[l]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `model` with the output projections of every kept layer refitted onto the heads and
+    /// FFN channels that `masks` keeps (obs.rs, [`obs::refit`]), so that the masked model (and
+    /// the materialized one) makes up for what was cut, as far as a linear map of the kept
+    /// units can on the calibration activations.
+    pub fn refit<B: Backend>(
+        &self,
+        model: &Llama<B>,
+        masks: &DeterministicMasks,
+    ) -> Result<Llama<B>> {
+        let grams = self.grams.as_ref().ok_or_else(|| {
+            ModelError::Obs("the scores were collected without Gram matrices".into())
+        })?;
+        let mut out = model.clone();
+        let heads = masks.effective_heads();
+        for (l, layer) in out.layers.iter_mut().enumerate() {
+            if masks.layer[l] == 0.0 {
+                continue;
+            }
+            let attn = &mut layer.self_attn;
+            let keep: Vec<bool> = heads[l]
+                .iter()
+                .flat_map(|&z| std::iter::repeat_n(z > 0.0, attn.head_dim))
+                .collect();
+            let (w, n, d) = weight_host(&attn.o_proj.weight);
+            let what = format!("layer {l} attention");
+            let w = obs::refit(&grams.attn[l], &w, d, &keep, &what)?;
+            attn.o_proj.weight = weight_param(&attn.o_proj.weight, w, [n, d]);
+            if masks.mlp.as_ref().is_some_and(|m| m[l] == 0.0) {
+                continue;
+            }
+            let mlp = &mut layer.mlp;
+            let keep: Vec<bool> = masks.intermediate[l].iter().map(|&z| z > 0.0).collect();
+            let (w, n, d) = weight_host(&mlp.down_proj.weight);
+            let what = format!("layer {l} FFN");
+            let w = obs::refit(&grams.ffn[l], &w, d, &keep, &what)?;
+            mlp.down_proj.weight = weight_param(&mlp.down_proj.weight, w, [n, d]);
+        }
+        Ok(out)
+    }
+}
+
+/// A linear layer's weight `[in, out]` on the host: values row-major, rows, columns.
+fn weight_host<B: Backend>(w: &Param<Tensor<B, 2>>) -> (Vec<f64>, usize, usize) {
+    let t = w.val();
+    let [n, d] = t.dims();
+    (host(t), n, d)
+}
+
+/// A weight of `shape` holding `v`, on `like`'s device.
+fn weight_param<B: Backend>(
+    like: &Param<Tensor<B, 2>>,
+    v: Vec<f64>,
+    shape: [usize; 2],
+) -> Param<Tensor<B, 2>> {
+    let device = like.val().device();
+    let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(v, shape), &device))
 }

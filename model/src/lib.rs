@@ -22,6 +22,7 @@ pub mod masks;
 pub mod masks_file;
 pub mod materialize;
 pub mod names;
+pub mod obs;
 pub mod precision;
 pub mod rope;
 pub mod target;

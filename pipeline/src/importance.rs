@@ -29,6 +29,18 @@ pub enum PruneMethod {
     Learned,
     /// One-shot importance scores from calibration batches, then the cut (Minitron's).
     Importance,
+    /// One-shot structured Optimal Brain Surgeon: heads and FFN channels ranked by greedy
+    /// removal with the output projections refitted, then refitted to the cut by least
+    /// squares on the calibration activations (docs/algorithm.md §15.1).
+    Obs,
+}
+
+impl PruneMethod {
+    /// Whether the method is a one-shot cut from calibration batches (no steps, no
+    /// checkpoints).
+    pub fn is_one_shot(self) -> bool {
+        self != PruneMethod::Learned
+    }
 }
 
 /// An importance-pruning run.
@@ -48,6 +60,10 @@ pub struct ImportanceJob {
     pub out: PathBuf,
     /// Storage dtype of the pruned model (default: the source's).
     pub dtype: Option<Dtype>,
+    /// Structured OBS ranking and refit of heads and FFN channels ([`PruneMethod::Obs`])
+    /// instead of magnitude scores.
+    #[serde(default)]
+    pub obs: bool,
 }
 
 /// `OUT/importance.json`.
@@ -58,7 +74,12 @@ pub struct ImportanceReport {
     pub tokens: usize,
     /// Wall time of the calibration and the cut, without loading and saving.
     pub seconds: f64,
+    /// The magnitude scores (§15).
     pub scores: ImportanceScores,
+    /// With structured OBS: the scores the cut used (heads and FFN channels ranked by greedy
+    /// removal, §15.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obs: Option<ImportanceScores>,
 }
 
 /// What a run produced.
@@ -111,7 +132,10 @@ pub fn importance<B: Backend>(
         .context(format!("cannot load model {}", job.source.display()))?;
 
     let start = Instant::now();
-    let mut scores = ImportanceScores::new(&config);
+    let mut scores = match job.obs {
+        true => ImportanceScores::with_grams(&config),
+        false => ImportanceScores::new(&config),
+    };
     for b in 0..job.batches {
         let ids = batches.batch(b, 0)?.inner();
         scores.accumulate(&model, ids);
@@ -121,7 +145,20 @@ pub fn importance<B: Backend>(
             job.batches
         )));
     }
-    let masks = scores.masks::<B>(&config, &job.target, job.prune, device)?;
+    let (masks, model, obs) = match job.obs {
+        false => {
+            let masks = scores.masks::<B>(&config, &job.target, job.prune, device)?;
+            (masks, model, None)
+        }
+        true => {
+            observer.event(Event::Busy("ranking by structured OBS"));
+            let ranked = scores.obs(&model, &job.target, job.prune)?;
+            let masks = ranked.masks::<B>(&config, &job.target, job.prune, device)?;
+            observer.event(Event::Busy("refitting the output projections"));
+            let model = scores.refit(&model, &masks)?;
+            (masks, model, Some(ranked))
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
 
     std::fs::create_dir_all(&job.out).map_err(shear_io::IoError::at(&job.out))?;
@@ -134,7 +171,11 @@ pub fn importance<B: Backend>(
         batches: job.batches,
         tokens: scores.tokens,
         seconds,
-        scores,
+        scores: ImportanceScores {
+            grams: None,
+            ..scores
+        },
+        obs,
     };
     let text = serde_json::to_string_pretty(&report).expect("serialises");
     write(&job.out.join("importance.json"), &text)?;

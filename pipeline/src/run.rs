@@ -72,10 +72,10 @@ pub fn run<B: Backend>(
         .resolve(&config, &vec![1; recipe.data.domains.len()])
         .and_then(|_| recipe.check_data_present())
         .map_err(in_file)?;
-    if opts.compare && recipe.prune.method == PruneMethod::Importance {
+    if opts.compare && recipe.prune.method.is_one_shot() {
         return invalid!(
-            "{}: --compare runs the learned-mask baselines; with [prune] method = \"importance\" \
-             run the arms one by one (README, \"Distillation and importance pruning\")",
+            "{}: --compare runs the learned-mask baselines; with a one-shot [prune] method \
+             (\"importance\", \"obs\") run the arms one by one (README, \"Distillation and importance pruning\")",
             recipe_file.display()
         );
     }

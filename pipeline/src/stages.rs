@@ -137,7 +137,9 @@ impl Stages<'_> {
         match p.method {
             PruneMethod::Learned => (h.steps * h.batch * h.grad_accum * self.seq) as u64,
             // The calibration batches.
-            PruneMethod::Importance => (p.calibration_batches * h.batch * self.seq) as u64,
+            PruneMethod::Importance | PruneMethod::Obs => {
+                (p.calibration_batches * h.batch * self.seq) as u64
+            }
         }
     }
 
@@ -157,7 +159,7 @@ impl Stages<'_> {
         observer: &mut dyn Observer,
     ) -> Result<StageTiming> {
         let p = &self.recipe.prune;
-        if p.method == PruneMethod::Importance {
+        if p.method.is_one_shot() {
             return self.importance::<B>(name, dir, device, observer);
         }
         let settings = PruneSettings {
@@ -194,8 +196,13 @@ impl Stages<'_> {
             seed: p.hyper.seed,
             out: dir.to_path_buf(),
             dtype: self.recipe.model.dtype,
+            obs: p.method == PruneMethod::Obs,
         };
-        observer.event(Event::Message(&format!("stage {name} (importance)")));
+        let method = match p.method {
+            PruneMethod::Obs => "structured OBS",
+            _ => "importance",
+        };
+        observer.event(Event::Message(&format!("stage {name} ({method})")));
         run_stage(name, dir, self.prune_tokens(), || {
             importance::<B>(&job, device, observer)?;
             shear_io::write_atomic(

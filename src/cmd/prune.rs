@@ -30,10 +30,12 @@ pub struct Args {
     pub run: RunArgs,
     /// `learned`: masks and weights trained under the Lagrangian (the paper's method);
     /// `importance`: one-shot scores from calibration batches of the prune data, then the cut
-    /// to the same target (Minitron's; seconds, docs/algorithm.md §15).
+    /// to the same target (Minitron's; seconds, docs/algorithm.md §15); `obs`: the same
+    /// calibration, heads and FFN channels ranked by structured Optimal Brain Surgeon and the
+    /// output projections refitted to the cut (§15.1).
     #[arg(long, value_enum, default_value_t = PruneMethod::default())]
     pub method: PruneMethod,
-    /// With `--method importance`: calibration batches of `--batch` sequences.
+    /// With `--method importance|obs`: calibration batches of `--batch` sequences.
     #[arg(long, default_value_t = 32)]
     pub calibration_batches: usize,
     /// Distil from this teacher (directory or hub id; usually the source itself) while pruning:
@@ -59,7 +61,7 @@ pub fn run<B: Backend>(
         .target
         .resolve(&config)
         .map_err(|e| anyhow::anyhow!("--target {}: {e}", args.target))?;
-    if args.method == PruneMethod::Importance {
+    if args.method.is_one_shot() {
         return importance_run::<B>(args, target, offline, device);
     }
     let distill_from = match &args.distill_from {
@@ -92,7 +94,7 @@ pub fn run<B: Backend>(
     Ok(())
 }
 
-/// `--method importance`: the one-shot path (no steps, no checkpoints).
+/// `--method importance|obs`: the one-shot path (no steps, no checkpoints).
 fn importance_run<B: Backend>(
     args: Args,
     target: TargetShape,
@@ -101,11 +103,13 @@ fn importance_run<B: Backend>(
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.run.resume && args.run.stop_after.is_none(),
-        "--method importance runs in seconds and has no steps: --resume and --stop-after do not apply"
+        "--method {} runs in seconds and has no steps: --resume and --stop-after do not apply",
+        method_name(args.method)
     );
     anyhow::ensure!(
         args.distill_from.is_none(),
-        "--distill-from: --method importance trains nothing (distil in `shear train`)"
+        "--distill-from: --method {} trains nothing (distil in `shear train`)",
+        method_name(args.method)
     );
     let job = ImportanceJob {
         source: super::resolve(&args.source, offline)?,
@@ -117,6 +121,7 @@ fn importance_run<B: Backend>(
         seed: args.hyper.seed,
         out: args.run.out.clone(),
         dtype: args.run.dtype,
+        obs: args.method == PruneMethod::Obs,
     };
     let mut progress = crate::progress::Progress::default();
     let outcome = importance::<B>(&job, device, &mut progress)?;
@@ -124,7 +129,11 @@ fn importance_run<B: Backend>(
     let c = LlamaConfig::from_file(&outcome.model_dir)?;
     let r = &outcome.report;
     println!(
-        "pruned by importance to {} ({} parameters) -> {} ({} calibration tokens in {:.2} s)",
+        "pruned by {} to {} ({} parameters) -> {} ({} calibration tokens in {:.2} s)",
+        match args.method {
+            PruneMethod::Obs => "structured OBS",
+            _ => "importance",
+        },
         shape_line(&c),
         c.param_counts().total(),
         outcome.model_dir.display(),
@@ -132,4 +141,12 @@ fn importance_run<B: Backend>(
         r.seconds
     );
     Ok(())
+}
+
+fn method_name(m: PruneMethod) -> &'static str {
+    match m {
+        PruneMethod::Learned => "learned",
+        PruneMethod::Importance => "importance",
+        PruneMethod::Obs => "obs",
+    }
 }

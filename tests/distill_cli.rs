@@ -16,6 +16,20 @@ fn prune_args(data: &Path, out: &Path, steps: usize, extra: &[&str]) -> Vec<Stri
     a
 }
 
+/// `shear materialize --source SRC --masks MASKS --out OUT`.
+fn materialize_masks(src: &Path, masks: &Path, out: &Path) {
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    succeed(&[
+        "materialize".into(),
+        "--source".into(),
+        arg(src),
+        "--masks".into(),
+        arg(masks),
+        "--out".into(),
+        arg(out),
+    ]);
+}
+
 /// The newest `checkpoints/step-N` of a run directory.
 fn newest_checkpoint(run: &Path) -> std::path::PathBuf {
     let mut steps: Vec<_> = std::fs::read_dir(run.join("checkpoints"))
@@ -286,15 +300,7 @@ fn importance_pruning_through_the_binary() {
     // The mask file is the deterministic kind: materialize reproduces the model.
     let again = tmp.path().join("again");
     let src = fixture("pruning/source");
-    succeed(&[
-        "materialize".into(),
-        "--source".into(),
-        src.to_str().unwrap().into(),
-        "--masks".into(),
-        out.join("masks.safetensors").to_str().unwrap().into(),
-        "--out".into(),
-        again.to_str().unwrap().into(),
-    ]);
+    materialize_masks(&src, &out.join("masks.safetensors"), &again);
     assert_eq!(
         raw_tensors(&out.join("model/model.safetensors")),
         raw_tensors(&again.join("model.safetensors"))
@@ -339,15 +345,7 @@ fn obs_pruning_through_the_binary() {
     assert_eq!(r, (1..=176).collect::<Vec<_>>());
     let unfitted = tmp.path().join("unfitted");
     let src = fixture("pruning/source");
-    succeed(&[
-        "materialize".into(),
-        "--source".into(),
-        src.to_str().unwrap().into(),
-        "--masks".into(),
-        out.join("masks.safetensors").to_str().unwrap().into(),
-        "--out".into(),
-        unfitted.to_str().unwrap().into(),
-    ]);
+    materialize_masks(&src, &out.join("masks.safetensors"), &unfitted);
     let load = |p: &Path| shear_model::load_llama::<B>(p, &device()).unwrap();
     let (source, refitted, plain) = (load(&src), load(&out.join("model")), load(&unfitted));
     let ids: Vec<i64> = (0..4 * 32).map(|i| ((i * 37 + 11) % 500) as i64).collect();

@@ -41,6 +41,15 @@ impl PruneMethod {
     pub fn is_one_shot(self) -> bool {
         self != PruneMethod::Learned
     }
+
+    /// Its name in messages: `learned`, `importance`, `structured OBS`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PruneMethod::Learned => "learned",
+            PruneMethod::Importance => "importance",
+            PruneMethod::Obs => "structured OBS",
+        }
+    }
 }
 
 /// An importance-pruning run.

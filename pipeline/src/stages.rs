@@ -198,10 +198,7 @@ impl Stages<'_> {
             dtype: self.recipe.model.dtype,
             obs: p.method == PruneMethod::Obs,
         };
-        let method = match p.method {
-            PruneMethod::Obs => "structured OBS",
-            _ => "importance",
-        };
+        let method = p.method.label();
         observer.event(Event::Message(&format!("stage {name} ({method})")));
         run_stage(name, dir, self.prune_tokens(), || {
             importance::<B>(&job, device, observer)?;

@@ -3,6 +3,7 @@
 //! help are defined there once.
 
 use burn::tensor::backend::Backend;
+use clap::ValueEnum;
 use shear_model::precision::Compute;
 use shear_model::{LlamaConfig, TargetShape, TargetSpec};
 use shear_pipeline::feed::DataOptions;
@@ -104,12 +105,18 @@ fn importance_run<B: Backend>(
     anyhow::ensure!(
         !args.run.resume && args.run.stop_after.is_none(),
         "--method {} runs in seconds and has no steps: --resume and --stop-after do not apply",
-        method_name(args.method)
+        args.method
+            .to_possible_value()
+            .expect("a named value")
+            .get_name()
     );
     anyhow::ensure!(
         args.distill_from.is_none(),
         "--distill-from: --method {} trains nothing (distil in `shear train`)",
-        method_name(args.method)
+        args.method
+            .to_possible_value()
+            .expect("a named value")
+            .get_name()
     );
     let job = ImportanceJob {
         source: super::resolve(&args.source, offline)?,
@@ -130,10 +137,7 @@ fn importance_run<B: Backend>(
     let r = &outcome.report;
     println!(
         "pruned by {} to {} ({} parameters) -> {} ({} calibration tokens in {:.2} s)",
-        match args.method {
-            PruneMethod::Obs => "structured OBS",
-            _ => "importance",
-        },
+        args.method.label(),
         shape_line(&c),
         c.param_counts().total(),
         outcome.model_dir.display(),
@@ -141,12 +145,4 @@ fn importance_run<B: Backend>(
         r.seconds
     );
     Ok(())
-}
-
-fn method_name(m: PruneMethod) -> &'static str {
-    match m {
-        PruneMethod::Learned => "learned",
-        PruneMethod::Importance => "importance",
-        PruneMethod::Obs => "obs",
-    }
 }
